@@ -1,0 +1,219 @@
+"""Settings: every knob of the app, typed and validated once at start-up.
+
+Each field maps to one environment variable (documented in the README's configuration table).
+``Settings.from_env`` is the only place that reads the environment; everything else receives a
+``Settings`` value, so tests build exactly the configuration they need.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from imaging.errors import ImagingError
+from imaging.formats import OUTPUT_FORMATS, parse_format_list
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message says which and why."""
+
+
+#: WebP cannot encode a side longer than this, so it caps MAX_SIDE.
+WEBP_MAX_SIDE = 16383
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named box an image is fitted into (the gallery thumbnail, the labeler's copy, ...)."""
+
+    width: int
+    height: int
+    fit: str = "contain"
+
+
+DEFAULT_PRESETS: Mapping[str, Preset] = {
+    "thumb": Preset(480, 480, "contain"),
+    "medium": Preset(1024, 1024, "contain"),
+    "large": Preset(2048, 2048, "contain"),
+    # Cloud Vision recommends about 640x480 for label detection; the local model needs 224.
+    "label": Preset(640, 640, "contain"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: str = ""
+    storage_backend: str = "local"
+    media_root: Path = Path("instance/media")
+    gcs_bucket: str = ""
+    public_base_url: str = ""
+    allow_local_storage_on_cloud_run: bool = False
+    labeler: str = "local"
+    label_max_results: int = 5
+    label_min_score: float = 0.15
+    label_timeout: float = 10.0
+    model_cache_dir: Path = Path("instance/models")
+    vision_api_endpoint: str = ""
+    safe_search: bool = False
+    safe_search_hide: str = ""
+    max_upload_mb: int = 20
+    max_pixels: int = 50_000_000
+    max_side: int = WEBP_MAX_SIDE
+    max_frames: int = 100
+    default_formats: tuple[str, ...] = ("webp",)
+    keep_copyright: bool = False
+    background: str = "#ffffff"
+    presets: Mapping[str, Preset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+    conversion_slots: int = 0  # 0 = one per CPU core
+    conversion_wait: float = 10.0
+    gc_grace_seconds: int = 3600
+    log_format: str = "text"
+    upload_tokens: tuple[str, ...] = ()
+    admin_token: str = ""
+    rate_limit: str = ""
+    trusted_proxy_hops: int = 0
+    on_cloud_run: bool = False
+    testing: bool = False
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def slots(self) -> int:
+        return self.conversion_slots or (os.cpu_count() or 1)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (handy in tests)."""
+        return replace(self, **changes).validated()
+
+    def validated(self) -> Settings:
+        problems = []
+        if self.storage_backend not in ("local", "gcs"):
+            problems.append("STORAGE_BACKEND must be 'local' or 'gcs'")
+        if self.storage_backend == "gcs" and not self.gcs_bucket:
+            problems.append("GCS_BUCKET is required when STORAGE_BACKEND=gcs")
+        if self.labeler not in ("local", "vision", "none"):
+            problems.append("LABELER must be 'local', 'vision' or 'none'")
+        if not 1 <= self.max_upload_mb <= 1024:
+            problems.append("MAX_UPLOAD_MB must be between 1 and 1024")
+        if not 1 <= self.max_side <= WEBP_MAX_SIDE:
+            problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
+        if self.max_pixels < 1:
+            problems.append("MAX_PIXELS must be positive")
+        if self.max_frames < 1:
+            problems.append("MAX_FRAMES must be positive")
+        if not 0.0 <= self.label_min_score <= 1.0:
+            problems.append("LABEL_MIN_SCORE must be between 0 and 1")
+        if self.label_max_results < 1:
+            problems.append("LABEL_MAX_RESULTS must be at least 1")
+        if self.log_format not in ("text", "json"):
+            problems.append("LOG_FORMAT must be 'text' or 'json'")
+        if self.safe_search_hide and self.safe_search_hide not in (
+            "POSSIBLE",
+            "LIKELY",
+            "VERY_LIKELY",
+        ):
+            problems.append("SAFE_SEARCH_HIDE must be POSSIBLE, LIKELY or VERY_LIKELY")
+        if not self.default_formats:
+            problems.append("DEFAULT_FORMATS must name at least one format")
+        unknown = [f for f in self.default_formats if f not in OUTPUT_FORMATS]
+        if unknown:
+            problems.append(f"DEFAULT_FORMATS has unknown formats: {', '.join(unknown)}")
+        if (
+            self.on_cloud_run
+            and self.storage_backend == "local"
+            and not self.allow_local_storage_on_cloud_run
+        ):
+            problems.append(
+                "STORAGE_BACKEND=local on Cloud Run would keep images in the instance's memory, "
+                "which vanishes when it scales in; set STORAGE_BACKEND=gcs and GCS_BUCKET "
+                "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)"
+            )
+        if self.on_cloud_run and not self.secret_key:
+            problems.append(
+                "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike"
+            )
+        if problems:
+            raise SettingsError("Invalid configuration: " + "; ".join(problems))
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``) and validate them."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        values: dict[str, Any] = {}
+        try:
+            for f in fields(cls):
+                name = f.name.upper()
+                if f.name in ("presets", "testing", "on_cloud_run", "upload_tokens"):
+                    continue
+                raw = env.get(name)
+                if raw is None or raw == "":
+                    continue
+                values[f.name] = _coerce(f.name, raw, getattr(defaults, f.name))
+        except ValueError as exc:
+            raise SettingsError(f"Invalid configuration: {exc}") from None
+        except ImagingError as exc:
+            raise SettingsError(f"Invalid configuration: {exc.public_message}") from None
+        tokens = env.get("UPLOAD_TOKEN", "")
+        values["upload_tokens"] = tuple(t.strip() for t in tokens.split(",") if t.strip())
+        values["on_cloud_run"] = bool(env.get("K_SERVICE"))
+        settings = replace(defaults, **values)
+        if not settings.secret_key and not settings.on_cloud_run:
+            settings = replace(settings, secret_key=_local_secret(settings.media_root.parent))
+        return settings.validated()
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    label = name.upper()
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{label} must be a boolean (1/0, true/false), got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{label} must be a whole number, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{label} must be a number, got {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, tuple):
+        if name == "default_formats":
+            return parse_format_list(raw)
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if name in ("safe_search_hide",):
+        return raw.upper()
+    return raw
+
+
+def _local_secret(instance_dir: Path) -> str:
+    """A secret kept beside the local media so sessions survive restarts and gunicorn workers agree."""
+    path = instance_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(candidate)
+    return candidate

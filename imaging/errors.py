@@ -1,0 +1,109 @@
+"""The error family every domain module raises: a status, a stable code and a public message.
+
+Domain code never calls ``abort()`` and never builds an HTTP body; the web layer turns these into
+JSON or a page. ``detail`` is for the log only and is never shown to a client.
+"""
+
+from __future__ import annotations
+
+
+class ImagingError(Exception):
+    """Base of every error a client may be told about."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        public_message: str,
+        *,
+        detail: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(public_message)
+        self.public_message = public_message
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class BadRequest(ImagingError):
+    status, code = 400, "bad_request"
+
+
+class MissingFile(ImagingError):
+    status, code = 400, "missing_file"
+
+
+class Unauthorized(ImagingError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ImagingError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ImagingError):
+    status, code = 404, "not_found"
+
+
+class Gone(ImagingError):
+    status, code = 410, "gone"
+
+
+class TooLarge(ImagingError):
+    status, code = 413, "too_large"
+
+
+class UnsupportedFormat(ImagingError):
+    status, code = 415, "unsupported_format"
+
+
+class LimitExceeded(ImagingError):
+    """The image is a valid image but over a pixel, side or frame limit."""
+
+    status, code = 422, "limit_exceeded"
+
+
+class RateLimited(ImagingError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(ImagingError):
+    """A dependency or capacity problem the client may retry later."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(
+        self,
+        public_message: str = "The service is busy. Please retry shortly.",
+        *,
+        detail: str | None = None,
+        retry_after: int | None = 5,
+    ) -> None:
+        super().__init__(public_message, detail=detail, retry_after=retry_after)
+
+
+class Busy(Unavailable):
+    """Every conversion slot stayed taken for longer than the configured wait."""
+
+    code = "busy"
+
+
+class StorageUnavailable(Unavailable):
+    code = "storage_unavailable"
+
+
+class ObjectNotFound(NotFound):
+    """A storage key that does not exist."""
+
+    code = "object_not_found"
+
+
+class ObjectExists(ImagingError):
+    """A create-only write hit an existing object with different content."""
+
+    status, code = 409, "object_exists"
+
+
+class LabelerUnavailable(Exception):
+    """A labeler could not label an image. Never reaches a client: the upload goes on without labels."""

@@ -1,0 +1,53 @@
+"""The storage seam: the ObjectStore contract and the mapping from STORAGE_BACKEND to a backend.
+
+Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
+create-only, lists keys in ascending byte order and gives each key a public URL. Errors are the
+``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from imaging.config import Settings
+
+#: Variants never change once written (new content gets a new id), so caches may keep them forever.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class ObjectStore(Protocol):
+    """Where images and the catalog live. Implementations must be safe to share between threads."""
+
+    name: str
+
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raise ObjectNotFound if there is none."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error (deletes are idempotent)."""
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
+
+    def public_url(self, key: str) -> str:
+        """The URL a browser fetches the object from."""
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the backend is reachable (readiness probe)."""
+
+
+def build_store(settings: Settings) -> ObjectStore:
+    """The backend STORAGE_BACKEND names, built once per process."""
+    if settings.storage_backend == "gcs":
+        from imaging.storage.gcs import GCSStore
+
+        return GCSStore(settings.gcs_bucket, public_base_url=settings.public_base_url)
+    from imaging.storage.local import LocalStore
+
+    return LocalStore(settings.media_root, public_base_url=settings.public_base_url or "/media")
