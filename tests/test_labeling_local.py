@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -165,6 +167,29 @@ def test_labelers_in_one_process_share_the_loaded_model(tmp_path: Path, cat: byt
     LocalLabeler(cache_dir=tmp_path).label(cat)
 
     assert not (tmp_path / MODEL_FILE).exists()
+
+
+def test_concurrent_first_uses_convert_the_model_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    labelers = [LocalLabeler(cache_dir=tmp_path) for _ in range(4)]
+    start = threading.Barrier(len(labelers))
+
+    def first_use(labeler: LocalLabeler) -> None:
+        start.wait()
+        labeler.check()
+
+    threads = [threading.Thread(target=first_use, args=(labeler,)) for labeler in labelers]
+    with caplog.at_level(logging.INFO, logger="imaging.labeling.local"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    conversions = [
+        r for r in caplog.records if r.getMessage().startswith("local labeler: converted")
+    ]
+    assert len(conversions) == 1
 
 
 def test_an_unreadable_cached_model_is_rebuilt(tmp_path: Path, cat: bytes) -> None:
