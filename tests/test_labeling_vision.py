@@ -1,0 +1,309 @@
+"""VisionLabeler against a local Cloud Vision REST server: what it sends, returns and survives."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from PIL import Image
+
+from imaging.labeling import Label, LabelerUnavailable
+from imaging.labeling.vision import VisionLabeler
+from tests.vision_server import VisionServer
+
+MakeLabeler = Callable[..., VisionLabeler]
+
+
+def jpeg(colour: str = "orange", size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def make_labeler(vision_server: VisionServer) -> Iterator[MakeLabeler]:
+    """Labelers pointed at the fake server (unless told otherwise), closed after the test."""
+    built: list[VisionLabeler] = []
+
+    def make(**options: Any) -> VisionLabeler:
+        options.setdefault("endpoint", vision_server.endpoint)
+        options.setdefault("credentials", AnonymousCredentials())  # type: ignore[no-untyped-call]
+        options.setdefault("timeout", 5.0)
+        labeler = VisionLabeler(**options)
+        built.append(labeler)
+        return labeler
+
+    yield make
+    for labeler in built:
+        labeler.close()
+
+
+def test_labels_come_back_as_vision_returns_them_with_source_vision(
+    make_labeler: MakeLabeler,
+) -> None:
+    result = make_labeler().label(jpeg())
+
+    assert result.labels == (Label("Cat", 0.97, "vision"), Label("Whiskers", 0.9, "vision"))
+    assert result.safe_search == {}
+
+
+def test_the_image_bytes_are_sent_as_they_are(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    image = jpeg("teal")
+
+    make_labeler().label(image)
+
+    assert [request.image for request in vision_server.received] == [image]
+
+
+def test_labels_below_min_score_are_dropped(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("labels", labels=(("Cat", 0.97), ("Mammal", 0.4), ("Rug", 0.1)))
+
+    result = make_labeler(min_score=0.5).label(jpeg())
+
+    assert [label.description for label in result.labels] == ["Cat"]
+
+
+def test_max_results_is_sent_to_vision_and_caps_the_labels(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode(
+        "labels", labels=(("Cat", 0.97), ("Whiskers", 0.9), ("Mammal", 0.8), ("Rug", 0.7))
+    )
+
+    result = make_labeler(max_results=2).label(jpeg())
+
+    assert vision_server.received[0].features["LABEL_DETECTION"] == 2
+    assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
+
+
+def test_max_results_caps_the_labels_even_when_vision_returns_more(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode(
+        "labels",
+        labels=(("Cat", 0.97), ("Whiskers", 0.9), ("Mammal", 0.8)),
+        honour_max_results=False,
+    )
+
+    result = make_labeler(max_results=2).label(jpeg())
+
+    assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
+
+
+def test_labels_are_best_first_whatever_order_vision_uses(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("labels", labels=(("Rug", 0.5), ("Cat", 0.97), ("Mammal", 0.8)))
+
+    result = make_labeler().label(jpeg())
+
+    assert [label.description for label in result.labels] == ["Cat", "Mammal", "Rug"]
+
+
+def test_an_empty_annotation_gives_no_labels(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("empty")
+
+    result = make_labeler().label(jpeg())
+
+    assert result.labels == ()
+
+
+@pytest.mark.parametrize("status", [500, 403, 429])
+def test_an_error_status_raises_labeler_unavailable(
+    make_labeler: MakeLabeler, vision_server: VisionServer, status: int
+) -> None:
+    vision_server.set_mode("error", error_status=status)
+
+    with pytest.raises(LabelerUnavailable):
+        make_labeler(timeout=2.0).label(jpeg())
+
+
+def test_a_quota_error_is_not_retried(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("error", error_status=429)
+
+    with pytest.raises(LabelerUnavailable):
+        make_labeler().label(jpeg())
+
+    assert vision_server.calls == 1
+
+
+def test_a_transient_unavailable_is_retried_within_the_timeout(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("error", error_status=503, fail_times=1)
+
+    result = make_labeler(timeout=3.0).label(jpeg())
+
+    assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
+    assert vision_server.calls == 2
+
+
+def test_no_retry_when_the_timeout_leaves_no_room_for_one(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("error", error_status=503, fail_times=1)
+
+    with pytest.raises(LabelerUnavailable):
+        make_labeler(timeout=1.0).label(jpeg())
+
+    assert vision_server.calls == 1
+
+
+def test_a_per_image_error_raises_labeler_unavailable(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("image-error")
+
+    with pytest.raises(LabelerUnavailable, match="Bad image data"):
+        make_labeler().label(jpeg())
+
+
+def test_a_server_slower_than_the_timeout_raises_labeler_unavailable(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("slow", slow_seconds=10.0)
+
+    with pytest.raises(LabelerUnavailable):
+        make_labeler(timeout=0.5).label(jpeg())
+
+
+def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode(
+        "labels",
+        safe_search={
+            "adult": "VERY_UNLIKELY",
+            "violence": "UNLIKELY",
+            "racy": "POSSIBLE",
+            "medical": "LIKELY",
+            "spoof": "VERY_LIKELY",
+        },
+    )
+
+    result = make_labeler(safe_search=True).label(jpeg())
+
+    assert vision_server.calls == 1
+    assert set(vision_server.received[0].features) == {
+        "LABEL_DETECTION",
+        "SAFE_SEARCH_DETECTION",
+    }
+    assert result.safe_search == {
+        "adult": "VERY_UNLIKELY",
+        "violence": "UNLIKELY",
+        "racy": "POSSIBLE",
+        "medical": "LIKELY",
+        "spoof": "VERY_LIKELY",
+    }
+    assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
+
+
+def test_safe_search_is_not_asked_for_unless_enabled(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    make_labeler().label(jpeg())
+
+    assert set(vision_server.received[0].features) == {"LABEL_DETECTION"}
+
+
+def test_the_same_image_reaches_vision_once(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    labeler = make_labeler()
+
+    first = labeler.label(jpeg("navy"))
+    second = labeler.label(jpeg("navy"))
+
+    assert second == first
+    assert vision_server.calls == 1
+
+
+def test_different_images_each_reach_vision(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    labeler = make_labeler()
+
+    labeler.label(jpeg("navy"))
+    labeler.label(jpeg("olive"))
+
+    assert vision_server.calls == 2
+
+
+def test_a_failure_is_not_cached(make_labeler: MakeLabeler, vision_server: VisionServer) -> None:
+    labeler = make_labeler()
+    vision_server.set_mode("error", error_status=403)
+    with pytest.raises(LabelerUnavailable):
+        labeler.label(jpeg())
+    vision_server.set_mode("labels")
+
+    result = labeler.label(jpeg())
+
+    assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
+
+
+def test_concurrent_requests_for_one_image_share_one_call(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    # The server holds the first call long enough for the second thread to ask meanwhile.
+    vision_server.set_mode("slow", slow_seconds=1.0)
+    labeler = make_labeler(timeout=5.0)
+    image = jpeg("maroon")
+    results: list[object] = []
+
+    def ask() -> None:
+        results.append(labeler.label(image))
+
+    first = threading.Thread(target=ask)
+    first.start()
+    give_up = time.monotonic() + 5
+    while vision_server.calls == 0 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    second = threading.Thread(target=ask)
+    second.start()
+    first.join(timeout=10)
+    second.join(timeout=10)
+
+    assert len(results) == 2
+    assert results[0] == results[1]
+    assert vision_server.calls == 1
+
+
+def test_nothing_listening_raises_labeler_unavailable(make_labeler: MakeLabeler) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    with pytest.raises(LabelerUnavailable):
+        make_labeler(endpoint=f"http://127.0.0.1:{closed_port}").label(jpeg())
+
+
+def test_check_builds_the_client_without_calling_vision(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    make_labeler().check()
+
+    assert vision_server.calls == 0
+
+
+def test_check_raises_when_there_are_no_credentials(
+    make_labeler: MakeLabeler, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+
+    with pytest.raises(LabelerUnavailable, match="could not be created"):
+        make_labeler(endpoint="", credentials=None).check()
