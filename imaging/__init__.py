@@ -1,1 +1,1 @@
-"""cloud-image-app's domain: settings, conversion, storage, labeling, catalog and the upload pipeline."""
+"""cloud-image-app's domain: settings, conversion, storage, labeling, catalog, pipeline."""

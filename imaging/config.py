@@ -202,7 +202,7 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
 
 
 def _local_secret(instance_dir: Path) -> str:
-    """A secret kept beside the local media so sessions survive restarts and gunicorn workers agree."""
+    """A secret kept beside the local media: sessions survive restarts and workers agree."""
     path = instance_dir / "secret_key"
     try:
         return path.read_text().strip()

@@ -106,4 +106,4 @@ class ObjectExists(ImagingError):
 
 
 class LabelerUnavailable(Exception):
-    """A labeler could not label an image. Never reaches a client: the upload goes on without labels."""
+    """A labeler could not label an image. Never reaches a client: the upload goes on."""

@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck pytest bench gc clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+## Run the app on embedded defaults at http://127.0.0.1:8080 (honours HOST, PORT, ... and .env).
+run: $(VENV)/.runtime
+	$(BIN)/python cloud_image_app.py
+
+## Every check: system packages, lint, types, Dockerfile lint, the whole test suite.
+test: $(VENV)/.dev
+	./scripts/install-system-deps
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Benchmarks print figures; they are not tests.
+bench: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.engine
+
+## Sweep variants left without a record by a crashed upload.
+gc: $(VENV)/.runtime
+	$(BIN)/flask --app cloud_image_app gc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""cloud-image-app's composition root: ``create_app`` builds one configured Flask app.
+
+Nothing happens at import time. ``python cloud_image_app.py`` runs the development server on the
+embedded defaults (local storage, local labeler); production runs
+``gunicorn 'cloud_image_app:create_app()'`` (see gunicorn.conf.py), which builds the app, and
+so the storage and labeling clients, in each worker after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import click
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from imaging.catalog import Catalog
+from imaging.config import Settings, SettingsError
+from imaging.labeling import Labeler, build_labeler
+from imaging.pipeline import Pipeline
+from imaging.storage import ObjectStore, build_store
+from imaging.web import Services, register_error_handlers, register_security
+from imaging.web import api, media, ops, pages
+
+#: Room for the multipart envelope and the small form fields around one file.
+FORM_OVERHEAD_BYTES = 256 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    storage: ObjectStore | None = None,
+    labeler: Labeler | None = None,
+) -> Flask:
+    """Build the app. Tests pass their own ``settings`` and backends; production reads the env."""
+    if settings is None:
+        settings = load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        MAX_FORM_PARTS=64,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.on_cloud_run,
+        TESTING=settings.testing,
+    )
+    if settings.on_cloud_run or settings.trusted_proxy_hops:
+        # Cloud Run's front end terminates TLS: trust its X-Forwarded-* so URLs say https.
+        hops = settings.trusted_proxy_hops or 1
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
+
+    store = storage if storage is not None else build_store(settings)
+    labels = labeler if labeler is not None else build_labeler(settings)
+    catalog = Catalog(store)
+    app.extensions["imaging"] = Services(
+        settings=settings,
+        store=store,
+        labeler=labels,
+        catalog=catalog,
+        pipeline=Pipeline(settings, store, labels, catalog),
+    )
+    for blueprint in (pages.bp, api.bp, media.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    register_security(app, settings)
+    register_commands(app)
+    return app
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with ``.env`` filled in first (outside tests only)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    return Settings.from_env()
+
+
+def register_commands(app: Flask) -> None:
+    @app.cli.command("gc")
+    @click.option(
+        "--grace", type=int, default=None, help="Seconds an unrecorded object may live."
+    )
+    def gc(grace: int | None) -> None:
+        """Remove variants and index markers left without a record by a crashed upload."""
+        svc: Services = app.extensions["imaging"]
+        grace_seconds = svc.settings.gc_grace_seconds if grace is None else grace
+        removed = svc.catalog.sweep(grace_seconds=grace_seconds, now=time.time())
+        for key in removed:
+            click.echo(f"removed {key}")
+        click.echo(f"{len(removed)} orphaned object(s) removed (grace {grace_seconds}s).")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    app = create_app(settings)
+    port = int(os.environ.get("PORT", settings.port))
+    app.run(host=settings.host, port=port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""The gallery index, kept in the object store itself: records, newest-first pages, label index.
+
+Object layout (the same on local disk and in GCS)::
+
+    img/<id>/<variant>.<ext>   the public, immutable image files
+    lbl/<label-slug>/<id>      empty marker: the label index
+    sha/<content-key>/<id>     empty marker: the duplicate index (same bytes, same options)
+    rec/<id>.json              the record; written LAST, so it is the commit point
+
+Ids sort newest-first as plain strings (inverted millisecond time + random suffix), so an
+ascending listing of ``rec/`` *is* the gallery order and a cursor is just the last id seen: a
+page costs one listing call plus ``limit`` parallel record reads, whatever the catalog size, and
+new uploads (which sort before every existing id) never shift a cursor.
+
+A marker or variant whose record does not exist is invisible (a reader always goes through the
+record) and is removed by ``sweep`` once its id is older than the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from imaging.errors import NotFound, ObjectNotFound
+from imaging.labeling import Label
+from imaging.storage import ObjectStore
+
+#: Ids hold (MAX_MS - now_ms) so that newer ids sort first; 13 digits last until the year 2286.
+MAX_MS = 10**13 - 1
+ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
+RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
+
+
+def new_id(now: float | None = None) -> str:
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{MAX_MS - ms:013d}{secrets.token_hex(4)}"
+
+
+def id_time(image_id: str) -> float:
+    """The Unix time an id was minted at."""
+    return (MAX_MS - int(image_id[:13])) / 1000
+
+
+def is_valid_id(image_id: str) -> bool:
+    return bool(ID_PATTERN.match(image_id))
+
+
+def label_slug(description: str) -> str:
+    """``'Tabby cat'`` -> ``'tabby-cat'``: the label index key and the ``?label=`` value."""
+    text = unicodedata.normalize("NFKD", description).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:64]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # "webp", "jpeg", ..., or "thumb"
+    format: str
+    key: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+    frames: int = 1
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    name: str
+    created_at: str
+    source_format: str
+    width: int
+    height: int
+    bytes: int
+    variants: tuple[Variant, ...]
+    thumbnail: Variant
+    labels: tuple[Label, ...] = ()
+    label_status: str = "off"  # ok | empty | error | off
+    safe_search: dict[str, str] = field(default_factory=dict)
+    hidden: bool = False
+    content_key: str = ""
+    delete_key_hash: str = ""
+    warnings: tuple[str, ...] = ()
+    receipt: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> list[str]:
+        """Every object this record owns besides itself."""
+        return [v.key for v in (*self.variants, self.thumbnail)] + self.marker_keys()
+
+    def marker_keys(self) -> list[str]:
+        slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
+        keys = [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
+        if self.content_key:
+            keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
+        return keys
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ImageRecord:
+        data = json.loads(raw)
+        data["variants"] = tuple(Variant(**v) for v in data["variants"])
+        data["thumbnail"] = Variant(**data["thumbnail"])
+        data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
+        data["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**data)
+
+    def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
+        """The JSON the API returns (and the pages render): no storage internals, no secrets."""
+
+        def variant(v: Variant) -> dict[str, Any]:
+            return {
+                "name": v.name,
+                "format": v.format,
+                "url": url_for_key(v.key),
+                "content_type": v.content_type,
+                "bytes": v.bytes,
+                "width": v.width,
+                "height": v.height,
+                "frames": v.frames,
+            }
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "source_format": self.source_format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "variants": [variant(v) for v in self.variants],
+            "thumbnail": variant(self.thumbnail),
+            "labels": [
+                {
+                    "description": label.description,
+                    "score": round(label.score, 4),
+                    "source": label.source,
+                    "slug": label_slug(label.description),
+                }
+                for label in self.labels
+            ],
+            "label_status": self.label_status,
+            "safe_search": dict(self.safe_search),
+            "hidden": self.hidden,
+            "warnings": list(self.warnings),
+            "receipt": dict(self.receipt),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[ImageRecord]
+    next_cursor: str | None
+
+
+class Catalog:
+    """Reads and writes records and indexes through an ObjectStore."""
+
+    def __init__(self, store: ObjectStore, *, read_workers: int = 8) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="catalog")
+
+    # -- writing ---------------------------------------------------------------------------
+    def save(self, record: ImageRecord) -> None:
+        """Write the index markers, then the record: the commit point of an upload."""
+        for key in record.marker_keys():
+            self.store.put(key, b"", content_type="application/octet-stream")
+        self.store.put(
+            f"{RECORD_PREFIX}{record.id}.json",
+            record.to_json(),
+            content_type="application/json",
+            cache_control="no-store",
+        )
+
+    def delete(self, image_id: str) -> ImageRecord:
+        """Remove a record (first: the image leaves the gallery at once), then what it owned."""
+        record = self.get(image_id)
+        self.store.delete(f"{RECORD_PREFIX}{image_id}.json")
+        self.discard(record.keys())
+        return record
+
+    def discard(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` in parallel, best effort: leftovers are invisible and swept later."""
+        for _ in self._pool.map(self._delete_quietly, list(keys)):
+            pass
+
+    def _delete_quietly(self, key: str) -> None:
+        with contextlib.suppress(Exception):
+            self.store.delete(key)
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, image_id: str) -> ImageRecord:
+        if not is_valid_id(image_id):
+            raise NotFound("No image with that id.")
+        try:
+            raw = self.store.get(f"{RECORD_PREFIX}{image_id}.json")
+        except ObjectNotFound:
+            raise NotFound("No image with that id.") from None
+        return ImageRecord.from_json(raw)
+
+    def page(
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 24,
+        label: str | None = None,
+        include_hidden: bool = False,
+    ) -> Page:
+        """One gallery page, newest first; ``label`` filters through the label index."""
+        if cursor is not None and not is_valid_id(cursor):
+            cursor = None
+        if label:
+            prefix = f"{LABEL_PREFIX}{label_slug(label)}/"
+            start = f"{prefix}{cursor}" if cursor else ""
+            keys = self.store.list(prefix, start_after=start, limit=limit + 1)
+            ids = [k[len(prefix) :] for k in keys]
+        else:
+            start = f"{RECORD_PREFIX}{cursor}.json" if cursor else ""
+            keys = self.store.list(RECORD_PREFIX, start_after=start, limit=limit + 1)
+            ids = [k[len(RECORD_PREFIX) : -len(".json")] for k in keys]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        records = [
+            r
+            for r in self._pool.map(self._maybe_get, ids)
+            if r is not None and (include_hidden or not r.hidden)
+        ]
+        return Page(records, ids[-1] if more and ids else None)
+
+    def _maybe_get(self, image_id: str) -> ImageRecord | None:
+        try:
+            return self.get(image_id)
+        except NotFound:
+            return None  # a marker whose record was deleted or never committed
+
+    def find_duplicate(self, content_key: str) -> ImageRecord | None:
+        """The newest committed record made from the same bytes with the same options."""
+        prefix = f"{HASH_PREFIX}{content_key}/"
+        for key in self.store.list(prefix, limit=10):
+            record = self._maybe_get(key[len(prefix) :])
+            if record is not None:
+                return record
+        return None
+
+    def iter_ids(self, prefix: str = RECORD_PREFIX) -> Iterator[str]:
+        """Every committed id, newest first (one listing call per 1000)."""
+        start = ""
+        while True:
+            keys = self.store.list(prefix, start_after=start, limit=1000)
+            if not keys:
+                return
+            for key in keys:
+                yield key[len(prefix) : -len(".json")]
+            start = keys[-1]
+
+    # -- maintenance -----------------------------------------------------------------------
+    def sweep(self, *, grace_seconds: float, now: float | None = None) -> list[str]:
+        """Remove variants and markers that have no record and are older than the grace period.
+
+        They are what an upload leaves when its process dies between the first write and the
+        commit. Younger ones may belong to an upload in flight, so they are left alone.
+        """
+        now = time.time() if now is None else now
+        committed = set(self.iter_ids())
+        removed: list[str] = []
+        for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX):
+            start = ""
+            while True:
+                keys = self.store.list(prefix, start_after=start, limit=1000)
+                if not keys:
+                    break
+                start = keys[-1]
+                for key in keys:
+                    image_id = _owner_id(key)
+                    if image_id is None or image_id in committed:
+                        continue
+                    if now - id_time(image_id) < grace_seconds:
+                        continue
+                    self.store.delete(key)
+                    removed.append(key)
+        return removed
+
+
+def _owner_id(key: str) -> str | None:
+    """The id a variant or marker belongs to: ``img/<id>/x.webp`` and ``lbl/<slug>/<id>``."""
+    parts = key.split("/")
+    candidate = parts[1] if key.startswith(IMAGE_PREFIX) and len(parts) >= 3 else parts[-1]
+    return candidate if is_valid_id(candidate) else None

@@ -1,0 +1,141 @@
+"""The HTTP edge: blueprints, the one content-negotiated error handler, security headers, CSRF.
+
+The web layer parses requests, checks who may do what and renders answers; it knows nothing of
+Pillow or of a storage backend's internals. Everything else happens in ``pipeline.ingest``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, render_template, request, session
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from imaging.catalog import Catalog
+from imaging.config import Settings
+from imaging.errors import Forbidden, ImagingError
+from imaging.labeling import Labeler
+from imaging.pipeline import Pipeline
+from imaging.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob: https:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self' https:; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'"
+)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the blueprints use, built once per process by the app factory."""
+
+    settings: Settings
+    store: ObjectStore
+    labeler: Labeler
+    catalog: Catalog
+    pipeline: Pipeline
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["imaging"]
+    return svc
+
+
+def wants_json() -> bool:
+    """API clients get JSON, browsers get pages (the microblog rule)."""
+    if request.path.startswith("/api/") or request.blueprint == "api":
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and (
+        request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
+    if wants_json():
+        return {"error": code, "message": message}, status
+    titles = {400: "Bad request", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found",
+              405: "Not allowed", 410: "Gone", 413: "File too large",
+              415: "Unsupported file", 422: "Image too large", 429: "Slow down",
+              503: "Busy right now"}
+    title = titles.get(status, "Something went wrong")
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ImagingError)
+    def imaging_error(exc: ImagingError) -> ResponseReturnValue:
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.detail or exc.public_message)
+        elif exc.detail:
+            log.info("%s: %s", exc.code, exc.detail)
+        response = app.make_response(error_response(exc.status, exc.code, exc.public_message))
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        messages = {
+            413: f"The upload is larger than the "
+            f"{current_app.config['MAX_CONTENT_LENGTH'] // (1024 * 1024)} MB limit.",
+            404: "Nothing here.",
+            405: "That method is not allowed here.",
+            400: "The request could not be understood.",
+        }
+        response = app.make_response(
+            error_response(status, code, messages.get(status, exc.description or code))
+        )
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> ResponseReturnValue:
+        # The detail goes to the log with the trace id; the client gets a generic message.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "Something went wrong on our side.")
+
+
+def register_security(app: Flask, settings: Settings) -> None:
+    @app.after_request
+    def security_headers(response: Any) -> Any:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        headers.setdefault("X-Frame-Options", "DENY")
+        if settings.on_cloud_run:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
+
+    @app.context_processor
+    def template_globals() -> dict[str, Any]:
+        return {"csrf_token": csrf_token, "app_name": "cloud-image-app"}
+
+
+def csrf_token() -> str:
+    token = session.get("csrf_token")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf_token"] = token
+    return token
+
+
+def check_csrf() -> None:
+    """Page forms carry the session's token (field or X-CSRF-Token header)."""
+    expected = session.get("csrf_token")
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    if not isinstance(expected, str) or not hmac.compare_digest(expected, sent):
+        raise Forbidden(
+            "The form expired or did not come from this site. Reload the page and try again."
+        )

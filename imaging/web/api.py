@@ -1,0 +1,172 @@
+"""The JSON API for scripts and curl: upload, list, show and delete images.
+
+It never reads cookies, so a cross-site form cannot drive it (no CSRF surface).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, request, url_for
+from flask.typing import ResponseReturnValue
+
+from imaging.catalog import ImageRecord
+from imaging.errors import BadRequest, Forbidden, Unauthorized
+from imaging.formats import OUTPUT_FORMATS
+from imaging.pipeline import IngestResult
+from imaging.web import services
+from imaging.web.forms import read_files, read_options
+
+bp = Blueprint("api", __name__)
+
+MAX_PAGE = 100
+
+
+def image_json(record: ImageRecord) -> dict[str, Any]:
+    """A record as clients see it, with public URLs and its page."""
+    data = record.public(services().store.public_url)
+    data["detail_url"] = url_for("pages.detail", image_id=record.id)
+    return data
+
+
+def result_json(result: IngestResult) -> dict[str, Any]:
+    data = image_json(result.record)
+    data["duplicate"] = result.duplicate
+    if result.delete_key:
+        data["delete_key"] = result.delete_key
+    return data
+
+
+def ingest_request() -> list[IngestResult]:
+    """Run every file of the current request through the pipeline (shared by all doors)."""
+    svc = services()
+    files = read_files(svc.settings)
+    results = []
+    for upload in files:
+        options = read_options(svc.settings, filename=upload.filename)
+        results.append(svc.pipeline.ingest(upload.data, options))
+    return results
+
+
+def upload_response(results: list[IngestResult]) -> ResponseReturnValue:
+    if request.args.get("inline") in ("1", "true"):
+        return inline_response(results)
+    status = 201 if any(not r.duplicate for r in results) else 200
+    if len(results) == 1:
+        body = result_json(results[0])
+        return body, status, {"Location": url_for("api.show", image_id=results[0].record.id)}
+    return {"images": [result_json(r) for r in results]}, status
+
+
+def inline_response(results: list[IngestResult]) -> Response:
+    """``?inline=1``: answer with the converted bytes of the one format asked for."""
+    if len(results) != 1 or len(results[0].record.variants) != 1:
+        raise BadRequest("inline=1 needs exactly one file and one output format.")
+    result = results[0]
+    variant = result.record.variants[0]
+    rendition = result.renditions.get(variant.name)
+    data = rendition.data if rendition is not None else services().store.get(variant.key)
+    return Response(
+        data,
+        status=201 if not result.duplicate else 200,
+        mimetype=variant.content_type,
+        headers={
+            "X-Image-Id": result.record.id,
+            "Location": url_for("api.show", image_id=result.record.id),
+            "Content-Disposition": f'inline; filename="{result.record.id}.{_ext(variant.format)}"',
+        },
+    )
+
+
+def _ext(fmt: str) -> str:
+    return OUTPUT_FORMATS[fmt].ext
+
+
+@bp.post("/api/images")
+def create() -> ResponseReturnValue:
+    """Upload one or more images (multipart field ``image``); 201 with the record(s)."""
+    return upload_response(ingest_request())
+
+
+@bp.post("/convert")
+def convert() -> ResponseReturnValue:
+    """The seed tool's form (``name``, ``format``, ``image``): same pipeline, same answer."""
+    return upload_response(ingest_request())
+
+
+@bp.get("/api/images")
+def index() -> ResponseReturnValue:
+    """Gallery order, newest first: ``?cursor=``, ``?limit=`` (max 100), ``?label=``."""
+    try:
+        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", "24"))))
+    except ValueError:
+        raise BadRequest("limit must be a whole number.") from None
+    page = services().catalog.page(
+        cursor=request.args.get("cursor") or None,
+        limit=limit,
+        label=request.args.get("label") or None,
+    )
+    return {
+        "images": [image_json(r) for r in page.records],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@bp.get("/api/images/<image_id>")
+def show(image_id: str) -> ResponseReturnValue:
+    """One image's record."""
+    return image_json(services().catalog.get(image_id))
+
+
+@bp.delete("/api/images/<image_id>")
+def delete(image_id: str) -> ResponseReturnValue:
+    """Remove the record and every variant. Needs the image's delete key or the admin token."""
+    catalog = services().catalog
+    record = catalog.get(image_id)
+    authorize_delete(record, request.headers.get("X-Delete-Key") or request.args.get("key"))
+    catalog.delete(image_id)
+    return "", 204
+
+
+def authorize_delete(record: ImageRecord, delete_key: str | None) -> None:
+    settings = services().settings
+    bearer = _bearer()
+    if settings.admin_token and bearer and hmac.compare_digest(bearer, settings.admin_token):
+        return
+    if delete_key:
+        digest = hashlib.sha256(delete_key.encode()).hexdigest()
+        if record.delete_key_hash and hmac.compare_digest(digest, record.delete_key_hash):
+            return
+        raise Forbidden("That delete key does not belong to this image.")
+    if not settings.admin_token and not settings.on_cloud_run and not settings.upload_tokens:
+        return  # an open local install: whoever can reach it owns it
+    raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+@bp.get("/api/formats")
+def formats() -> ResponseReturnValue:
+    """The output format registry (what ``format=`` accepts)."""
+    return {
+        "formats": [
+            {
+                "name": f.name,
+                "label": f.label,
+                "mime": f.mime,
+                "ext": f.ext,
+                "alpha": f.alpha,
+                "animation": f.animation,
+                "default_quality": f.default_quality,
+            }
+            for f in OUTPUT_FORMATS.values()
+        ]
+    }
+

@@ -1,0 +1,70 @@
+"""Reading an upload request: the files and the conversion options, checked at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import request
+
+from imaging.config import Settings
+from imaging.errors import BadRequest, MissingFile, TooLarge
+from imaging.formats import parse_format_list
+from imaging.pipeline import FIT_MODES, QUALITY_RANGE, UploadOptions
+
+FILE_FIELD = "image"
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    filename: str
+    data: bytes
+
+
+def read_files(settings: Settings) -> list[UploadedFile]:
+    """Every file in the ``image`` field, read with the per-file size limit enforced."""
+    files = [f for f in request.files.getlist(FILE_FIELD) if f.filename or f.content_length]
+    if not files:
+        raise MissingFile(f"No file was sent. Send the image in the form field '{FILE_FIELD}'.")
+    out = []
+    for storage in files:
+        data = storage.stream.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise TooLarge(f"The file is larger than the {settings.max_upload_mb} MB limit.")
+        out.append(UploadedFile(storage.filename or "", data))
+    return out
+
+
+def read_options(settings: Settings, *, filename: str = "") -> UploadOptions:
+    """The conversion options from the form (or query string); bad values are a clear 400."""
+    values = request.values
+    formats_raw = ",".join(values.getlist("format")) or ",".join(settings.default_formats)
+    formats = parse_format_list(formats_raw)
+    if not formats:
+        formats = settings.default_formats
+    if len(formats) > 5:
+        raise BadRequest("Ask for at most 5 output formats.")
+    fit = (values.get("fit") or "contain").strip().lower()
+    if fit not in FIT_MODES:
+        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    name = values.get("name") or filename
+    return UploadOptions(
+        formats=formats,
+        width=_int(values.get("width"), "width", 1, settings.max_side),
+        height=_int(values.get("height"), "height", 1, settings.max_side),
+        fit=fit,
+        quality=_int(values.get("quality"), "quality", *QUALITY_RANGE),
+        lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),
+        name=name,
+    )
+
+
+def _int(raw: str | None, field: str, low: int, high: int) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{field} must be a whole number.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{field} must be between {low} and {high}.")
+    return value

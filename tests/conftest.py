@@ -1,0 +1,119 @@
+"""Shared fixtures: apps built with injected Settings and real backends (local disk, emulator)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from cloud_image_app import create_app
+from imaging.config import Settings
+from imaging.labeling import Labeler
+from imaging.storage import ObjectStore
+from imaging.storage.local import LocalStore
+
+pytest_plugins = ["tests.gcs_emulator", "tests.vision_server", "tests.browser"]
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX conversion for the whole run: every local labeler in the suite shares it."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_cache: Path) -> Settings:
+    return Settings(
+        media_root=tmp_path / "media",
+        model_cache_dir=model_cache,
+        labeler="none",
+        secret_key="test-secret",
+        conversion_wait=5.0,
+        testing=True,
+    ).validated()
+
+
+@pytest.fixture(params=["local", "gcs"])
+def store(request: pytest.FixtureRequest, settings: Settings) -> ObjectStore:
+    """Each app test runs on LocalStore and on GCSStore against the emulator."""
+    if request.param == "local":
+        return LocalStore(settings.media_root)
+    bucket = request.getfixturevalue("gcs_bucket")
+    make: Callable[[str], ObjectStore] = request.getfixturevalue("make_gcs_store")
+    return make(bucket)
+
+
+@pytest.fixture
+def local_store(settings: Settings) -> LocalStore:
+    return LocalStore(settings.media_root)
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(settings: Settings, local_store: LocalStore) -> AppFactory:
+    """Build an app with settings overrides: ``make_app(max_upload_mb=1, storage=...)``."""
+
+    def build(
+        *, storage: ObjectStore | None = None, labeler: Labeler | None = None, **changes: Any
+    ) -> Flask:
+        return create_app(
+            settings.replace(**changes) if changes else settings,
+            storage=storage if storage is not None else local_store,
+            labeler=labeler,
+        )
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: AppFactory, store: ObjectStore) -> Flask:
+    return make_app(storage=store)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def local_client(make_app: AppFactory) -> FlaskClient:
+    """An app on LocalStore only, for tests that are not about the storage backend."""
+    return make_app().test_client()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Flask
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], LiveServer]]:
+    """Serve an app over real HTTP on 127.0.0.1 (threaded werkzeug) for browser/HTTP tests."""
+    servers: list[Any] = []
+
+    def start(app: Flask) -> LiveServer:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append(server)
+        return LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def live_server(make_app: AppFactory, serve: Callable[[Flask], LiveServer]) -> LiveServer:
+    """The app as a newcomer runs it: local storage, the real local labeler, over HTTP."""
+    return serve(make_app(labeler="local"))

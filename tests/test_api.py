@@ -1,0 +1,216 @@
+"""The JSON API and the curl doors, on LocalStore and on GCSStore (emulator) alike."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from imaging.errors import ObjectNotFound
+from imaging.storage import ObjectStore
+from tests import images
+from tests.conftest import AppFactory
+
+
+def upload(
+    client: FlaskClient, data: bytes, filename: str = "photo.jpg", url: str = "/api/images",
+    **fields: Any,
+) -> Any:
+    form: dict[str, Any] = {"image": (io.BytesIO(data), filename), **fields}
+    return client.post(url, data=form, content_type="multipart/form-data")
+
+
+def test_upload_answers_201_with_the_record(client: FlaskClient) -> None:
+    response = upload(client, images.jpeg(80, 60), format="webp,jpg")
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["name"] == "photo.jpg"
+    assert (body["width"], body["height"], body["source_format"]) == (80, 60, "jpeg")
+    assert [v["format"] for v in body["variants"]] == ["webp", "jpeg"]
+    for variant in body["variants"]:
+        assert variant["url"] and variant["bytes"] > 0
+        assert (variant["width"], variant["height"]) == (80, 60)
+    assert body["label_status"] == "off"
+    assert body["labels"] == []
+    assert body["delete_key"]
+    assert response.headers["Location"].endswith(f"/api/images/{body['id']}")
+
+
+def test_default_format_is_webp(client: FlaskClient) -> None:
+    body = upload(client, images.png()).get_json()
+    assert [v["format"] for v in body["variants"]] == ["webp"]
+
+
+def test_width_and_height_bound_the_variants(client: FlaskClient) -> None:
+    body = upload(client, images.jpeg(400, 200), format="png", width="100").get_json()
+    assert (body["variants"][0]["width"], body["variants"][0]["height"]) == (100, 50)
+
+
+def test_seed_convert_form_works_unchanged(client: FlaskClient) -> None:
+    response = upload(client, images.png(), "logo.png", url="/convert", name="logo2", format="jpg")
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["name"] == "logo2"
+    assert [v["format"] for v in body["variants"]] == ["jpeg"]
+    assert "logo2" not in body["variants"][0]["url"]  # a display name, never a storage path
+
+
+def test_inline_answers_with_the_converted_bytes(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/images?inline=1",
+        data={"image": (io.BytesIO(images.png()), "a.png"), "format": "jpg"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+    assert response.mimetype == "image/jpeg"
+    assert images.open_image(response.data).format == "JPEG"
+    assert response.headers["X-Image-Id"]
+
+
+def test_inline_with_two_formats_is_400(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/images?inline=1",
+        data={"image": (io.BytesIO(images.png()), "a.png"), "format": "jpg,webp"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+
+
+def test_several_files_in_one_request_each_get_a_record(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/images",
+        data={"image": [(io.BytesIO(images.png()), "a.png"), (io.BytesIO(images.jpeg()), "b.jpg")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+    assert [i["name"] for i in response.get_json()["images"]] == ["a.png", "b.jpg"]
+
+
+def test_missing_file_is_400(client: FlaskClient) -> None:
+    response = client.post("/api/images", data={"format": "webp"})
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "missing_file",
+        "message": "No file was sent. Send the image in the form field 'image'.",
+    }
+
+
+def test_empty_file_is_400(client: FlaskClient) -> None:
+    response = upload(client, b"", "empty.png")
+    assert response.status_code == 400
+
+
+def test_file_over_the_upload_limit_is_413(make_app: AppFactory) -> None:
+    client = make_app(max_upload_mb=1).test_client()
+    response = upload(client, b"\xff" * (1024 * 1024 + 10), "big.jpg")
+    assert response.status_code == 413
+    assert response.get_json()["error"] in ("too_large", "request_entity_too_large")
+
+
+def test_not_an_image_is_415_naming_the_accepted_formats(client: FlaskClient) -> None:
+    response = upload(client, b"<html><script>alert(1)</script></html>", "evil.png")
+    assert response.status_code == 415
+    body = response.get_json()
+    assert body["error"] == "unsupported_format"
+    assert "JPEG" in body["message"] and "WebP" in body["message"]
+
+
+def test_image_over_the_pixel_limit_is_422(make_app: AppFactory) -> None:
+    client = make_app(max_pixels=1000).test_client()
+    response = upload(client, images.png(64, 48))
+    assert response.status_code == 422
+    assert response.get_json()["error"] == "limit_exceeded"
+
+
+def test_image_over_the_side_limit_is_422(make_app: AppFactory) -> None:
+    client = make_app(max_side=50).test_client()
+    assert upload(client, images.png(64, 48)).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("format", "bmp"), ("width", "wide"), ("width", "0"), ("quality", "101"), ("fit", "zoom")],
+)
+def test_bad_option_is_400_with_a_message(client: FlaskClient, field: str, value: str) -> None:
+    response = upload(client, images.png(), **{field: value})
+    assert response.status_code == 400
+    assert field in response.get_json()["message"].lower() or value in response.get_json()[
+        "message"
+    ]
+
+
+def test_listing_is_newest_first_with_a_cursor(client: FlaskClient) -> None:
+    ids = [upload(client, images.jpeg(20 + i, 20)).get_json()["id"] for i in range(5)]
+    first = client.get("/api/images?limit=2").get_json()
+    assert [i["id"] for i in first["images"]] == ids[::-1][:2]
+    second = client.get(f"/api/images?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [i["id"] for i in second["images"]] == ids[::-1][2:4]
+    last = client.get(f"/api/images?limit=2&cursor={second['next_cursor']}").get_json()
+    assert [i["id"] for i in last["images"]] == ids[:1]
+    assert last["next_cursor"] is None
+
+
+def test_cursor_is_stable_while_new_uploads_arrive(client: FlaskClient) -> None:
+    ids = [upload(client, images.jpeg(20 + i, 20)).get_json()["id"] for i in range(3)]
+    first = client.get("/api/images?limit=1").get_json()
+    upload(client, images.jpeg(99, 20))
+    second = client.get(f"/api/images?limit=1&cursor={first['next_cursor']}").get_json()
+    assert [i["id"] for i in second["images"]] == [ids[1]]
+
+
+def test_show_returns_the_record(client: FlaskClient) -> None:
+    created = upload(client, images.jpeg()).get_json()
+    shown = client.get(f"/api/images/{created['id']}").get_json()
+    assert shown["id"] == created["id"]
+    assert "delete_key" not in shown
+    assert "delete_key_hash" not in shown
+
+
+def test_unknown_id_is_404(client: FlaskClient) -> None:
+    assert client.get("/api/images/0000000000000deadbeef").status_code == 404
+    assert client.get("/api/images/../../etc/passwd").status_code == 404
+
+
+def test_delete_removes_the_record_and_every_variant(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    created = upload(client, images.jpeg(), format="webp,png").get_json()
+    keys = [k for k in store.list(f"img/{created['id']}/")]
+    assert len(keys) == 3  # webp, png, thumb
+    response = client.delete(
+        f"/api/images/{created['id']}", headers={"X-Delete-Key": created["delete_key"]}
+    )
+    assert response.status_code == 204
+    assert client.get(f"/api/images/{created['id']}").status_code == 404
+    for key in keys:
+        with pytest.raises(ObjectNotFound):
+            store.get(key)
+    assert client.get("/api/images").get_json()["images"] == []
+
+
+def test_duplicate_upload_returns_the_existing_record(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    data = images.jpeg(70, 50)
+    first = upload(client, data, format="webp")
+    again = upload(client, data, "other-name.jpg", format="webp")
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.get_json()["duplicate"] is True
+    assert len(store.list("rec/")) == 1
+
+
+def test_same_bytes_with_other_options_is_a_new_image(client: FlaskClient) -> None:
+    data = images.jpeg(70, 50)
+    first = upload(client, data, format="webp").get_json()
+    other = upload(client, data, format="png").get_json()
+    assert other["id"] != first["id"]
+
+
+def test_formats_endpoint_lists_the_registry(local_client: FlaskClient) -> None:
+    names = [f["name"] for f in local_client.get("/api/formats").get_json()["formats"]]
+    assert names == ["webp", "jpeg", "png", "avif", "gif"]
