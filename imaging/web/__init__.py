@@ -84,7 +84,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
         status = exc.code or 500
-        code = (exc.name or "error").lower().replace(" ", "_")
+        code = {413: "too_large", 429: "rate_limited"}.get(
+            status, (exc.name or "error").lower().replace(" ", "_")
+        )
         messages = {
             413: f"The upload is larger than the "
             f"{current_app.config['MAX_CONTENT_LENGTH'] // (1024 * 1024)} MB limit.",

@@ -1,0 +1,53 @@
+"""Fault injection around a real store: fail the n-th write, or every call, like an outage would."""
+
+from __future__ import annotations
+
+import threading
+
+from imaging.errors import StorageUnavailable
+from imaging.storage import ObjectStore
+
+
+class FlakyStore:
+    """Delegates to a real store, but the ``fail_on``-th put (1-based) raises StorageUnavailable."""
+
+    def __init__(self, inner: ObjectStore, *, fail_on: int | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fail_on = fail_on
+        self.puts = 0
+        self.down = False
+        self._lock = threading.Lock()
+
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        with self._lock:
+            self.puts += 1
+            failing = self.down or self.puts == self.fail_on
+        if failing:
+            raise StorageUnavailable(detail=f"injected failure on write {self.puts} ({key})")
+        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
+
+    def get(self, key: str) -> bytes:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        self.inner.delete(key)
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        return self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    def public_url(self, key: str) -> str:
+        return self.inner.public_url(key)
+
+    def check(self) -> None:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        self.inner.check()
