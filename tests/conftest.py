@@ -60,15 +60,21 @@ AppFactory = Callable[..., Flask]
 
 @pytest.fixture
 def make_app(settings: Settings, local_store: LocalStore) -> AppFactory:
-    """Build an app with settings overrides: ``make_app(max_upload_mb=1, storage=...)``."""
+    """Build an app with settings overrides: ``make_app(max_upload_mb=1, storage=...)``.
+
+    ``labeler_backend`` injects a Labeler object; ``labeler="local"`` sets the LABELER setting.
+    """
 
     def build(
-        *, storage: ObjectStore | None = None, labeler: Labeler | None = None, **changes: Any
+        *,
+        storage: ObjectStore | None = None,
+        labeler_backend: Labeler | None = None,
+        **changes: Any,
     ) -> Flask:
         return create_app(
             settings.replace(**changes) if changes else settings,
             storage=storage if storage is not None else local_store,
-            labeler=labeler,
+            labeler=labeler_backend,
         )
 
     return build

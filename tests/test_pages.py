@@ -138,6 +138,7 @@ def test_media_serves_variants_with_our_content_type_and_long_cache(
     assert response.mimetype == "image/webp"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "immutable" in response.headers["Cache-Control"]
+    response.close()
 
 
 def test_media_never_serves_records(local_client: FlaskClient) -> None:

@@ -94,7 +94,7 @@ class HangingLabeler:
 
 
 def test_labeler_failure_keeps_the_upload_with_label_status_error(make_app: AppFactory) -> None:
-    client = make_app(labeler=RaisingLabeler()).test_client()
+    client = make_app(labeler_backend=RaisingLabeler()).test_client()
     status, body = post(client, images.jpeg())
     assert status == 201
     assert body["label_status"] == "error"
@@ -103,7 +103,7 @@ def test_labeler_failure_keeps_the_upload_with_label_status_error(make_app: AppF
 
 def test_hanging_labeler_is_abandoned_after_the_label_timeout(make_app: AppFactory) -> None:
     labeler = HangingLabeler()
-    client = make_app(labeler=labeler, label_timeout=0.5).test_client()
+    client = make_app(labeler_backend=labeler, label_timeout=0.5).test_client()
     try:
         started = time.monotonic()
         status, body = post(client, images.jpeg())

@@ -69,6 +69,13 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
     if settings.labeler == "vision":
         from imaging.labeling.vision import VisionLabeler
 
+        if settings.vision_api_endpoint.startswith("http://") and "credentials" not in kwargs:
+            # A plain-http endpoint is a local stand-in (tests, emulators): Google's own
+            # endpoints are https only, so no real credentials are ever sent in clear.
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+
         return VisionLabeler(
             endpoint=settings.vision_api_endpoint,
             max_results=settings.label_max_results,
