@@ -21,8 +21,7 @@ from imaging.config import Settings, SettingsError
 from imaging.labeling import Labeler, build_labeler
 from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore, build_store
-from imaging.web import Services, register_error_handlers, register_security
-from imaging.web import api, media, ops, pages
+from imaging.web import Services, api, media, ops, pages, register_error_handlers, register_security
 
 #: Room for the multipart envelope and the small form fields around one file.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -83,9 +82,7 @@ def load_settings() -> Settings:
 
 def register_commands(app: Flask) -> None:
     @app.cli.command("gc")
-    @click.option(
-        "--grace", type=int, default=None, help="Seconds an unrecorded object may live."
-    )
+    @click.option("--grace", type=int, default=None, help="Seconds an unrecorded object may live.")
     def gc(grace: int | None) -> None:
         """Remove variants and index markers left without a record by a crashed upload."""
         svc: Services = app.extensions["imaging"]

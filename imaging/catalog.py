@@ -19,6 +19,7 @@ record) and is removed by ``sweep`` once its id is older than the grace period.
 from __future__ import annotations
 
 import contextlib
+import builtins
 import json
 import re
 import secrets
@@ -103,11 +104,11 @@ class ImageRecord:
             keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
         return keys
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> ImageRecord:
+    def from_json(cls, raw: builtins.bytes) -> ImageRecord:
         data = json.loads(raw)
         data["variants"] = tuple(Variant(**v) for v in data["variants"])
         data["thumbnail"] = Variant(**data["thumbnail"])

@@ -15,7 +15,10 @@ from tests.conftest import AppFactory
 
 
 def upload(
-    client: FlaskClient, data: bytes, filename: str = "photo.jpg", url: str = "/api/images",
+    client: FlaskClient,
+    data: bytes,
+    filename: str = "photo.jpg",
+    url: str = "/api/images",
     **fields: Any,
 ) -> Any:
     form: dict[str, Any] = {"image": (io.BytesIO(data), filename), **fields}
@@ -30,7 +33,8 @@ def test_upload_answers_201_with_the_record(client: FlaskClient) -> None:
     assert (body["width"], body["height"], body["source_format"]) == (80, 60, "jpeg")
     assert [v["format"] for v in body["variants"]] == ["webp", "jpeg"]
     for variant in body["variants"]:
-        assert variant["url"] and variant["bytes"] > 0
+        assert variant["url"]
+        assert variant["bytes"] > 0
         assert (variant["width"], variant["height"]) == (80, 60)
     assert body["label_status"] == "off"
     assert body["labels"] == []
@@ -138,7 +142,8 @@ def test_not_an_image_is_415_naming_the_accepted_formats(client: FlaskClient) ->
     assert response.status_code == 415
     body = response.get_json()
     assert body["error"] == "unsupported_format"
-    assert "JPEG" in body["message"] and "WebP" in body["message"]
+    assert "JPEG" in body["message"]
+    assert "WebP" in body["message"]
 
 
 def test_image_over_the_pixel_limit_is_422(make_app: AppFactory) -> None:
@@ -160,9 +165,9 @@ def test_image_over_the_side_limit_is_422(make_app: AppFactory) -> None:
 def test_bad_option_is_400_with_a_message(client: FlaskClient, field: str, value: str) -> None:
     response = upload(client, images.png(), **{field: value})
     assert response.status_code == 400
-    assert field in response.get_json()["message"].lower() or value in response.get_json()[
-        "message"
-    ]
+    assert (
+        field in response.get_json()["message"].lower() or value in response.get_json()["message"]
+    )
 
 
 def test_listing_is_newest_first_with_a_cursor(client: FlaskClient) -> None:

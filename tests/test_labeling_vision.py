@@ -34,7 +34,7 @@ def make_labeler(vision_server: VisionServer) -> Iterator[MakeLabeler]:
 
     def make(**options: Any) -> VisionLabeler:
         options.setdefault("endpoint", vision_server.endpoint)
-        options.setdefault("credentials", AnonymousCredentials())  # type: ignore[no-untyped-call]
+        options.setdefault("credentials", AnonymousCredentials())
         options.setdefault("timeout", 5.0)
         labeler = VisionLabeler(**options)
         built.append(labeler)

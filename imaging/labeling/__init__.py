@@ -74,7 +74,7 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
             # endpoints are https only, so no real credentials are ever sent in clear.
             from google.auth.credentials import AnonymousCredentials
 
-            kwargs["credentials"] = AnonymousCredentials()
+            kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
 
         return VisionLabeler(
             endpoint=settings.vision_api_endpoint,

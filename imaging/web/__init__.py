@@ -61,10 +61,19 @@ def wants_json() -> bool:
 def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
     if wants_json():
         return {"error": code, "message": message}, status
-    titles = {400: "Bad request", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found",
-              405: "Not allowed", 410: "Gone", 413: "File too large",
-              415: "Unsupported file", 422: "Image too large", 429: "Slow down",
-              503: "Busy right now"}
+    titles = {
+        400: "Bad request",
+        401: "Sign-in needed",
+        403: "Not allowed",
+        404: "Not found",
+        405: "Not allowed",
+        410: "Gone",
+        413: "File too large",
+        415: "Unsupported file",
+        422: "Image too large",
+        429: "Slow down",
+        503: "Busy right now",
+    }
     title = titles.get(status, "Something went wrong")
     return render_template("error.html", status=status, title=title, message=message), status
 

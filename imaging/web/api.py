@@ -169,4 +169,3 @@ def formats() -> ResponseReturnValue:
             for f in OUTPUT_FORMATS.values()
         ]
     }
-
