@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Any
+from urllib.parse import urljoin
 
 from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
@@ -25,9 +26,15 @@ MAX_PAGE = 100
 
 
 def image_json(record: ImageRecord) -> dict[str, Any]:
-    """A record as clients see it, with public URLs and its page."""
-    data = record.public(services().store.public_url)
-    data["detail_url"] = url_for("pages.detail", image_id=record.id)
+    """A record as clients see it, with absolute public URLs and its page."""
+    store = services().store
+
+    def public_url(key: str) -> str:
+        # LocalStore's URLs are paths on this app; clients (curl) need them absolute.
+        return urljoin(request.host_url, store.public_url(key))
+
+    data = record.public(public_url)
+    data["detail_url"] = url_for("pages.detail", image_id=record.id, _external=True)
     return data
 
 
