@@ -22,6 +22,7 @@ from imaging.labeling import Labeler, build_labeler
 from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore, build_store
 from imaging.web import Services, api, media, ops, pages, register_error_handlers, register_security
+from imaging.web.security import init_rate_limits
 
 #: Room for the multipart envelope and the small form fields around one file.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -68,6 +69,7 @@ def create_app(
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
+    init_rate_limits(app, settings, "api", "pages")
     register_commands(app)
     return app
 

@@ -22,6 +22,9 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message says which and why."""
 
 
+#: The per-client upload limit on Cloud Run when RATE_LIMIT is not set at all.
+PRODUCTION_RATE_LIMIT = "30/minute"
+
 #: WebP cannot encode a side longer than this, so it caps MAX_SIDE.
 WEBP_MAX_SIDE = 16383
 
@@ -167,6 +170,10 @@ class Settings:
         values["upload_tokens"] = tuple(t.strip() for t in tokens.split(",") if t.strip())
         values["on_cloud_run"] = bool(env.get("K_SERVICE"))
         settings = replace(defaults, **values)
+        if settings.on_cloud_run and "RATE_LIMIT" not in env:
+            # On the open internet by default: limit uploads unless told otherwise
+            # (RATE_LIMIT= with an empty value turns it off explicitly).
+            settings = replace(settings, rate_limit=PRODUCTION_RATE_LIMIT)
         if not settings.secret_key and not settings.on_cloud_run:
             settings = replace(settings, secret_key=_local_secret(settings.media_root.parent))
         return settings.validated()

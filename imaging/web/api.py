@@ -19,6 +19,7 @@ from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
 from imaging.web import services
 from imaging.web.forms import read_files, read_options
+from imaging.web.security import is_admin, require_api_upload
 
 bp = Blueprint("api", __name__)
 
@@ -46,9 +47,11 @@ def result_json(result: IngestResult) -> dict[str, Any]:
     return data
 
 
-def ingest_request() -> list[IngestResult]:
+def ingest_request(*, api: bool = True) -> list[IngestResult]:
     """Run every file of the current request through the pipeline (shared by all doors)."""
     svc = services()
+    if api:
+        require_api_upload(svc.settings)
     files = read_files(svc.settings)
     results = []
     for upload in files:
@@ -138,25 +141,14 @@ def delete(image_id: str) -> ResponseReturnValue:
 
 
 def authorize_delete(record: ImageRecord, delete_key: str | None) -> None:
-    settings = services().settings
-    bearer = _bearer()
-    if settings.admin_token and bearer and hmac.compare_digest(bearer, settings.admin_token):
+    """Only the uploader (the delete key shown once at upload) or the admin may delete."""
+    if is_admin(services().settings):
         return
-    if delete_key:
-        digest = hashlib.sha256(delete_key.encode()).hexdigest()
-        if record.delete_key_hash and hmac.compare_digest(digest, record.delete_key_hash):
-            return
+    if not delete_key:
+        raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
+    digest = hashlib.sha256(delete_key.encode()).hexdigest()
+    if not (record.delete_key_hash and hmac.compare_digest(digest, record.delete_key_hash)):
         raise Forbidden("That delete key does not belong to this image.")
-    if not settings.admin_token and not settings.on_cloud_run and not settings.upload_tokens:
-        return  # an open local install: whoever can reach it owns it
-    raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
-
-
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return None
 
 
 @bp.get("/api/formats")

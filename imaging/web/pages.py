@@ -7,10 +7,12 @@ from collections import Counter
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from imaging.errors import Forbidden, Unauthorized
 from imaging.formats import ACCEPT_ATTRIBUTE, OUTPUT_FORMATS
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
-from imaging.web.api import image_json, ingest_request, upload_response
+from imaging.web.api import authorize_delete, image_json, ingest_request, upload_response
+from imaging.web.security import page_upload_allowed, unlock_session
 
 bp = Blueprint("pages", __name__)
 
@@ -53,6 +55,8 @@ def detail(image_id: str) -> ResponseReturnValue:
 def upload() -> ResponseReturnValue:
     """The upload page: drag and drop, several files, a progress bar each."""
     settings = services().settings
+    if not page_upload_allowed(settings):
+        return redirect(url_for("pages.unlock"))
     return render_template(
         "upload.html",
         formats=[
@@ -78,9 +82,41 @@ def upload() -> ResponseReturnValue:
 def upload_post() -> ResponseReturnValue:
     """The page's form post: JSON for the page's script, a redirect for a plain form."""
     check_csrf()
-    results = ingest_request()
+    if not page_upload_allowed(services().settings):
+        raise Unauthorized("Enter the upload token first (Upload page).")
+    results = ingest_request(api=False)
     if wants_json():
         return upload_response(results)
     if len(results) == 1:
         return redirect(url_for("pages.detail", image_id=results[0].record.id), 303)
+    return redirect(url_for("pages.gallery"), 303)
+
+
+@bp.route("/unlock", methods=["GET", "POST"])
+def unlock() -> ResponseReturnValue:
+    """Ask once for the upload token (UPLOAD_TOKEN); the session keeps only its hash."""
+    settings = services().settings
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        try:
+            unlock_session(settings, request.form.get("token", ""))
+        except Forbidden as exc:
+            error = exc.public_message
+        else:
+            return redirect(url_for("pages.upload"), 303)
+    status = 403 if error else 200
+    return render_template("unlock.html", error=error), status
+
+
+@bp.post("/images/<image_id>/delete")
+def delete(image_id: str) -> ResponseReturnValue:
+    """The detail page's delete button: the browser sends the key it kept at upload time."""
+    check_csrf()
+    catalog = services().catalog
+    record = catalog.get(image_id)
+    authorize_delete(record, request.form.get("delete_key"))
+    catalog.delete(image_id)
+    if wants_json():
+        return "", 204
     return redirect(url_for("pages.gallery"), 303)

@@ -1,0 +1,177 @@
+"""Who may upload and delete, and how often: tokens, delete keys, rate limits, headers."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from flask.testing import FlaskClient
+
+from imaging.config import Settings
+from imaging.storage.local import LocalStore
+from tests import images
+from tests.conftest import AppFactory
+
+
+def post(client: FlaskClient, headers: dict[str, str] | None = None, **fields: str) -> object:
+    return client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.jpeg()), "a.jpg"), **fields},
+        content_type="multipart/form-data",
+        headers=headers or {},
+    )
+
+
+def csrf(client: FlaskClient, path: str) -> str:
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match
+    return match.group(1)
+
+
+@pytest.fixture
+def locked(make_app: AppFactory) -> FlaskClient:
+    return make_app(upload_tokens=("old-token", "new-token"), admin_token="admin").test_client()
+
+
+@pytest.mark.parametrize("url", ["/api/images", "/convert"])
+def test_api_upload_without_a_token_is_401(locked: FlaskClient, url: str) -> None:
+    response = locked.post(
+        url,
+        data={"image": (io.BytesIO(images.jpeg()), "a.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+
+
+def test_api_upload_with_a_wrong_token_is_403(locked: FlaskClient) -> None:
+    response = post(locked, {"Authorization": "Bearer guess"})
+    assert response.status_code == 403  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("token", ["old-token", "new-token"])
+def test_every_configured_token_is_accepted_for_rotation(locked: FlaskClient, token: str) -> None:
+    response = post(locked, {"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201  # type: ignore[attr-defined]
+
+
+def test_the_api_ignores_an_unlocked_session_cookie(locked: FlaskClient) -> None:
+    token = csrf(locked, "/unlock")
+    locked.post("/unlock", data={"token": "new-token", "csrf_token": token})
+    response = post(locked)  # cookie set, but no Authorization header
+    assert response.status_code == 401  # type: ignore[attr-defined]
+
+
+def test_upload_page_asks_for_the_token_once(locked: FlaskClient) -> None:
+    assert locked.get("/upload").headers["Location"].endswith("/unlock")
+    token = csrf(locked, "/unlock")
+    wrong = locked.post("/unlock", data={"token": "nope", "csrf_token": token})
+    assert wrong.status_code == 403
+    right = locked.post("/unlock", data={"token": "new-token", "csrf_token": token})
+    assert right.status_code == 303
+    assert locked.get("/upload").status_code == 200
+    response = locked.post(
+        "/upload",
+        data={"image": (io.BytesIO(images.jpeg()), "a.jpg"), "csrf_token": csrf(locked, "/upload")},
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+
+
+def test_the_session_keeps_a_hash_never_the_token(locked: FlaskClient) -> None:
+    token = csrf(locked, "/unlock")
+    locked.post("/unlock", data={"token": "new-token", "csrf_token": token})
+    app = locked.application
+    cookie = locked.get_cookie(app.config.get("SESSION_COOKIE_NAME", "session"))
+    assert cookie is not None
+    session = app.session_interface.get_signing_serializer(app).loads(cookie.value)  # type: ignore[attr-defined]
+    assert "new-token" not in json.dumps(session)
+
+
+def test_page_upload_without_unlocking_is_401(locked: FlaskClient) -> None:
+    token = csrf(locked, "/unlock")
+    response = locked.post(
+        "/upload",
+        data={"image": (io.BytesIO(images.jpeg()), "a.jpg"), "csrf_token": token},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 401
+
+
+def test_delete_needs_a_key_or_the_admin_token(local_client: FlaskClient) -> None:
+    created = post(local_client).get_json()  # type: ignore[attr-defined]
+    assert local_client.delete(f"/api/images/{created['id']}").status_code == 401
+
+
+def test_a_delete_key_deletes_only_its_own_image(local_client: FlaskClient) -> None:
+    mine = post(local_client).get_json()  # type: ignore[attr-defined]
+    theirs = local_client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.png()), "b.png")},
+        content_type="multipart/form-data",
+    ).get_json()
+    wrong = local_client.delete(
+        f"/api/images/{theirs['id']}", headers={"X-Delete-Key": mine["delete_key"]}
+    )
+    assert wrong.status_code == 403
+    right = local_client.delete(
+        f"/api/images/{mine['id']}", headers={"X-Delete-Key": mine["delete_key"]}
+    )
+    assert right.status_code == 204
+    assert local_client.get(f"/api/images/{theirs['id']}").status_code == 200
+
+
+def test_the_admin_token_deletes_anything(make_app: AppFactory) -> None:
+    client = make_app(admin_token="admin").test_client()
+    created = post(client).get_json()  # type: ignore[attr-defined]
+    response = client.delete(
+        f"/api/images/{created['id']}", headers={"Authorization": "Bearer admin"}
+    )
+    assert response.status_code == 204
+
+
+def test_delete_keys_are_not_recoverable_from_records(
+    local_client: FlaskClient, local_store: LocalStore
+) -> None:
+    created = post(local_client).get_json()  # type: ignore[attr-defined]
+    raw = local_store.get(f"rec/{created['id']}.json")
+    assert created["delete_key"].encode() not in raw
+    shown = local_client.get(f"/api/images/{created['id']}").get_data()
+    assert b"delete_key" not in shown
+
+
+def test_uploads_over_the_rate_limit_get_429_with_retry_after(make_app: AppFactory) -> None:
+    client = make_app(rate_limit="2/minute").test_client()
+    statuses = [post(client).status_code for _ in range(3)]  # type: ignore[attr-defined]
+    assert statuses[:2] == [201, 200]  # the second is a duplicate of the first
+    assert statuses[2] == 429
+    response = post(client)
+    assert response.get_json()["error"] == "rate_limited"  # type: ignore[attr-defined]
+    assert int(response.headers["Retry-After"]) > 0  # type: ignore[attr-defined]
+
+
+def test_reads_are_not_rate_limited(make_app: AppFactory) -> None:
+    client = make_app(rate_limit="1/minute").test_client()
+    assert all(client.get("/api/images").status_code == 200 for _ in range(5))
+
+
+def test_cloud_run_limits_uploads_by_default() -> None:
+    env = {"K_SERVICE": "svc", "STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "SECRET_KEY": "s"}
+    assert Settings.from_env(env).rate_limit == "30/minute"
+    assert Settings.from_env({**env, "RATE_LIMIT": ""}).rate_limit == ""
+
+
+def test_display_names_are_escaped_in_pages(local_client: FlaskClient) -> None:
+    evil = "<img src=x onerror=alert(1)>.png"
+    local_client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.png()), evil)},
+        content_type="multipart/form-data",
+    )
+    page = local_client.get("/").get_data(as_text=True)
+    assert "<img src=x onerror" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in page
