@@ -18,8 +18,8 @@ record) and is removed by ``sweep`` once its id is older than the grace period.
 
 from __future__ import annotations
 
-import contextlib
 import builtins
+import contextlib
 import json
 import re
 import secrets

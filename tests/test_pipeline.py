@@ -28,7 +28,9 @@ def post(client: FlaskClient, data: bytes, **fields: str) -> tuple[int, dict[str
 
 
 def all_keys(store: ObjectStore) -> list[str]:
-    return [k for prefix in ("img/", "rec/", "lbl/", "sha/") for k in store.list(prefix, limit=1000)]
+    return [
+        k for prefix in ("img/", "rec/", "lbl/", "sha/") for k in store.list(prefix, limit=1000)
+    ]
 
 
 WRITES_PER_UPLOAD = 5  # webp + png + thumb variants, the duplicate-index marker, the record
@@ -48,7 +50,9 @@ def test_storage_failing_on_any_write_gives_503_and_leaves_nothing(
     assert client.get("/api/images").get_json()["images"] == []
 
 
-def test_an_upload_makes_exactly_the_counted_writes(make_app: AppFactory, store: ObjectStore) -> None:
+def test_an_upload_makes_exactly_the_counted_writes(
+    make_app: AppFactory, store: ObjectStore
+) -> None:
     flaky = FlakyStore(store)
     status, _ = post(make_app(storage=flaky).test_client(), images.jpeg(), format="webp,png")
     assert status == 201
