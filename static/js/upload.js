@@ -262,6 +262,10 @@
   }
 
   function succeed(item, image) {
+    // Shown only in this response: keep it so this browser can delete the image later.
+    if (image.delete_key && image.id && window.deleteKeys) {
+      window.deleteKeys.remember(image.id, image.delete_key);
+    }
     setState(item, 'done');
     setStatus(item, image.duplicate ? 'Done: this image was already in the gallery.' : 'Done',
       'success');
