@@ -66,6 +66,10 @@ class Settings:
     safe_search: bool = False
     safe_search_hide: str = ""
     max_upload_mb: int = 20
+    direct_upload_threshold_mb: float = 8.0  # 0: the upload page never uses direct uploads
+    direct_upload_max_mb: int = 200
+    upload_url_ttl: int = 900
+    signing_service_account: str = ""
     max_pixels: int = 50_000_000
     max_side: int = WEBP_MAX_SIDE
     max_frames: int = 100
@@ -93,6 +97,14 @@ class Settings:
         return self.conversion_slots or (os.cpu_count() or 1)
 
     def replace(self, **changes: Any) -> Settings:
+    def direct_upload_max_bytes(self) -> int:
+        return self.direct_upload_max_mb * 1024 * 1024
+
+    @property
+    def direct_upload_threshold_bytes(self) -> int:
+        return int(self.direct_upload_threshold_mb * 1024 * 1024)
+
+    @property
         """A copy with ``changes`` applied and validated (handy in tests)."""
         return replace(self, **changes).validated()
 
@@ -110,6 +122,13 @@ class Settings:
             problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
         if self.max_pixels < 1:
             problems.append("MAX_PIXELS must be positive")
+        if not 1 <= self.direct_upload_max_mb <= 1024:
+            problems.append("DIRECT_UPLOAD_MAX_MB must be between 1 and 1024")
+        if not 0 <= self.direct_upload_threshold_mb <= self.direct_upload_max_mb:
+            problems.append("DIRECT_UPLOAD_THRESHOLD_MB must be between 0 and DIRECT_UPLOAD_MAX_MB")
+        if not 60 <= self.upload_url_ttl <= 7 * 24 * 3600:
+            # V4 signed URLs live at most 7 days; under a minute is too short to start a PUT.
+            problems.append("UPLOAD_URL_TTL must be between 60 and 604800 seconds")
         if self.max_frames < 1:
             problems.append("MAX_FRAMES must be positive")
         if not 0.0 <= self.label_min_score <= 1.0:
