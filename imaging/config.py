@@ -93,10 +93,6 @@ class Settings:
         return self.max_upload_mb * 1024 * 1024
 
     @property
-    def slots(self) -> int:
-        return self.conversion_slots or (os.cpu_count() or 1)
-
-    def replace(self, **changes: Any) -> Settings:
     def direct_upload_max_bytes(self) -> int:
         return self.direct_upload_max_mb * 1024 * 1024
 
@@ -105,6 +101,10 @@ class Settings:
         return int(self.direct_upload_threshold_mb * 1024 * 1024)
 
     @property
+    def slots(self) -> int:
+        return self.conversion_slots or (os.cpu_count() or 1)
+
+    def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated (handy in tests)."""
         return replace(self, **changes).validated()
 
@@ -118,10 +118,6 @@ class Settings:
             problems.append("LABELER must be 'local', 'vision' or 'none'")
         if not 1 <= self.max_upload_mb <= 1024:
             problems.append("MAX_UPLOAD_MB must be between 1 and 1024")
-        if not 1 <= self.max_side <= WEBP_MAX_SIDE:
-            problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
-        if self.max_pixels < 1:
-            problems.append("MAX_PIXELS must be positive")
         if not 1 <= self.direct_upload_max_mb <= 1024:
             problems.append("DIRECT_UPLOAD_MAX_MB must be between 1 and 1024")
         if not 0 <= self.direct_upload_threshold_mb <= self.direct_upload_max_mb:
@@ -129,6 +125,10 @@ class Settings:
         if not 60 <= self.upload_url_ttl <= 7 * 24 * 3600:
             # V4 signed URLs live at most 7 days; under a minute is too short to start a PUT.
             problems.append("UPLOAD_URL_TTL must be between 60 and 604800 seconds")
+        if not 1 <= self.max_side <= WEBP_MAX_SIDE:
+            problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
+        if self.max_pixels < 1:
+            problems.append("MAX_PIXELS must be positive")
         if self.max_frames < 1:
             problems.append("MAX_FRAMES must be positive")
         if not 0.0 <= self.label_min_score <= 1.0:
