@@ -1,0 +1,290 @@
+"""Property tests: whatever bytes and form fields arrive, the API answers with a clear JSON verdict.
+
+Hypothesis feeds POST /api/images random bytes, valid small images with bytes flipped, inserted,
+deleted or cut off, and random form fields (junk format lists, numbers as text, huge and negative
+sizes, unknown fit modes, names full of control characters and markup). Whatever it sends:
+
+- the status is one the API documents (201, 200 for a duplicate, 400, 413, 415, 422, 429, 503);
+- a refusal is JSON with ``error`` and ``message``; an acceptance is a committed record;
+- no answer carries a traceback or a server path, and a refused upload leaves no object behind.
+
+Runs are derandomized (same examples every run, no example database), so CI cannot flake on a
+rare draw; a failure prints the smallest input that reproduces it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import TestResponse, encode_multipart
+
+from imaging.formats import OUTPUT_FORMATS
+from imaging.pipeline import FIT_MODES
+from imaging.storage.local import LocalStore
+from tests import images
+from tests.conftest import AppFactory
+
+ALLOWED_STATUSES = {200, 201, 400, 413, 415, 422, 429, 503}
+#: Substrings that only a leak could put in a body: the generated text never contains "/".
+LEAKS = ("Traceback", 'File "', "/tmp/", "/work/", "site-packages", "/usr/lib/")
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def webp(im: Image.Image) -> bytes:
+    return images.encode(im, "WEBP", quality=50)
+
+
+#: Valid, tiny starting points in every family of decoder, so mutations reach deep into each.
+SEEDS: tuple[bytes, ...] = (
+    images.png(16, 12),
+    images.rgba_png(12, 12),
+    images.png(16, 12, mode="P"),
+    images.jpeg(16, 12),
+    images.jpeg(16, 12, progressive=True),
+    images.animated_gif(frames=3, width=12, height=10),
+    webp(images.gradient(16, 12)),
+    images.encode(images.gradient(12, 8), "BMP"),
+    images.encode(images.gradient(12, 8), "TIFF"),
+)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed PNG header (valid CRCs) announcing a canvas its few bytes cannot fill."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+#: Inputs each limit must refuse: too many pixels, too long a side, too many bytes.
+OVER_LIMITS: tuple[bytes, ...] = (
+    png_claiming(1200, 1000),
+    png_claiming(4000, 10),
+    png_claiming(2**31 - 1, 2**31 - 1),
+    b"\xff" * (1024 * 1024 + 1),
+)
+
+#: Text without "/" (so LEAKS stay meaningful), with control characters, markup and any script.
+junk_text = st.text(st.characters(exclude_characters="/"), max_size=40)
+hostile_names = st.sampled_from(
+    [
+        "<img src=x onerror=alert(1)>.png",
+        '"><script>alert(1)</script>',
+        "..\\..\\windows\\win.ini",
+        "name\x00with\x00nul.jpg",
+        "\r\nSet-Cookie: evil=1",
+        "\u202egnp.exe",
+        "x" * 5000,
+        "",
+    ]
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A seed image with up to five byte-level mutations, biased towards the header."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(0, 5))):
+        if not data:
+            break
+        last = len(data) - 1
+        at = draw(st.one_of(st.integers(0, min(63, last)), st.integers(0, last)))
+        operation = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        if operation == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif operation == "set":
+            data[at] = draw(st.sampled_from([0x00, 0x7F, 0x80, 0xFF]))
+        elif operation == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=32))
+        elif operation == "delete":
+            del data[at : at + draw(st.integers(1, 32))]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+upload_bytes = st.one_of(
+    mutated(), st.binary(max_size=256), st.sampled_from(SEEDS), st.sampled_from(OVER_LIMITS)
+)
+
+format_words = st.one_of(
+    st.sampled_from([*OUTPUT_FORMATS, "jpg", "JPEG", " WebP ", "bmp", "tiff", "svg", "", ","]),
+    junk_text,
+)
+# Absent or sensible values are drawn often, so odd values also meet otherwise valid requests.
+format_fields = st.one_of(
+    st.none(),
+    st.sampled_from(["webp", "png,jpeg", "jpg", "gif"]),
+    st.lists(format_words, max_size=7).map(",".join),
+    st.lists(format_words, min_size=2, max_size=4),  # the field repeated, as checkboxes send it
+)
+number_fields = st.one_of(
+    st.none(),
+    st.none(),
+    st.integers(1, 100).map(str),
+    st.integers(-(10**20), 10**20).map(str),
+    st.sampled_from(["", " ", "1e3", "0x10", "٣", "12.5", "NaN", "-0", "+7", " 8 ", "9" * 400]),
+    junk_text,
+)
+fit_fields = st.one_of(
+    st.none(), st.none(), st.sampled_from([*FIT_MODES, "COVER", " fill "]), junk_text
+)
+name_fields = st.one_of(st.none(), hostile_names, junk_text)
+
+
+def post(client: FlaskClient, data: bytes, fields: dict[str, Any], filename: str) -> TestResponse:
+    form: MultiDict[str, Any] = MultiDict()
+    for key, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                form.add(key, item)
+    form.add("image", FileStorage(io.BytesIO(data), filename))
+    # Encoded here, not by the test client: its own spooled request body for uploads over
+    # 500 KB is never closed, and pytest's ResourceWarning-as-error would blame the app.
+    boundary, body = encode_multipart(form)
+    return client.post(
+        "/api/images", data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+
+
+def strings_in(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def check_answer(client: FlaskClient, response: TestResponse, media_root: Path) -> None:
+    """The contract every answer keeps, whatever was sent."""
+    text = response.get_data(as_text=True)
+    event(f"HTTP {response.status_code}")  # pytest --hypothesis-show-statistics shows the mix
+    assert response.status_code in ALLOWED_STATUSES, text
+    assert response.is_json, text
+    body = response.get_json()
+    # Checked on the decoded strings too: JSON escapes could hide a path from the raw text.
+    for candidate in (text, *strings_in(body)):
+        for leak in (*LEAKS, str(media_root)):
+            assert leak not in candidate, text
+    if response.status_code in (200, 201):
+        assert client.get(f"/api/images/{body['id']}").status_code == 200
+        assert body["variants"], text
+    else:
+        assert isinstance(body["error"], str), text
+        assert body["error"], text
+        assert isinstance(body["message"], str), text
+        assert body["message"], text
+        assert set(body) == {"error", "message"}, text
+    if response.status_code == 503:
+        assert response.headers.get("Retry-After"), text
+
+
+def image_objects(store: LocalStore) -> int:
+    return len(store.list("img/", limit=10_000))
+
+
+@pytest.fixture
+def fuzz_client(make_app: AppFactory) -> FlaskClient:
+    # Small limits keep a mutated header that claims a huge canvas cheap to refuse.
+    return make_app(max_upload_mb=1, max_pixels=1_000_000, max_side=2048).test_client()
+
+
+@FUZZ
+@given(
+    data=upload_bytes,
+    formats=st.sampled_from(["webp", "png", "jpeg,gif", "avif", "webp,png,jpeg"]),
+)
+def test_any_bytes_get_a_documented_json_answer_and_refusals_leave_nothing(
+    fuzz_client: FlaskClient, local_store: LocalStore, data: bytes, formats: str
+) -> None:
+    before = image_objects(local_store)
+
+    response = post(fuzz_client, data, {"format": formats}, "upload.bin")
+
+    check_answer(fuzz_client, response, local_store.root)
+    if response.status_code >= 400:
+        assert image_objects(local_store) == before
+
+
+@FUZZ
+@given(
+    data=st.sampled_from(SEEDS),
+    formats=format_fields,
+    width=number_fields,
+    height=number_fields,
+    quality=number_fields,
+    fit=fit_fields,
+    name=name_fields,
+    filename=st.one_of(hostile_names, junk_text),
+    lossless=st.one_of(st.none(), st.sampled_from(["1", "true", "on", "no"]), junk_text),
+)
+def test_any_form_fields_get_a_documented_json_answer(
+    fuzz_client: FlaskClient,
+    local_store: LocalStore,
+    data: bytes,
+    formats: str | list[str] | None,
+    width: str | None,
+    height: str | None,
+    quality: str | None,
+    fit: str | None,
+    name: str | None,
+    filename: str,
+    lossless: str | None,
+) -> None:
+    fields = {
+        "format": formats,
+        "width": width,
+        "height": height,
+        "quality": quality,
+        "fit": fit,
+        "name": name,
+        "lossless": lossless,
+    }
+
+    response = post(fuzz_client, data, fields, filename)
+
+    check_answer(fuzz_client, response, local_store.root)
+    if response.status_code in (200, 201):
+        # Whatever the name was, the record keeps a printable display name, never empty.
+        text = response.get_data(as_text=True)
+        shown = response.get_json()["name"]
+        assert shown, text
+        assert shown.isprintable(), json.dumps(shown)
+
+
+def test_the_seeds_themselves_are_accepted(fuzz_client: FlaskClient) -> None:
+    # Guards the fuzzers' premise: mutations start from images the API takes.
+    statuses = [
+        post(fuzz_client, seed, {}, f"seed-{i}").status_code for i, seed in enumerate(SEEDS)
+    ]
+    assert statuses == [201] * len(SEEDS)
