@@ -120,8 +120,8 @@ class Settings:
             problems.append("MAX_UPLOAD_MB must be between 1 and 1024")
         if not 1 <= self.direct_upload_max_mb <= 1024:
             problems.append("DIRECT_UPLOAD_MAX_MB must be between 1 and 1024")
-        if not 0 <= self.direct_upload_threshold_mb <= self.direct_upload_max_mb:
-            problems.append("DIRECT_UPLOAD_THRESHOLD_MB must be between 0 and DIRECT_UPLOAD_MAX_MB")
+        if self.direct_upload_threshold_mb < 0:
+            problems.append("DIRECT_UPLOAD_THRESHOLD_MB must not be negative")
         if not 60 <= self.upload_url_ttl <= 7 * 24 * 3600:
             # V4 signed URLs live at most 7 days; under a minute is too short to start a PUT.
             problems.append("UPLOAD_URL_TTL must be between 60 and 604800 seconds")
