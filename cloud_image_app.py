@@ -21,7 +21,16 @@ from imaging.config import Settings, SettingsError
 from imaging.labeling import Labeler, build_labeler
 from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore, build_store
-from imaging.web import Services, api, media, ops, pages, register_error_handlers, register_security
+from imaging.web import (
+    Services,
+    api,
+    media,
+    ops,
+    pages,
+    register_error_handlers,
+    register_security,
+    uploads,
+)
 from imaging.web.security import init_rate_limits
 
 #: Room for the multipart envelope and the small form fields around one file.
@@ -65,11 +74,11 @@ def create_app(
         catalog=catalog,
         pipeline=Pipeline(settings, store, labels, catalog),
     )
-    for blueprint in (pages.bp, api.bp, media.bp, ops.bp):
+    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
-    init_rate_limits(app, settings, "api", "pages")
+    init_rate_limits(app, settings, "api", "pages", "uploads")
     register_commands(app)
     return app
 

@@ -1,0 +1,415 @@
+"""Direct uploads: a client sends a large file straight to storage, then asks us to convert it.
+
+Cloud Run refuses request bodies over 32 MiB, so big files cannot come through the app. Instead:
+
+1. ``create``: the client announces the content type and size and gets a *ticket*: an upload id
+   and a URL to PUT the bytes to, valid for ``UPLOAD_URL_TTL`` seconds. On GCS the URL is a V4
+   signed URL for ``tmp/<upload_id>`` that binds the content type and a byte range; on any other
+   store (LocalStore) it is this app's own PUT endpoint with a signed, single-use token.
+2. The client PUTs the file to the URL (the app never sees the bytes on GCS).
+3. ``complete``: we read ``tmp/<upload_id>``, run ``pipeline.ingest`` like every other door,
+   remember ``upl/<upload_id>`` -> record id (create-only) and delete the temporary object.
+   Completing again answers with the same record.
+
+Keys (beside the catalog's ``img/``, ``rec/``, ``lbl/``, ``sha/``)::
+
+    tmp/<upload_id>       the uploaded bytes until completion (a bucket lifecycle rule or
+                          ``sweep`` removes what was never completed)
+    upl/<upload_id>       completion marker: the record id
+    upl/<upload_id>.put   the claim that spends a single-use PUT token (app PUT endpoint only)
+
+An upload id is ``<expiry>-<nonce>-<mac>``: it carries its own expiry, and the HMAC (keyed with
+SECRET_KEY) means only this app can mint one, so nothing about a pending upload is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol, runtime_checkable
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from imaging.catalog import Catalog
+from imaging.config import Settings
+from imaging.errors import (
+    BadRequest,
+    Busy,
+    Forbidden,
+    Gone,
+    ImagingError,
+    NotFound,
+    ObjectExists,
+    ObjectNotFound,
+    TooLarge,
+    Unavailable,
+)
+from imaging.formats import INPUT_FORMATS
+from imaging.pipeline import IngestResult, Pipeline, UploadOptions
+from imaging.storage import ObjectStore
+
+TEMP_PREFIX = "tmp/"
+MARKER_PREFIX = "upl/"
+_CLAIM_SUFFIX = ".put"
+
+#: How long after its URL expires an upload may still be completed: a big file on a slow link
+#: may finish its PUT well after the URL's deadline (GCS checks the deadline when a PUT starts).
+COMPLETE_WINDOW_SECONDS = 3600
+
+#: What a ticket may announce. The bytes are sniffed at completion whatever the type says; the
+#: type only has to be an image type we read (plus the names browsers give some of them).
+ACCEPTED_CONTENT_TYPES = frozenset(
+    {f.mime for f in INPUT_FORMATS.values()} | {"image/heif", "image/apng", "image/x-ms-bmp"}
+)
+
+_UPLOAD_ID = re.compile(r"^(?P<expires>[0-9]{10})-(?P<nonce>[0-9a-f]{16})-(?P<mac>[0-9a-f]{32})$")
+_READ_CHUNK = 1024 * 1024
+
+
+class NothingUploaded(ImagingError):
+    """Completion was asked for before any bytes arrived at the upload URL."""
+
+    status, code = 409, "not_uploaded"
+
+
+class AlreadyUploaded(ImagingError):
+    """A single-use upload URL was used a second time."""
+
+    status, code = 409, "already_uploaded"
+
+
+@runtime_checkable
+class SignsUploadUrls(Protocol):
+    """A store clients can PUT into directly (GCSStore), through a URL it signs."""
+
+    def signed_put_url(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expires_in: int,
+        service_account_email: str = "",
+    ) -> tuple[str, dict[str, str]]:
+        """A URL to PUT ``key`` once, and the headers the PUT must carry exactly."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Where and how to PUT the file, and until when."""
+
+    upload_id: str
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime
+    max_bytes: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "upload_id": self.upload_id,
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "max_bytes": self.max_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class PutGrant:
+    """What a verified PUT token allows: one body of this type, up to this many bytes."""
+
+    upload_id: str
+    content_type: str
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    result: IngestResult
+    first: bool  # False: an earlier completion made the record; this one only looked it up
+
+
+def normalise_content_type(raw: str) -> str:
+    """``'Image/PNG; charset=x'`` -> ``'image/png'``."""
+    return raw.split(";", 1)[0].strip().lower()
+
+
+class UploadSessions:
+    """Mints tickets, receives PUTs for stores that cannot sign URLs, completes uploads."""
+
+    def __init__(
+        self, settings: Settings, store: ObjectStore, pipeline: Pipeline, catalog: Catalog
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.max_bytes = settings.direct_upload_max_bytes
+        self._pipeline = _with_byte_limit(pipeline, self.max_bytes)
+        # Each completion holds a whole file in memory before the pipeline's own slot is
+        # reached, so completions are bounded too: at most `slots` files held per process.
+        self._holding = threading.BoundedSemaphore(settings.slots)
+
+    @property
+    def signs_urls(self) -> bool:
+        """True when clients PUT straight into the store (GCS), not through this app."""
+        return isinstance(self.store, SignsUploadUrls)
+
+    # -- 1. tickets ---------------------------------------------------------------------------
+    def create(
+        self,
+        *,
+        content_type: str,
+        size: int,
+        app_put_url: Callable[[str, str], str],
+        now: float | None = None,
+    ) -> Ticket:
+        """A ticket for one file; ``app_put_url(upload_id, token)`` is this app's PUT endpoint."""
+        content_type = normalise_content_type(content_type)
+        if content_type not in ACCEPTED_CONTENT_TYPES:
+            raise BadRequest(
+                "content_type must be an image type this service reads: "
+                + ", ".join(sorted(ACCEPTED_CONTENT_TYPES))
+                + "."
+            )
+        if size < 1:
+            raise BadRequest("size must be the file's size in bytes (at least 1).")
+        if size > self.max_bytes:
+            raise TooLarge(
+                f"The file is larger than the {self.settings.direct_upload_max_mb} MB limit "
+                "for direct uploads."
+            )
+        ttl = self.settings.upload_url_ttl
+        expires = int(time.time() if now is None else now) + ttl
+        upload_id = self._mint_id(expires)
+        if isinstance(self.store, SignsUploadUrls):
+            url, headers = self.store.signed_put_url(
+                f"{TEMP_PREFIX}{upload_id}",
+                content_type=content_type,
+                max_bytes=size,
+                expires_in=ttl,
+                service_account_email=self.settings.signing_service_account,
+            )
+        else:
+            token = self._serializer().dumps({"id": upload_id, "ct": content_type, "max": size})
+            url, headers = app_put_url(upload_id, str(token)), {"Content-Type": content_type}
+        return Ticket(
+            upload_id=upload_id,
+            url=url,
+            method="PUT",
+            headers=headers,
+            expires_at=datetime.fromtimestamp(expires, UTC),
+            max_bytes=size,
+        )
+
+    # -- 2. the app's own PUT endpoint (stores that cannot sign URLs) ------------------------
+    def grant_put(self, upload_id: str, token: str, *, now: float | None = None) -> PutGrant:
+        """Verify a PUT token: 403 when forged or not for this upload, 410 once expired."""
+        if self.signs_urls:
+            raise NotFound("Uploads go straight to the bucket: PUT to the ticket's URL.")
+        try:
+            payload = self._serializer().loads(token)
+        except BadSignature:
+            raise Forbidden("This upload URL is not valid. Ask for a new upload.") from None
+        if not (
+            isinstance(payload, dict)
+            and payload.get("id") == upload_id
+            and isinstance(payload.get("ct"), str)
+            and isinstance(payload.get("max"), int)
+        ):
+            raise Forbidden("This upload URL is not valid. Ask for a new upload.")
+        if self._expiry(upload_id) <= (time.time() if now is None else now):
+            raise Gone("This upload URL has expired. Ask for a new upload.")
+        return PutGrant(upload_id, payload["ct"], payload["max"])
+
+    def check_put(self, grant: PutGrant, *, content_type: str, content_length: int | None) -> None:
+        """Refuse a PUT whose headers break the ticket, before a byte of it is read."""
+        if normalise_content_type(content_type) != grant.content_type:
+            raise BadRequest(
+                f"Send Content-Type: {grant.content_type}, the type this upload was created for."
+            )
+        if content_length is not None and content_length > grant.max_bytes:
+            raise TooLarge(f"This upload was created for at most {grant.max_bytes} bytes.")
+
+    def receive(self, grant: PutGrant, stream: IO[bytes]) -> int:
+        """Store the PUT body as ``tmp/<upload_id>``, spending the token; return its size.
+
+        The size bound is enforced while reading, so a body without Content-Length (chunked)
+        cannot run past it. If the body fails (too large, connection lost), the token is given
+        back: it was not used up, and the client may retry the same URL.
+        """
+        claim = f"{MARKER_PREFIX}{grant.upload_id}{_CLAIM_SUFFIX}"
+        try:
+            # Random bytes: a create-only put of *other* bytes is how a second claim fails.
+            self.store.put(claim, secrets.token_bytes(16), content_type="application/octet-stream")
+        except ObjectExists:
+            raise AlreadyUploaded(
+                "This upload URL was already used. Ask for a new upload to send another file."
+            ) from None
+        try:
+            data = _read_at_most(stream, grant.max_bytes)
+            if not data:
+                raise BadRequest("The upload was empty.")
+            self.store.put(f"{TEMP_PREFIX}{grant.upload_id}", data, content_type=grant.content_type)
+        except BaseException:
+            self.store.delete(claim)
+            raise
+        return len(data)
+
+    # -- 3. completion -------------------------------------------------------------------------
+    def complete(
+        self, upload_id: str, options: UploadOptions, *, now: float | None = None
+    ) -> Completion:
+        """Convert the uploaded file into a record, once; a repeat answers the same record."""
+        expires = self._expiry(upload_id)
+        marker = f"{MARKER_PREFIX}{upload_id}"
+        earlier = self._completed(marker)
+        if earlier is not None:
+            return earlier
+        if (time.time() if now is None else now) > expires + COMPLETE_WINDOW_SECONDS:
+            raise Gone("This upload has expired. Upload the file again.")
+        temp = f"{TEMP_PREFIX}{upload_id}"
+        with self._holding_slot():
+            try:
+                data = self.store.get(temp)
+            except ObjectNotFound:
+                raise NothingUploaded(
+                    "Nothing has been uploaded for this upload id yet: PUT the file to the "
+                    "ticket's URL first, then complete."
+                ) from None
+            if len(data) > self.max_bytes:
+                raise TooLarge(
+                    f"The file is larger than the {self.settings.direct_upload_max_mb} MB limit "
+                    "for direct uploads."
+                )
+            # A failure here leaves tmp/<id> in place: a 400 for bad options or a 503 can be
+            # retried with the same upload id; the lifecycle rule or sweep removes the rest.
+            result = self._pipeline.ingest(data, options)
+            del data
+        try:
+            self.store.put(marker, result.record.id.encode(), content_type="text/plain")
+        except ObjectExists:
+            # A concurrent completion got there first: answer with its record, drop ours.
+            if not result.duplicate:
+                self.catalog.delete(result.record.id)
+            winner = self._completed(marker)
+            if winner is None:  # pragma: no cover - the marker was there a moment ago
+                raise Unavailable(detail=f"completion marker {marker!r} vanished") from None
+            return winner
+        # The PUT claim stays until sweep: it keeps the spent token spent.
+        self.catalog.discard([temp])
+        return Completion(result, first=True)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def sweep(self, *, now: float | None = None) -> list[str]:
+        """Remove temporary objects and markers of uploads past their completion window."""
+        now = time.time() if now is None else now
+        removed = []
+        for prefix in (TEMP_PREFIX, MARKER_PREFIX):
+            for key in list(_all_keys(self.store, prefix)):
+                name = key[len(prefix) :].removesuffix(_CLAIM_SUFFIX)
+                match = _UPLOAD_ID.match(name)
+                if match is None:
+                    continue  # not ours: leave it alone
+                if now > int(match["expires"]) + COMPLETE_WINDOW_SECONDS:
+                    self.store.delete(key)
+                    removed.append(key)
+        return removed
+
+    # -- internals -----------------------------------------------------------------------------
+    def _completed(self, marker: str) -> Completion | None:
+        try:
+            record_id = self.store.get(marker).decode()
+        except ObjectNotFound:
+            return None
+        # duplicate=True: this request made nothing new (the API answers 200, not 201).
+        return Completion(IngestResult(self.catalog.get(record_id), duplicate=True), first=False)
+
+    def _secret(self) -> bytes:
+        if not self.settings.secret_key:
+            raise Unavailable(
+                "Direct uploads are not configured on this server.",
+                detail="SECRET_KEY is empty: upload ids and tokens cannot be signed",
+                retry_after=None,
+            )
+        return self.settings.secret_key.encode()
+
+    def _mac(self, message: str) -> str:
+        key = hashlib.sha256(b"imaging.direct.upload-id|" + self._secret()).digest()
+        return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _mint_id(self, expires: int) -> str:
+        nonce = secrets.token_hex(8)
+        return f"{expires:010d}-{nonce}-{self._mac(f'{expires:010d}-{nonce}')}"
+
+    def _expiry(self, upload_id: str) -> int:
+        """The expiry an upload id carries; 404 unless this app minted it."""
+        match = _UPLOAD_ID.match(upload_id)
+        if match is None or not hmac.compare_digest(
+            self._mac(f"{match['expires']}-{match['nonce']}"), match["mac"]
+        ):
+            raise NotFound("No upload with that id.")
+        return int(match["expires"])
+
+    def _serializer(self) -> URLSafeSerializer:
+        return URLSafeSerializer(self._secret(), salt="imaging.direct.put-token")
+
+    def _holding_slot(self) -> _Held:
+        return _Held(self._holding, self.settings.conversion_wait)
+
+
+class _Held:
+    """Waits up to ``wait`` seconds for a semaphore, then refuses with 503 Retry-After."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore, wait: float) -> None:
+        self._semaphore = semaphore
+        self._wait = wait
+
+    def __enter__(self) -> None:
+        if not self._semaphore.acquire(timeout=self._wait):
+            raise Busy("Every conversion slot is busy. Please retry in a few seconds.")
+
+    def __exit__(self, *exc: object) -> None:
+        self._semaphore.release()
+
+
+def _with_byte_limit(pipeline: Pipeline, max_bytes: int) -> Pipeline:
+    """The app's pipeline with the direct-upload byte limit instead of MAX_UPLOAD_MB.
+
+    A shallow copy shares everything that bounds the work (conversion slots, thread pools,
+    store, catalog) and differs only in ``limits``, which ``ingest`` reads per call.
+    """
+    if max_bytes <= pipeline.limits.max_bytes:
+        return pipeline
+    widened = copy.copy(pipeline)
+    widened.limits = dataclasses.replace(pipeline.limits, max_bytes=max_bytes)
+    return widened
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """The whole stream, or TooLarge as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := stream.read(_READ_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"This upload was created for at most {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _all_keys(store: ObjectStore, prefix: str) -> Iterable[str]:
+    start = ""
+    while keys := store.list(prefix, start_after=start, limit=1000):
+        yield from keys
+        start = keys[-1]

@@ -1,0 +1,175 @@
+"""Direct uploads over HTTP: tickets, the app's own PUT endpoint, completion (imaging.direct).
+
+Two doors to the same three steps, like the rest of the app:
+
+- the API (``/api/uploads...``) never reads cookies: the upload token comes as a bearer header;
+- the upload page (``/upload/direct...``) uses its session and CSRF token, like ``/upload``.
+
+``PUT /api/uploads/<id>/data?token=...`` is where LocalStore uploads go (GCS uploads go to the
+bucket instead); the signed token is its only credential, as a signed URL is GCS's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import click
+from flask import Blueprint, current_app, request, url_for
+from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
+
+from imaging.direct import Completion, UploadSessions
+from imaging.errors import BadRequest, Unauthorized
+from imaging.web import Services, check_csrf, services
+from imaging.web.api import upload_response
+from imaging.web.forms import read_options
+from imaging.web.security import page_upload_allowed, require_api_upload
+
+bp = Blueprint("uploads", __name__, cli_group="uploads")
+
+EXTENSION = "imaging.uploads"
+
+
+@bp.record_once
+def install(state: BlueprintSetupState) -> None:
+    """One UploadSessions per app, on the app's own store and pipeline."""
+    svc: Services = state.app.extensions["imaging"]
+    state.app.extensions[EXTENSION] = UploadSessions(
+        svc.settings, svc.store, svc.pipeline, svc.catalog
+    )
+
+
+def sessions() -> UploadSessions:
+    found: UploadSessions = current_app.extensions[EXTENSION]
+    return found
+
+
+@bp.app_context_processor
+def direct_upload_settings() -> dict[str, Any]:
+    """What the upload page's script needs to pick the direct path for big files."""
+    settings = services().settings
+    return {
+        "direct_upload": {
+            "threshold": settings.direct_upload_threshold_bytes,
+            "max_bytes": settings.direct_upload_max_bytes,
+        }
+    }
+
+
+# -- the API -----------------------------------------------------------------------------------
+@bp.post("/api/uploads")
+def create() -> ResponseReturnValue:
+    """Start a direct upload: ``content_type``, ``size`` (bytes), optional ``name``; 201 ticket."""
+    require_api_upload(services().settings)
+    return ticket_response("uploads.complete")
+
+
+@bp.put("/api/uploads/<upload_id>/data")
+def receive(upload_id: str) -> ResponseReturnValue:
+    """The PUT a ticket points at when the store cannot sign URLs (LocalStore): single use."""
+    uploads = sessions()
+    grant = uploads.grant_put(upload_id, request.args.get("token", ""))
+    uploads.check_put(
+        grant,
+        content_type=request.headers.get("Content-Type", ""),
+        content_length=request.content_length,
+    )
+    # This body may be larger than MAX_UPLOAD_MB (the app-wide cap): the ticket bounds it.
+    request.max_content_length = grant.max_bytes
+    size = uploads.receive(grant, request.stream)
+    return {"upload_id": upload_id, "bytes": size}, 201
+
+
+@bp.post("/api/uploads/<upload_id>/complete")
+def complete(upload_id: str) -> ResponseReturnValue:
+    """Convert the uploaded file (same options as ``POST /api/images``); 201, or 200 on repeat."""
+    require_api_upload(services().settings)
+    return completion_response(upload_id)
+
+
+# -- the upload page's doors ---------------------------------------------------------------------
+@bp.post("/upload/direct")
+def page_create() -> ResponseReturnValue:
+    """The page's ticket request (session + CSRF token, like the page's form post)."""
+    require_page_upload()
+    return ticket_response("uploads.page_complete")
+
+
+@bp.post("/upload/direct/<upload_id>/complete")
+def page_complete(upload_id: str) -> ResponseReturnValue:
+    """The page's completion (session + CSRF token)."""
+    require_page_upload()
+    return completion_response(upload_id)
+
+
+def require_page_upload() -> None:
+    check_csrf()
+    if not page_upload_allowed(services().settings):
+        raise Unauthorized("Enter the upload token first (Upload page).")
+
+
+# -- shared --------------------------------------------------------------------------------------
+def ticket_response(complete_endpoint: str) -> ResponseReturnValue:
+    body = request_body()
+    size_raw = body.get("size", "")
+    try:
+        size = int(size_raw)
+    except ValueError:
+        raise BadRequest("size must be the file's size in bytes (a whole number).") from None
+    ticket = sessions().create(
+        content_type=body.get("content_type", ""),
+        size=size,
+        app_put_url=lambda upload_id, token: url_for(
+            "uploads.receive", upload_id=upload_id, token=token, _external=True
+        ),
+    )
+    complete_url = url_for(complete_endpoint, upload_id=ticket.upload_id, _external=True)
+    if name := body.get("name", "").strip():
+        # The name rides on the completion URL, so completing needs nothing remembered here;
+        # a name in the completion's own body still wins.
+        complete_url += "?" + urlencode({"name": name[:200]})
+    data = ticket.public()
+    data["complete_url"] = complete_url
+    # The URL is a credential for its lifetime: no cache may keep it.
+    return data, 201, {"Cache-Control": "no-store"}
+
+
+def completion_response(upload_id: str) -> ResponseReturnValue:
+    settings = services().settings
+    # read_options reads request.values: let a JSON body feed it, and let the body win over
+    # the query string (where the ticket's name rides).
+    request.values = CombinedMultiDict([request_body(), request.args])
+    done: Completion = sessions().complete(upload_id, read_options(settings))
+    return upload_response([done.result])
+
+
+def request_body() -> MultiDict[str, str]:
+    """The form fields, or a JSON object's members as fields (lists repeat a field)."""
+    if not request.is_json:
+        return MultiDict(request.form)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("Send a JSON object (or form fields).")
+    fields = MultiDict[str, str]()
+    for name, value in body.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                fields.add(name, "true" if item else "false")
+            elif isinstance(item, str | int | float):
+                fields.add(name, str(item))
+            else:
+                raise BadRequest(f"{name} must be a string, a number or a list of them.")
+    return fields
+
+
+@bp.cli.command("sweep")
+def sweep() -> None:
+    """Remove temporary uploads and markers past their completion window (LocalStore)."""
+    removed = sessions().sweep()
+    for key in removed:
+        click.echo(f"removed {key}")
+    click.echo(f"{len(removed)} expired direct-upload object(s) removed.")
