@@ -1,0 +1,223 @@
+"""GCSStore: the production object store, a Google Cloud Storage bucket.
+
+Create-only writes are ``ifGenerationMatch=0`` uploads, which makes them safe to retry: when a
+retried upload (or a concurrent writer) meets 412 Precondition Failed, the object's size and
+hashes decide between "our write already landed" (success) and ObjectExists. Every call has a
+per-request timeout and a retry deadline; any failure to reach the bucket is StorageUnavailable,
+never a library exception.
+
+The client is made on first use, not at construction, so that each gunicorn worker builds its
+own after the fork. With STORAGE_EMULATOR_HOST set it talks to that emulator without credentials;
+otherwise it uses Application Default Credentials. The bucket uses uniform bucket-level access,
+so objects carry no ACLs and public reads are granted on the bucket.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import quote
+
+import google_crc32c
+from google.api_core import exceptions as api_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import GoogleAuthError
+from google.cloud.storage import Client
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.storage.local import check_key, check_prefix
+
+#: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
+#: (requests' exceptions are OSErrors), credential lookups, corrupted downloads. To a client, all
+#: of them mean "storage unavailable".
+_UNAVAILABLE = (
+    api_exceptions.GoogleAPIError,
+    GoogleAuthError,
+    InvalidResponse,
+    DataCorruption,
+    OSError,
+)
+
+
+class GCSStore:
+    """Objects in one GCS bucket; one instance is shared by every request thread."""
+
+    name = "gcs"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        public_base_url: str = "",
+        client: Client | None = None,
+        timeout: float = 10,
+        deadline: float = 30,
+    ) -> None:
+        if not bucket:
+            raise ValueError("GCSStore needs a bucket name")
+        self.bucket_name = bucket
+        self._public_base_url = public_base_url.rstrip("/")
+        self._timeout = timeout
+        # Retries transient failures (429, 5xx, connection resets, timeouts) with exponential
+        # backoff, giving up after ``deadline`` seconds in all.
+        self._retry = DEFAULT_RETRY.with_timeout(deadline)
+        self._injected_client = client
+        self._bucket: tuple[int, Any] | None = None  # (pid it was made in, storage.Bucket)
+        self._lock = threading.Lock()
+
+    # -- the ObjectStore contract --------------------------------------------------------------
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
+        check_key(key)
+        with self._unavailable_on_failure("put", key):
+            # Two rounds: the object may be deleted between our 412 and our look at it.
+            for _ in range(2):
+                if self._create(key, data, content_type, cache_control):
+                    return
+                existing = self._handle().get_blob(key, timeout=self._timeout, retry=self._retry)
+                if existing is None:
+                    continue
+                if _same_content(existing, data):
+                    return  # our earlier attempt landed, or someone wrote the very same bytes
+                raise ObjectExists(
+                    "The object already exists.", detail=f"{key!r} exists with other bytes"
+                )
+        raise StorageUnavailable(detail=f"gcs put {key!r}: the object kept appearing and vanishing")
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raise ObjectNotFound if there is none."""
+        check_key(key)
+        with self._unavailable_on_failure("get", key):
+            try:
+                data = (
+                    self._handle()
+                    .blob(key)
+                    .download_as_bytes(timeout=self._timeout, retry=self._retry)
+                )
+            except api_exceptions.NotFound:
+                raise ObjectNotFound("No such object.", detail=f"{key!r} not found") from None
+        return bytes(data)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+        check_key(key)
+        # Retrying is safe although unconditional: a repeat delete only meets NotFound.
+        with self._unavailable_on_failure("delete", key), suppress(api_exceptions.NotFound):
+            self._handle().blob(key).delete(timeout=self._timeout, retry=self._retry)
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
+        check_prefix(prefix)
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        if limit == 0:
+            return []
+        with self._unavailable_on_failure("list", prefix):
+            # startOffset is inclusive: ask for one more in case start_after itself comes back.
+            blobs = self._handle().list_blobs(
+                prefix=prefix or None,
+                start_offset=start_after or None,
+                max_results=limit + 1,
+                fields="items(name),nextPageToken",
+                timeout=self._timeout,
+                retry=self._retry,
+            )
+            names = [str(blob.name) for blob in blobs]
+        return [name for name in names if name > start_after][:limit]
+
+    def public_url(self, key: str) -> str:
+        """PUBLIC_BASE_URL/<key> (a CDN) if set, else the object's storage.googleapis.com URL."""
+        path = quote(check_key(key))
+        if self._public_base_url:
+            return f"{self._public_base_url}/{path}"
+        return f"https://storage.googleapis.com/{self.bucket_name}/{path}"
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the bucket answers a one-object listing."""
+        # A listing needs only storage.objects.list, which the service account has anyway;
+        # buckets.get would need a wider role. No retries: a probe must answer within timeout.
+        with self._unavailable_on_failure("check", ""):
+            try:
+                blobs = self._handle().list_blobs(
+                    max_results=1, fields="items(name)", timeout=self._timeout, retry=None
+                )
+                for _ in blobs:
+                    pass
+            except api_exceptions.NotFound:
+                raise StorageUnavailable(
+                    detail=f"bucket {self.bucket_name!r} does not exist"
+                ) from None
+
+    # -- internals -----------------------------------------------------------------------------
+    def _create(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> bool:
+        """Upload ``key`` if absent: True when created, False on 412 (it already exists)."""
+        blob = self._handle().blob(key)
+        blob.cache_control = cache_control
+        try:
+            # Objects up to 8 MiB go in one multipart request; larger ones resumable, where real
+            # GCS honours ifGenerationMatch too (fake-gcs-server does not).
+            blob.upload_from_string(
+                data,
+                content_type=content_type,
+                if_generation_match=0,
+                timeout=self._timeout,
+                # Retrying a create-only upload cannot overwrite anything, so it is always safe.
+                retry=self._retry,
+            )
+        except api_exceptions.PreconditionFailed:
+            return False
+        return True
+
+    def _handle(self) -> Any:
+        """The bucket (a storage.Bucket), with a client made on first use in this process."""
+        pid = os.getpid()
+        current = self._bucket
+        if current is None or current[0] != pid:
+            with self._lock:
+                current = self._bucket
+                # A client inherited across fork shares its sockets with the parent: make anew.
+                if current is None or current[0] != pid:
+                    client = self._injected_client or _default_client()
+                    current = (pid, client.bucket(self.bucket_name))
+                    self._bucket = current
+        return current[1]
+
+    @contextmanager
+    def _unavailable_on_failure(self, action: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(
+                detail=f"gcs {action} {key!r} in {self.bucket_name!r} failed: {exc!r}"
+            ) from exc
+
+
+def _default_client() -> Client:
+    """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return Client(project=project, credentials=anonymous)
+    return Client()
+
+
+def _same_content(blob: Any, data: bytes) -> bool:
+    """Whether the stored object holds exactly ``data``, judged by size and hashes."""
+    if blob.size != len(data):
+        return False
+    if blob.md5_hash:
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        return bool(blob.md5_hash == base64.b64encode(md5).decode())
+    if blob.crc32c:  # composite objects have no MD5
+        crc = google_crc32c.value(data).to_bytes(4, "big")
+        return bool(blob.crc32c == base64.b64encode(crc).decode())
+    return False

@@ -1,0 +1,317 @@
+"""LocalStore: the embedded-default object store, one file per key under a directory.
+
+Writes are create-only and atomic: the bytes go to a hidden temporary file in the target
+directory, are fsynced, and are then hard-linked to their final name. ``os.link`` fails when the
+name exists, so two writers can never overwrite each other (``os.replace`` would), and a reader
+sees either no file or the whole file. Content type and Cache-Control live in a sidecar under
+``.meta/`` when they differ from what the key's extension implies.
+
+No key segment may start with a dot, so temporary files (``.tmp-*``) and the ``.meta`` tree can
+never collide with a key, and ``list`` simply skips dot-names.
+
+This module also holds ``check_key``, the key rules every backend enforces.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from urllib.parse import quote
+
+from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.formats import OUTPUT_FORMATS
+
+#: GCS's limit on an object name; local paths would allow more but keys must work on both.
+MAX_KEY_BYTES = 1024
+#: Most filesystems' limit on one path segment.
+MAX_SEGMENT_BYTES = 255
+
+#: Content types implied by an extension: the ones we write, so none needs a sidecar.
+EXTENSION_TYPES: dict[str, str] = {
+    **{f".{f.ext}": f.mime for f in OUTPUT_FORMATS.values()},
+    ".jpeg": "image/jpeg",
+    ".json": "application/json",
+}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+_TEMP_PREFIX = ".tmp-"
+_META_DIR = ".meta"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a well-formed object key, else raise ValueError.
+
+    Keys are made by the server, never taken from a client, so a bad one is a programming error.
+    Rejected: empty keys and segments, a leading ``/``, segments starting with ``.`` (so ``..``
+    too), backslashes, NUL and other control characters, and names too long for GCS or a disk.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"storage key must be a non-empty string, got {key!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ValueError(f"storage key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
+    if "\\" in key or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise ValueError(f"storage key has a backslash or control character: {key!r}")
+    for segment in key.split("/"):
+        # An empty segment also catches a leading or trailing "/" and "//".
+        if not segment or segment.startswith("."):
+            raise ValueError(f"storage key has an empty or dot segment: {key!r}")
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise ValueError(f"storage key segment longer than {MAX_SEGMENT_BYTES} bytes: {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if some valid key could start with it ("" lists everything)."""
+    if prefix:
+        # "rec/" is fine because "rec/x" is a key; "rec//" and "../" are not.
+        check_key(prefix + "x" if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def content_type_for(key: str) -> str:
+    """The content type a key's extension implies (what a file without a sidecar is served as)."""
+    _, dot, ext = key.rpartition(".")
+    if not dot or "/" in ext:
+        return DEFAULT_CONTENT_TYPE
+    return EXTENSION_TYPES.get(f".{ext.lower()}", DEFAULT_CONTENT_TYPE)
+
+
+@dataclass(frozen=True)
+class ObjectMetadata:
+    """What ``put`` was told about an object, for serving it."""
+
+    content_type: str
+    cache_control: str | None = None
+
+
+class LocalStore:
+    """Objects as files under ``root``; safe to share between threads and processes."""
+
+    name = "local"
+
+    def __init__(self, root: Path | str, *, public_base_url: str = "/media") -> None:
+        # Resolved once, so a later chdir cannot move the store.
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._meta_root = self.root / _META_DIR
+        self._public_base_url = public_base_url.rstrip("/")
+
+    # -- the ObjectStore contract --------------------------------------------------------------
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
+        path = self._path(check_key(key))
+        try:
+            self._create(path, data)
+        except FileExistsError:
+            if self._read_existing(key, path) != data:
+                raise ObjectExists(
+                    "The object already exists.", detail=f"{key!r} exists with other bytes"
+                ) from None
+            # Same bytes: a retry of a write that landed, maybe before its sidecar did.
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local put {key!r} failed: {exc!r}") from exc
+        # Written after the data: until then (or if this fails) the file is served with the type
+        # its extension implies, which is the right type for everything this app writes.
+        metadata = ObjectMetadata(content_type, cache_control)
+        try:
+            meta_path = self._meta_path(key)
+            if metadata != ObjectMetadata(content_type_for(key)):
+                payload = json.dumps(
+                    {"content_type": content_type, "cache_control": cache_control}
+                ).encode()
+                self._replace(meta_path, payload)
+            else:
+                # A sidecar left by a crash between a delete's two unlinks must not stick.
+                meta_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local put {key!r} metadata failed: {exc!r}") from exc
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raise ObjectNotFound if there is none."""
+        path = self._path(check_key(key))
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound("No such object.", detail=f"{key!r} not found") from None
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local get {key!r} failed: {exc!r}") from exc
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` and its sidecar; a missing key is not an error."""
+        path = self._path(check_key(key))
+        try:
+            for victim in (path, self._meta_path(key)):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    victim.unlink()
+                self._prune_empty_parents(victim.parent)
+        except IsADirectoryError:
+            return  # "a/b" when only "a/b/c" exists: there is no object "a/b"
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local delete {key!r} failed: {exc!r}") from exc
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending.
+
+        Only the directory the prefix names is read (``rec/`` reads ``rec``; ``img/`` walks
+        ``img/*``), and subtrees wholly before ``start_after`` are skipped unread.
+        """
+        check_prefix(prefix)
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        base, _, name_prefix = prefix.rpartition("/")
+        base = f"{base}/" if base else ""
+        keys = self._walk(self.root / base, base, name_prefix, start_after)
+        try:
+            return list(islice(keys, limit))
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local list {prefix!r} failed: {exc!r}") from exc
+
+    def public_url(self, key: str) -> str:
+        """``/media/<key>`` (or under PUBLIC_BASE_URL), served by the media blueprint."""
+        return f"{self._public_base_url}/{quote(check_key(key))}"
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the root is a directory we may write to."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(detail=f"media root {self.root} is not a writable directory")
+
+    # -- serving -------------------------------------------------------------------------------
+    def open_for_serving(self, key: str) -> tuple[Path, str]:
+        """The file holding ``key`` and its content type, for the media blueprint's send_file.
+
+        Raises ValueError for a malformed key (it came from a URL) and ObjectNotFound when
+        there is no such object.
+        """
+        path = self._path(check_key(key))
+        if not path.is_file():
+            raise ObjectNotFound("No such object.", detail=f"{key!r} not found")
+        return path, self.metadata(key).content_type
+
+    def metadata(self, key: str) -> ObjectMetadata:
+        """The content type and Cache-Control given to ``put`` (or the extension's type)."""
+        try:
+            raw = json.loads(self._meta_path(check_key(key)).read_bytes())
+            return ObjectMetadata(str(raw["content_type"]), raw.get("cache_control"))
+        except (OSError, ValueError, KeyError, TypeError):
+            # No sidecar (none was needed, or it is not written yet) or an unreadable one.
+            return ObjectMetadata(content_type_for(key))
+
+    # -- internals -----------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _meta_path(self, key: str) -> Path:
+        return self._meta_root / key
+
+    def _create(self, path: Path, data: bytes) -> None:
+        """Write ``path`` atomically, never replacing it: FileExistsError if it exists."""
+        try:
+            temp = self._write_temp(path.parent, data)
+        except (FileExistsError, NotADirectoryError) as exc:
+            if any(parent.is_file() for parent in path.parents if self.root in parent.parents):
+                # A parent "directory" is an object: "a/b" exists and we are writing "a/b/c".
+                raise FileExistsError(f"a parent of {path} is an object") from None
+            raise OSError(f"cannot create the directory for {path}: {exc}") from exc
+        try:
+            os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._fsync_dir(path.parent)
+
+    def _replace(self, path: Path, data: bytes) -> None:
+        """Write ``path`` atomically, replacing what is there (sidecars only)."""
+        temp = self._write_temp(path.parent, data)
+        try:
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _write_temp(directory: Path, data: bytes) -> Path:
+        """A new, fsynced hidden file holding ``data`` in ``directory`` (created if need be)."""
+        # A concurrent delete may prune the empty directory between our mkdir and our open;
+        # once the temp file is in it, it is no longer empty and cannot be pruned.
+        for attempt in range(3):
+            directory.mkdir(parents=True, exist_ok=True)
+            temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        """Make the new name durable: the record, written last, must not outlive its variants."""
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_existing(self, key: str, path: Path) -> bytes | None:
+        """The bytes of the object a create collided with (None: a directory or a parent file)."""
+        try:
+            return path.read_bytes()
+        except (IsADirectoryError, NotADirectoryError, FileNotFoundError):
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local put {key!r} compare failed: {exc!r}") from exc
+
+    def _prune_empty_parents(self, directory: Path) -> None:
+        """Remove now-empty directories up to (not including) the root: no litter after sweeps."""
+        while self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or already gone): stop here
+            directory = directory.parent
+
+    def _walk(
+        self, directory: Path, base: str, name_prefix: str, start_after: str
+    ) -> Iterator[str]:
+        """Keys under ``directory`` (whose key prefix is ``base``) in ascending order."""
+        try:
+            with os.scandir(directory) as entries:
+                # A directory "a" holds keys "a/...", so it sorts as "a/": after "a-b", before "a0".
+                names = sorted(
+                    entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+                    for entry in entries
+                    if entry.name.startswith(name_prefix) and not entry.name.startswith(".")
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if start_after.startswith(base):
+            after = start_after[len(base) :]
+            start = bisect.bisect_right(names, after)
+            # start_after may lie inside the directory just before the cut ("a/" <= "a/x").
+            if start > 0 and names[start - 1].endswith("/") and after.startswith(names[start - 1]):
+                start -= 1
+        else:
+            # Every key here starts with base, so they all sort on the same side of start_after.
+            start = 0 if start_after < base else len(names)
+        for name in names[start:]:
+            key = base + name
+            if name.endswith("/"):
+                yield from self._walk(directory / name[:-1], key, "", start_after)
+            elif key > start_after:
+                yield key
