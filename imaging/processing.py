@@ -22,9 +22,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageCms, ImageFile, ImageSequence
+from PIL import Image, ImageCms, ImageFile, ImageMath, UnidentifiedImageError
 
-from imaging.errors import ImagingError, LimitExceeded, MissingFile, UnsupportedFormat
+from imaging.errors import (
+    BadRequest,
+    ImagingError,
+    LimitExceeded,
+    MissingFile,
+    TooLarge,
+    UnsupportedFormat,
+)
 from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, INPUT_FORMATS, OUTPUT_FORMATS
 
 try:  # HEIC/HEIF (iPhone photos) come from pillow-heif's plugin.
@@ -40,6 +47,8 @@ log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Our own, configurable pixel check runs first on every image; Pillow's bomb check is a backstop
 # at the largest size anything could be allowed (MAX_SIDE squared), and its warning is an error.
+# Only an image with a side over 16383 can trip it, and _check_geometry refuses those anyway, so
+# the outcome (422) is the same whatever the process's warning filters say.
 Image.MAX_IMAGE_PIXELS = 16383 * 16383
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
@@ -52,8 +61,20 @@ FIT_MODES = ("contain", "cover", "fill")
 ANIMATION_PIXEL_FACTOR = 4
 #: EXIF tags kept when KEEP_COPYRIGHT=1: Artist and Copyright; nothing that locates anyone.
 SAFE_EXIF_TAGS = (0x013B, 0x8298)
+#: Frame delay used when a frame declares none (or 0 ms): what browsers do with such GIFs.
+DEFAULT_FRAME_MS = 100
 
 _SRGB = ImageCms.createProfile("sRGB")
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -105,15 +126,21 @@ class Rendition:
 
 @dataclass
 class Decoded:
-    """A decoded image ready to render: oriented, sRGB, frames in L/RGB/RGBA. Opaque to callers."""
+    """A decoded image ready to render: oriented, sRGB, frames in L/RGB/RGBA. Opaque to callers.
+
+    ``profile`` says what happened to an embedded ICC profile: ``"converted"`` (pixels converted
+    to sRGB), ``"srgb"`` (the profile was sRGB already), ``"ignored"`` (unusable or not matching
+    the pixels: they are taken as sRGB, as browsers do) or ``"none"``. Outputs never carry a
+    profile: they are all sRGB, which every viewer assumes.
+    """
 
     frames: list[Image.Image]
     durations: list[int]
-    loop: int
+    loop: int | None  # None: an animation that plays once (a GIF without a loop extension)
     width: int  # of the oriented source, before any draft downscale
     height: int
     orientation_applied: bool
-    profile: str  # "converted", "kept", "none"
+    profile: str
     icc_profile: bytes | None
     safe_exif: bytes | None
     source_frames: int = 1
@@ -152,14 +179,20 @@ def _pillow_boundary() -> Iterator[None]:
         SyntaxError,
         ValueError,
         TypeError,
-        IndexError,
-        KeyError,
+        LookupError,
         EOFError,
         struct.error,
         zlib.error,
-        ZeroDivisionError,
+        ArithmeticError,
         AttributeError,
         RuntimeError,
+        ImageCms.PyCMSError,
+        # Pillow's plugins assert on states only a damaged file reaches (a palette image
+        # without a palette...): that is a bad file, not a bug of ours.
+        AssertionError,
+        # Pillow *warns* about damaged metadata ("Corrupt EXIF data", "Invalid APNG"); where the
+        # process turns warnings into errors (the test suite does), such a file is refused.
+        UserWarning,
     ) as exc:
         raise UnsupportedFormat(
             "The file is not a valid image or is damaged. "
@@ -177,7 +210,7 @@ def _not_an_image() -> UnsupportedFormat:
 def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_PILLOW_FORMATS)
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise _not_an_image() from None
 
 
@@ -186,7 +219,7 @@ def probe(data: bytes, limits: Limits) -> Probe:
     if not data:
         raise MissingFile("The uploaded file is empty.")
     if len(data) > limits.max_bytes:
-        raise _too_large(limits)
+        raise TooLarge(f"The file is larger than the {limits.max_bytes // (1024 * 1024)} MB limit.")
     with _pillow_boundary(), _open(data) as im:
         fmt = INPUT_FORMATS.get(im.format or "")
         if fmt is None:  # pragma: no cover - Image.open(formats=...) already enforces this
@@ -194,21 +227,41 @@ def probe(data: bytes, limits: Limits) -> Probe:
         width, height = im.size
         if width < 1 or height < 1:
             raise _not_an_image()
+        if im.format == "PNG" and not _png_checksums_match(data):
+            raise UnsupportedFormat(
+                "The PNG file is damaged (a checksum does not match). "
+                f"Accepted formats: {ACCEPTED_INPUT_DESCRIPTION}."
+            )
         _check_geometry(width, height, limits)
-        frames = _frame_count(im)
+        frames = _frame_count(im, data, limits.max_frames)
         if frames > limits.max_frames:
             raise LimitExceeded(
-                f"The animation has {frames} frames; the limit is {limits.max_frames}."
+                f"The animation has more than {limits.max_frames} frames, the limit."
             )
         if frames > 1 and frames * width * height > limits.max_pixels * ANIMATION_PIXEL_FACTOR:
             raise LimitExceeded("The animation has too many pixels in all its frames together.")
         return Probe(fmt.name, im.format or "", fmt.mime, width, height, frames, len(data))
 
 
-def _too_large(limits: Limits) -> ImagingError:
-    from imaging.errors import TooLarge
+def _png_checksums_match(data: bytes) -> bool:
+    """Every chunk's CRC, up to IEND: Pillow checks the header chunks but not the image data.
 
-    return TooLarge(f"The file is larger than the {limits.max_bytes // (1024 * 1024)} MB limit.")
+    zlib.crc32 runs at memory speed, so a whole 20 MB file costs milliseconds. Bytes after IEND
+    are not looked at (they are never decoded, nor copied into any output).
+    """
+    pos, size = 8, len(data)
+    while pos + 12 <= size:
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 8 + length
+        if end + 4 > size:
+            return False
+        (expected,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(data[pos + 4 : end]) != expected:
+            return False
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = end + 4
+    return False
 
 
 def _check_geometry(width: int, height: int, limits: Limits) -> None:
@@ -223,11 +276,50 @@ def _check_geometry(width: int, height: int, limits: Limits) -> None:
         )
 
 
-def _frame_count(im: Image.Image) -> int:
+def _frame_count(im: Image.Image, data: bytes, max_frames: int) -> int:
     """Frames that matter: MPO's extra frames are previews, TIFF pages are not animation."""
     if im.format in ("MPO", "TIFF", "HEIF", "AVIF"):
         return 1
+    if im.format == "GIF":
+        # Pillow counts GIF frames by walking every one of them in Python: a 15 MB file of
+        # a million 1-pixel frames takes seconds. Count cheaply, and stop past the limit.
+        counted = _gif_frames(data, stop=max_frames + 1)
+        if counted > max_frames:
+            return counted
     return int(getattr(im, "n_frames", 1))
+
+
+def _gif_frames(data: bytes, stop: int) -> int:
+    """Image descriptors in a GIF, counted no further than ``stop``, reading only block headers.
+
+    Walks the blocks the way Pillow's reader does (unknown bytes are skipped one at a time), so a
+    file it counts over the limit is one Pillow would also find over the limit.
+    """
+    size = len(data)
+    pos = 13
+    if size > 10 and data[10] & 0x80:  # global colour table
+        pos += 3 << ((data[10] & 7) + 1)
+    count = 0
+    while pos < size and count < stop:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: introducer, label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image descriptor, optional local colour table, LZW code size
+            count += 1
+            flags = data[pos + 9] if pos + 9 < size else 0
+            pos += 10
+            if flags & 0x80:
+                pos += 3 << ((flags & 7) + 1)
+            pos += 1
+        else:
+            pos += 1
+            continue
+        while pos < size and data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    return count
 
 
 def target_size(
@@ -237,6 +329,10 @@ def target_size(
 
     Never upscales unless ``spec.upscale``; never exceeds ``max_side``.
     """
+    if spec.fit not in FIT_MODES:
+        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    if any(v is not None and v < 1 for v in (spec.width, spec.height)):
+        raise BadRequest("width and height must be positive.")
     tw, th = spec.width, spec.height
     if tw is None and th is None:
         scale = min(1.0, max_side / max(src_w, src_h))
@@ -278,60 +374,77 @@ def decode(
     then resampled with Lanczos: a 12 MP photo headed for 1024 px decodes 4x fewer pixels.
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
-    with _pillow_boundary(), _open(data) as im:
-        warnings_out: list[str] = []
-        orientation = _orientation(im)
-        box = _needed_box(probed, orientation, specs, max_side)
-        if box is not None and im.format in ("JPEG", "MPO"):
-            bw, bh = box
-            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: draft in stored orientation
-                bw, bh = bh, bw
-            im.draft(im.mode if im.mode in ("L", "CMYK") else "RGB", (bw, bh))
-        icc = im.info.get("icc_profile") or None
-        safe_exif = _safe_exif(im) if keep_copyright else None
-        loop = int(im.info.get("loop", 0) or 0)
-        frames: list[Image.Image] = []
-        durations: list[int] = []
-        profile = "none"
-        multi = animate and probed.frames > 1
-        if im.format == "TIFF" and int(getattr(im, "n_frames", 1)) > 1:
-            warnings_out.append("Only the first page of the multi-page TIFF was converted.")
-        source_frames: Any = ImageSequence.Iterator(im) if multi else [im]
-        for frame in source_frames:
-            frame.load()
-            durations.append(int(frame.info.get("duration", 100) or 100))
-            out, profile = _normalise(frame, icc)
-            frames.append(out)
-        width, height = probed.width, probed.height
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-        transpose = _TRANSPOSE.get(orientation)
-        if transpose is not None:
-            frames = [f.transpose(transpose) for f in frames]
-        return Decoded(
-            frames=frames,
-            durations=durations,
-            loop=loop,
-            width=width,
-            height=height,
-            orientation_applied=orientation not in (0, 1),
-            profile=profile,
-            icc_profile=icc if profile == "kept" else None,
-            safe_exif=safe_exif,
-            source_frames=probed.frames,
-            warnings=warnings_out,
-        )
+    with _pillow_boundary():
+        im = _open(data)
+        try:
+            return _decode(im, data, probed, specs, max_side, keep_copyright, animate)
+        except BaseException:
+            im.close()  # free the pixels now, not when the traceback goes
+            raise
 
 
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+def _decode(
+    im: Image.Image,
+    data: bytes,
+    probed: Probe,
+    specs: Sequence[RenderSpec],
+    max_side: int,
+    keep_copyright: bool,
+    animate: bool,
+) -> Decoded:
+    if im.size != (probed.width, probed.height):
+        raise UnsupportedFormat("The image changed between probe and decode.")
+    warnings_out: list[str] = []
+    orientation = _orientation(im)
+    box = _needed_box(probed, orientation, specs, max_side)
+    if box is not None and im.format in ("JPEG", "MPO"):
+        bw, bh = box
+        if orientation in _ROTATED:  # the box is oriented; the draft is in stored orientation
+            bw, bh = bh, bw
+        im.draft(im.mode if im.mode in ("L", "CMYK") else "RGB", (bw, bh))
+    icc = im.info.get("icc_profile") or None
+    safe_exif = _safe_exif(im) if keep_copyright else None
+    loop = im.info.get("loop")
+    if im.format == "TIFF" and getattr(im, "is_animated", False):
+        warnings_out.append("Only the first page of the multi-page TIFF was converted.")
+    count = probed.frames if animate and probed.frames > 1 else 1
+    colour = _Colour(icc, _png_bit_depth(data) if im.format == "PNG" else 8, in_place=count == 1)
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    for index in range(count):
+        if index:
+            im.seek(index)
+        im.load()
+        durations.append(int(im.info.get("duration") or DEFAULT_FRAME_MS))
+        frame = colour.normalise(im)
+        if frame is im and count > 1:
+            frame = im.copy()  # every frame of an animation is the same Image object, seeked
+        # Metadata stops here: nothing in ``info`` (EXIF, XMP, ICC, comments) reaches an encoder
+        # (PNG's, for one, would copy the source's ICC profile from ``info``).
+        frame.info = {}
+        frames.append(frame)
+    del frame, im  # a single frame may be `im` itself: no copy of the pixels is made
+    transpose = _TRANSPOSE.get(orientation)
+    if transpose is not None:
+        for i, stored in enumerate(frames):
+            frames[i] = stored.transpose(transpose)
+            del stored  # one at a time, so a big image is held twice at most for a moment
+    width, height = probed.width, probed.height
+    if orientation in _ROTATED:
+        width, height = height, width
+    return Decoded(
+        frames=frames,
+        durations=durations,
+        loop=None if loop is None else int(loop),
+        width=width,
+        height=height,
+        orientation_applied=orientation != 1,
+        profile=colour.status,
+        icc_profile=None,
+        safe_exif=safe_exif,
+        source_frames=probed.frames,
+        warnings=warnings_out,
+    )
 
 
 def _needed_box(
@@ -339,7 +452,7 @@ def _needed_box(
 ) -> tuple[int, int] | None:
     """The largest scaled size any spec needs (oriented), or None when one needs full size."""
     w, h = probed.width, probed.height
-    if orientation in (5, 6, 7, 8):
+    if orientation in _ROTATED:
         w, h = h, w
     best = (0, 0)
     for spec in specs:
@@ -352,64 +465,142 @@ def _needed_box(
 
 def _orientation(im: Image.Image) -> int:
     try:
-        return int(im.getexif().get(0x0112, 1) or 1)
+        value = int(im.getexif().get(0x0112, 1) or 1)
     except (ValueError, TypeError, struct.error, SyntaxError, OSError):
         return 1
+    return value if value in _TRANSPOSE else 1
 
 
 def _safe_exif(im: Image.Image) -> bytes | None:
     source = im.getexif()
     kept = Image.Exif()
     for tag in SAFE_EXIF_TAGS:
-        if tag in source:
-            kept[tag] = source[tag]
+        value = source.get(tag)
+        if isinstance(value, str) and value.strip("\x00 "):
+            kept[tag] = value
     return kept.tobytes() if len(kept) else None
 
 
-def _normalise(frame: Image.Image, icc: bytes | None) -> tuple[Image.Image, str]:
-    """One frame in L, RGB or RGBA, in sRGB when the file carried a profile we could apply."""
-    im = frame
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
-        im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    elif im.mode == "F":
-        im = im.convert("L")
-    profile = "none"
-    if icc:
+def _png_bit_depth(data: bytes) -> int:
+    """From the IHDR, which a PNG always starts with (Pillow does not keep it)."""
+    return data[24] if len(data) > 24 else 8
+
+
+class _Colour:
+    """Brings every frame to L, RGB or RGBA in sRGB; builds each ICC transform once per image."""
+
+    def __init__(self, icc: bytes | None, bit_depth: int, *, in_place: bool) -> None:
+        self.status = "none"
+        self._bit_depth = bit_depth
+        self._in_place = in_place  # never in an animation: Pillow composes the next frame on it
+        self._profile: ImageCms.ImageCmsProfile | None = None
+        self._transforms: dict[str, ImageCms.ImageCmsTransform | None] = {}
+        if icc:
+            try:
+                self._profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+                self.status = "ignored"
+
+    def normalise(self, frame: Image.Image) -> Image.Image:
+        """``frame`` itself when nothing needed doing, else a new image (with ``info`` copied)."""
+        im = frame
+        profile_applied = False
+        if self._profile is not None and im.mode == "CMYK":
+            # A CMYK profile must see CMYK pixels: convert before any naive CMYK -> RGB.
+            im = self._to_srgb(im)
+            profile_applied = True
+        im = self._to_standard_mode(im)
+        if self._profile is not None and not profile_applied:
+            im = self._to_srgb(im)
+        if im.mode == "RGBA" and im.getchannel("A").getextrema()[0] == 255:
+            im = im.convert("RGB")  # fully opaque: drop the channel, it only costs bytes
+        return im
+
+    def _to_standard_mode(self, im: Image.Image) -> Image.Image:
+        mode = im.mode
+        transparency = im.info.get("transparency")
+        if mode.startswith("I"):
+            return self._from_wide_grey(im)
+        if mode == "F":
+            return im.convert("L")
+        if mode in ("L", "RGB") and transparency is not None:
+            # Pillow keeps a PNG's tRNS colour at the file's bit depth, but its pixels in 8 bits.
+            if mode == "RGB" and self._bit_depth == 16 and isinstance(transparency, tuple):
+                im = im.copy()
+                im.info["transparency"] = tuple(v >> 8 for v in transparency)
+            elif mode == "L" and self._bit_depth in (2, 4) and isinstance(transparency, int):
+                im = im.copy()
+                im.info["transparency"] = transparency * 255 // (2**self._bit_depth - 1)
+            return im.convert("RGBA")
+        if mode in ("RGB", "RGBA", "L"):
+            return im
+        if mode == "P":
+            # Not has_transparency_data: it asserts on a (damaged) palette image with no palette.
+            alpha = "transparency" in im.info or (im.palette is not None and "A" in im.palette.mode)
+            return im.convert("RGBA" if alpha else "RGB")
+        if mode == "1":
+            return im.convert("RGBA" if transparency is not None else "L")
+        if mode in ("LA", "La", "PA", "RGBa"):
+            return im.convert("RGBA")
+        return im.convert("RGBA" if im.has_transparency_data else "RGB")
+
+    def _from_wide_grey(self, im: Image.Image) -> Image.Image:
+        """16-bit greyscale scaled to 8 bits, instead of clipping everything above 255 to white."""
+        wide = im if im.mode == "I" else im.convert("I")
+        grey = wide.point(lambda v: v * (1 / 256)).convert("L")
+        transparent = im.info.get("transparency")
+        if not isinstance(transparent, int):
+            return grey
+        alpha = ImageMath.lambda_eval(lambda a: (a["im"] != transparent) * 255, im=wide)
+        return Image.merge("LA", (grey, alpha.convert("L"))).convert("RGBA")
+
+    def _to_srgb(self, im: Image.Image) -> Image.Image:
+        transform = self._transform(im.mode)
+        if transform is None:
+            return im
+        if transform.input_mode == transform.output_mode and self._in_place:
+            ImageCms.applyTransform(im, transform, inPlace=True)
+            return im
+        converted = ImageCms.applyTransform(im, transform)
+        assert converted is not None
+        # A grey profile's grey stays grey in sRGB: back to one channel, a third of the bytes.
+        return converted.convert("L") if im.mode == "L" else converted
+
+    def _transform(self, mode: str) -> ImageCms.ImageCmsTransform | None:
+        if mode in self._transforms:
+            return self._transforms[mode]
+        assert self._profile is not None
+        transform: ImageCms.ImageCmsTransform | None = None
+        out_mode = {"CMYK": "RGB", "L": "RGB"}.get(mode, mode)
         try:
-            src_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            if im.mode in ("RGB", "RGBA", "CMYK"):
-                out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
-                converted = ImageCms.profileToProfile(
-                    im, src_profile, _SRGB, outputMode=out_mode
-                )
-                if converted is not None:
-                    im = converted
-                profile = "converted"
-            else:
-                profile = "kept"
+            transform = ImageCms.buildTransform(self._profile, _SRGB, mode, out_mode)
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-            profile = "kept"  # an unusable profile is passed through, never silently dropped
-    if im.mode in ("RGB", "RGBA", "L"):
-        pass
-    elif im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif im.mode in ("1",):
-        im = im.convert("L")
-    elif im.mode in ("LA", "La", "PA", "RGBa", "RGBX"):
-        im = im.convert("RGBA")
-    elif im.mode == "CMYK":
-        im = im.convert("RGB")
-    elif "transparency" in im.info:
-        im = im.convert("RGBA")
-    else:
-        im = im.convert("RGB")
-    if im.mode == "RGBA" and im.getextrema()[3][0] == 255:
-        im = im.convert("RGB")  # fully opaque: drop the channel, it only costs bytes
-    if im is frame:
-        im = im.copy()
-    im.info = {}
-    return im, profile
+            # The profile does not describe these pixels (an RGB profile on a grey image...):
+            # browsers ignore such a profile and so do we.
+            self.status = "ignored"
+        else:
+            if mode in ("RGB", "RGBA") and _is_identity(transform):
+                # Most camera JPEGs embed sRGB itself: converting would cost a pass for nothing.
+                transform = None
+                if self.status == "none":
+                    self.status = "srgb"
+            else:
+                self.status = "converted"
+        self._transforms[mode] = transform
+        return transform
+
+
+def _is_identity(transform: ImageCms.ImageCmsTransform) -> bool:
+    """Whether ``transform`` leaves colours alone (within rounding) on a spread of samples."""
+    levels = range(0, 256, 15)
+    mode = transform.input_mode
+    pixels = bytes(
+        v for r in levels for g in levels for b in levels for v in (r, g, b, 255)[: len(mode)]
+    )
+    sample = Image.frombytes(mode, (len(pixels) // len(mode), 1), pixels)
+    out = ImageCms.applyTransform(sample, transform)
+    assert out is not None
+    return max(abs(a - b) for a, b in zip(pixels, out.tobytes(), strict=True)) <= 2
 
 
 def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str) -> Rendition:
@@ -419,7 +610,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         size, crop = target_size(decoded.width, decoded.height, spec, max_side)
         animate = spec.animate and decoded.animated and out.animation
         sources = decoded.frames if animate else decoded.frames[:1]
-        frames = [_fit(f, size, crop, spec.fit) for f in sources]
+        frames = [_fit(f, size, crop) for f in sources]
         if not out.alpha:
             frames = [_flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)
@@ -433,9 +624,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         return Rendition(spec.format, out.mime, out.ext, data, w, h, len(frames), warning)
 
 
-def _fit(
-    im: Image.Image, size: tuple[int, int], crop: tuple[int, int] | None, fit: str
-) -> Image.Image:
+def _fit(im: Image.Image, size: tuple[int, int], crop: tuple[int, int] | None) -> Image.Image:
     if crop is not None:
         # Scale to cover, then cut the centre: resize(box=) does both in one resampling pass.
         sw, sh = size
@@ -463,11 +652,8 @@ def _encode(
     out = OUTPUT_FORMATS[spec.format]
     quality = spec.quality if spec.quality is not None else out.default_quality
     params: dict[str, Any] = {}
-    if decoded.icc_profile and spec.format != "gif":
-        params["icc_profile"] = decoded.icc_profile
     if decoded.safe_exif and spec.format in ("jpeg", "webp", "png", "avif"):
         params["exif"] = decoded.safe_exif
-    first = frames[0]
     if spec.format == "jpeg":
         params.update(quality=quality, progressive=True, optimize=False, subsampling="4:2:0")
     elif spec.format == "webp":
@@ -481,18 +667,20 @@ def _encode(
         params.update(compress_level=6)
     elif spec.format == "gif":
         frames = [_to_palette(f) for f in frames]
-        first = frames[0]
     if animate and len(frames) > 1:
         params.update(
             save_all=True,
             append_images=list(frames[1:]),
             duration=decoded.durations[: len(frames)],
-            loop=decoded.loop,
         )
+        if decoded.loop is not None:
+            params["loop"] = decoded.loop
+        elif spec.format != "gif":
+            params["loop"] = 1  # WebP and APNG count plays: 1 plays once, like the source
         if spec.format == "gif":
             params["disposal"] = 2
     buf = io.BytesIO()
-    first.save(buf, out.pillow, **params)
+    frames[0].save(buf, out.pillow, **params)
     return buf.getvalue()
 
 
@@ -514,11 +702,13 @@ def rgb_pixels(data: bytes, size: int) -> bytes:
     """Raw RGB bytes (size*size*3) of an image for a classifier: ImageNet-style eval crop.
 
     The shorter side is resized to ``round(size / 0.875)`` (bicubic), then the centre
-    ``size x size`` square is cut out.
+    ``size x size`` square is cut out. The same allowlist and error boundary as ``probe``.
     """
-    with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
-        short = round(size / 0.875)
+    short = round(size / 0.875)
+    with _pillow_boundary(), _open(data) as source:
+        if min(source.size) > 2 * short:
+            source.draft("RGB", (short, short))  # JPEG only; other formats ignore it
+        im = source.convert("RGB")
         scale = short / min(im.size)
         w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
         im = im.resize((w, h), Image.Resampling.BICUBIC)

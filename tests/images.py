@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import random
+import struct
+import zlib
 from typing import Any
 
 from PIL import Image
@@ -60,3 +63,156 @@ def open_image(data: bytes) -> Image.Image:
     im = Image.open(io.BytesIO(data))
     im.load()
     return im
+
+
+# -- Added for the engine's tests (tests/test_processing.py, tests/test_pngsuite.py) ---------
+
+#: sRGB's red, green and blue colorants, adapted to the D50 white of the ICC connection space.
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+_D50 = (0.9642, 1.0, 0.8249)
+
+
+def _icc_s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _icc_profile(space: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2 display profile: a 128-byte header, a tag table, then the tags (4-aligned)."""
+    table_end = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += signature + struct.pack(">II", table_end + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(
+            ">I4sI4s4s4s", table_end + len(body), b"none", 0x02100000, b"mntr", space, b"XYZ "
+        )
+        + b"\0" * 12  # creation date
+        + b"acsp"
+        + b"\0" * 28  # platform, flags, manufacturer, model, attributes, intent
+        + b"".join(_icc_s15(v) for v in _D50)  # the connection space's illuminant
+        + b"\0" * 48  # creator, profile id, reserved
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _icc_xyz(xyz: tuple[float, float, float]) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(_icc_s15(v) for v in xyz)
+
+
+def _icc_gamma(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def rgb_icc_profile(
+    red: tuple[float, float, float],
+    green: tuple[float, float, float],
+    blue: tuple[float, float, float],
+    gamma: float = 2.2,
+) -> bytes:
+    """A matrix/TRC RGB profile with the given colorants: enough to build any RGB colour space."""
+    curve = _icc_gamma(gamma)
+    return _icc_profile(
+        b"RGB ",
+        [
+            (b"wtpt", _icc_xyz(_D50)),
+            (b"rXYZ", _icc_xyz(red)),
+            (b"gXYZ", _icc_xyz(green)),
+            (b"bXYZ", _icc_xyz(blue)),
+            (b"rTRC", curve),
+            (b"gTRC", curve),
+            (b"bTRC", curve),
+        ],
+    )
+
+
+def swapped_primaries_profile() -> bytes:
+    """sRGB with red and green swapped: pure red in this space IS sRGB's pure green.
+
+    No real camera uses it, which is the point: if the profile is honoured the colour flips,
+    so a test can tell a converted image from one whose profile was ignored.
+    """
+    red, green, blue = SRGB_COLORANTS
+    return rgb_icc_profile(green, red, blue)
+
+
+def grey_icc_profile(gamma: float = 1.0) -> bytes:
+    """A greyscale profile; gamma 1.0 (linear light) makes mid-grey visibly lighter in sRGB."""
+    return _icc_profile(b"GRAY", [(b"wtpt", _icc_xyz(_D50)), (b"kTRC", _icc_gamma(gamma))])
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` RGB pixels, followed by a 1-row IDAT.
+
+    The header is valid (right CRCs), so only the size check stands between it and a decoder
+    asked to allocate width*height*3 bytes.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def gif_with_screen(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is ``width`` x ``height`` but whose one image is 1x1."""
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0x80, 0, 0)
+        + b"\0\0\0\xff\xff\xff"  # two-colour global table
+        + b"\x2c"
+        + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+        + b"\x02\x02\x44\x01\x00"  # LZW data for one pixel
+        + b";"
+    )
+
+
+def gif_of_frames(frames: int) -> bytes:
+    """A 1x1 GIF of ``frames`` frames, built block by block (fast for thousands of frames)."""
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return gif_with_screen(1, 1)[:-11] + frame * frames + b";"
+
+
+def psd(width: int = 8, height: int = 8) -> bytes:
+    """A minimal, valid Photoshop file (raw RGB): Pillow can read it, the allowlist must not."""
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    return (
+        header
+        + struct.pack(">III", 0, 0, 0)
+        + struct.pack(">H", 0)
+        + b"\x80" * (3 * width * height)
+    )
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Random RGB pixels: incompressible, so a lossy encoder cannot return them unchanged."""
+    return Image.frombytes(
+        "RGB", (width, height), random.Random(seed).randbytes(width * height * 3)
+    )
+
+
+def corner_marked(width: int = 60, height: int = 40) -> Image.Image:
+    """Blue, with a red square in the top-left corner: shows where a rotation took that corner."""
+    im = Image.new("RGB", (width, height), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    return im
+
+
+def bands(width: int = 300, height: int = 100) -> Image.Image:
+    """Three vertical bands, red | green | blue: a centred crop keeps only green."""
+    im = Image.new("RGB", (width, height), (0, 255, 0))
+    im.paste((255, 0, 0), (0, 0, width // 3, height))
+    im.paste((0, 0, 255), (2 * width // 3, 0, width, height))
+    return im
+
+
+def large_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    """A big photo-sized JPEG, quick to make: the gradient, stretched."""
+    return encode(gradient(64, 48).resize((width, height), Image.Resampling.BILINEAR), "JPEG")
