@@ -21,6 +21,7 @@
   var submitButton = document.getElementById('upload-button');
 
   var maxBytes = Number(form.dataset.maxBytes) || Infinity;
+  if (window.directUpload) maxBytes = window.directUpload.maxBytes(maxBytes);
   var maxParallel = Math.max(1, Number(form.dataset.maxParallel) || 3);
   var galleryUrl = form.dataset.galleryUrl || '/';
   // Browsers often report no MIME type for these, so the extension has to vouch for them.
@@ -202,6 +203,19 @@
     running += 1;
     setState(item, 'uploading');
     setProgress(item, 0, '');
+    // Big files go straight to storage (direct-upload.js), past the app's request size cap.
+    if (window.directUpload && window.directUpload.wants(item.file)) {
+      window.directUpload.send(item.file, options, {
+        progress: function (percent) {
+          if (item.state === 'uploading') setProgress(item, percent, percent + '%');
+        },
+        processing: function () { if (item.state === 'uploading') setState(item, 'processing'); },
+        succeed: function (image) { succeed(item, image); },
+        fail: function (message) { fail(item, message); },
+        done: function () { running -= 1; pump(); }
+      });
+      return;
+    }
 
     var data = new FormData();
     data.append('image', item.file, item.file.name);
