@@ -8,7 +8,6 @@ so the storage and labeling clients, in each worker after the fork.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
@@ -16,6 +15,7 @@ import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from imaging import observability
 from imaging.catalog import Catalog
 from imaging.config import Settings, SettingsError
 from imaging.labeling import Labeler, build_labeler
@@ -63,6 +63,8 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
+    # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
+    observability.init_app(app, settings)
 
     store = storage if storage is not None else build_store(settings)
     labels = labeler if labeler is not None else build_labeler(settings)
@@ -105,7 +107,6 @@ def register_commands(app: Flask) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings()
     except SettingsError as exc:

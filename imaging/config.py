@@ -81,6 +81,10 @@ class Settings:
     conversion_wait: float = 10.0
     gc_grace_seconds: int = 3600
     log_format: str = "text"
+    log_level: str = "INFO"
+    google_cloud_project: str = ""  # names the project in log lines' trace field
+    trace_exporter: str = "none"
+    trace_sample_ratio: float = 0.1
     upload_tokens: tuple[str, ...] = ()
     admin_token: str = ""
     rate_limit: str = ""
@@ -137,6 +141,12 @@ class Settings:
             problems.append("LABEL_MAX_RESULTS must be at least 1")
         if self.log_format not in ("text", "json"):
             problems.append("LOG_FORMAT must be 'text' or 'json'")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if self.trace_exporter not in ("none", "gcp", "console"):
+            problems.append("TRACE_EXPORTER must be 'none', 'gcp' or 'console'")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            problems.append("TRACE_SAMPLE_RATIO must be between 0 and 1")
         if self.safe_search_hide and self.safe_search_hide not in (
             "POSSIBLE",
             "LIKELY",
@@ -222,7 +232,7 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
         if name == "default_formats":
             return parse_format_list(raw)
         return tuple(p.strip() for p in raw.split(",") if p.strip())
-    if name in ("safe_search_hide",):
+    if name in ("safe_search_hide", "log_level"):
         return raw.upper()
     return raw
 

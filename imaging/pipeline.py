@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from imaging import processing
+from imaging import observability, processing
 from imaging.catalog import IMAGE_PREFIX, Catalog, ImageRecord, Variant, new_id
 from imaging.config import Settings
 from imaging.errors import (
@@ -94,6 +94,18 @@ class Pipeline:
 
     def ingest(self, data: bytes, options: UploadOptions) -> IngestResult:
         """Convert, label, store and catalog one upload; return its committed record."""
+        try:
+            result = self._ingest(data, options)
+        except ImagingError as exc:
+            observability.count_upload(exc.code)
+            raise
+        except Exception:
+            observability.count_upload("internal")
+            raise
+        observability.record_upload(result.record, duplicate=result.duplicate)
+        return result
+
+    def _ingest(self, data: bytes, options: UploadOptions) -> IngestResult:
         probed = processing.probe(data, self.limits)
         content_key = options.content_key(data)
         existing = self.catalog.find_duplicate(content_key)
@@ -105,8 +117,8 @@ class Pipeline:
         label_future: Future[LabelResult] | None = None
         renditions: dict[str, Rendition] = {}
         started = time.monotonic()
-        with self._conversion_slot():
-            decoded = processing.decode(
+        with self._conversion_slot(), observability.converting(probed.format):
+            decoded = observability.traced("decode", processing.decode)(
                 data,
                 probed,
                 specs=list(specs.values()),
@@ -116,7 +128,9 @@ class Pipeline:
             if self.labeler.name != "none":
                 # Label the small copy while the variants encode: labels cost no extra latency.
                 label_copy = self._render(decoded, self._preset_spec("label", "jpeg"))
-                label_future = self._label_pool.submit(self.labeler.label, label_copy.data)
+                label_future = self._label_pool.submit(
+                    observability.timed_label(self.labeler), label_copy.data
+                )
             for name, spec in specs.items():
                 renditions[name] = self._render(decoded, spec)
             receipt = decoded.receipt()
@@ -166,7 +180,8 @@ class Pipeline:
             warnings=tuple(dict.fromkeys(warnings)),
             receipt=receipt,
         )
-        self._commit(record, {variants[n].key: r for n, r in renditions.items()})
+        objects = {variants[n].key: r for n, r in renditions.items()}
+        observability.traced("store", self._commit)(record, objects)
         return IngestResult(record, delete_key=delete_key, renditions=renditions)
 
     # -- steps -----------------------------------------------------------------------------
@@ -194,7 +209,7 @@ class Pipeline:
         return RenderSpec(format=fmt, width=p.width, height=p.height, fit=p.fit, animate=False)
 
     def _render(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
-        return processing.render(
+        return observability.traced("encode", processing.render, format=spec.format)(
             decoded, spec, max_side=self.settings.max_side, background=self.settings.background
         )
 

@@ -16,6 +16,7 @@ from flask import Flask, current_app, render_template, request, session
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from imaging import observability
 from imaging.catalog import Catalog
 from imaging.config import Settings
 from imaging.errors import Forbidden, ImagingError
@@ -59,6 +60,7 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
+    observability.count_error(code)  # every error handler answers through here
     if wants_json():
         return {"error": code, "message": message}, status
     titles = {
