@@ -89,6 +89,15 @@ class Settings:
     admin_token: str = ""
     rate_limit: str = ""
     trusted_proxy_hops: int = 0
+    uploads_bucket: str = ""  # comma-separated: the buckets whose storage events are converted
+    events_audience: str = ""  # the service URL; empty turns /events/storage and /tasks/convert off
+    events_service_account: str = ""
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    event_workers: int = 2
+    tasks_queue: str = ""  # projects/P/locations/L/queues/Q; empty: convert in-process
+    tasks_target_url: str = ""  # empty: EVENTS_AUDIENCE + /tasks/convert
+    tasks_service_account: str = ""
+    tasks_api_endpoint: str = ""
     on_cloud_run: bool = False
     testing: bool = False
 
@@ -172,9 +181,32 @@ class Settings:
             problems.append(
                 "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike"
             )
+        problems += self._event_problems()
         if problems:
             raise SettingsError("Invalid configuration: " + "; ".join(problems))
         return self
+
+    def _event_problems(self) -> list[str]:
+        problems = []
+        if self.events_audience:
+            if not self.events_audience.startswith(("https://", "http://")):
+                problems.append("EVENTS_AUDIENCE must be the service's URL (https://...)")
+            if not self.events_service_account:
+                # Anyone with a Google account can mint an ID token for any audience.
+                problems.append("EVENTS_AUDIENCE needs EVENTS_SERVICE_ACCOUNT (who may call)")
+            if not self.uploads_bucket:
+                problems.append("EVENTS_AUDIENCE needs UPLOADS_BUCKET (whose events to convert)")
+        if not 1 <= self.event_workers <= 32:
+            problems.append("EVENT_WORKERS must be between 1 and 32")
+        if self.tasks_queue:
+            parts = self.tasks_queue.split("/")
+            if len(parts) != 6 or parts[0::2] != ["projects", "locations", "queues"] or "" in parts:
+                problems.append("TASKS_QUEUE must be projects/<p>/locations/<l>/queues/<q>")
+            if not self.events_audience:
+                problems.append("TASKS_QUEUE needs EVENTS_AUDIENCE (/tasks/convert checks tokens)")
+            if not self.tasks_service_account:
+                problems.append("TASKS_QUEUE needs TASKS_SERVICE_ACCOUNT (the OIDC identity)")
+        return problems
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

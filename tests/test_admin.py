@@ -1,0 +1,257 @@
+"""The admin's doors: SafeSearch holds an image back, only the admin token lets it into the gallery.
+
+Labels and SafeSearch verdicts come from the local Vision stand-in through the real client, and
+every test runs on LocalStore and on GCSStore against the emulator (approval rewrites a record
+in a create-only store, which both must allow).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from imaging.storage import ObjectStore
+from imaging.storage.local import LocalStore
+from tests import images
+from tests.conftest import AppFactory
+from tests.faults import FlakyStore
+from tests.vision_server import VisionServer
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+UNSAFE = {
+    "adult": "VERY_LIKELY",
+    "spoof": "UNLIKELY",
+    "medical": "UNLIKELY",
+    "violence": "UNLIKELY",
+    "racy": "LIKELY",
+}
+
+
+HeldAppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_held_app(make_app: AppFactory, vision_server: VisionServer) -> HeldAppFactory:
+    """Apps whose uploads Vision finds unsafe, so SafeSearch holds every one of them back."""
+    vision_server.set_mode("labels", labels=(("Cat", 0.97),), safe_search=UNSAFE)
+
+    def build(storage: ObjectStore, **changes: Any) -> Flask:
+        options: dict[str, Any] = {
+            "labeler": "vision",
+            "vision_api_endpoint": vision_server.endpoint,
+            "safe_search": True,
+            "safe_search_hide": "LIKELY",
+            "admin_token": "admin-secret",
+            **changes,
+        }
+        return make_app(storage=storage, **options)
+
+    return build
+
+
+@pytest.fixture
+def client(make_held_app: HeldAppFactory, store: ObjectStore) -> FlaskClient:
+    return make_held_app(store).test_client()
+
+
+def upload(client: FlaskClient, name: str = "held.jpg") -> dict[str, Any]:
+    response = client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.jpeg(40, 30)), name)},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def listed_ids(client: FlaskClient, query: str = "") -> list[str]:
+    return [image["id"] for image in client.get(f"/api/images{query}").get_json()["images"]]
+
+
+def test_the_uploader_gets_the_held_back_record(client: FlaskClient) -> None:
+    created = upload(client)
+
+    assert created["hidden"] is True
+    assert created["safe_search"]["adult"] == "VERY_LIKELY"
+    assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is True
+
+
+def test_a_held_back_image_is_in_neither_the_gallery_nor_the_api_listing(
+    client: FlaskClient,
+) -> None:
+    created = upload(client, "held-back-image.jpg")
+
+    assert created["id"] not in listed_ids(client)
+    assert created["id"] not in listed_ids(client, "?label=cat")
+    assert "held-back-image.jpg" not in client.get("/").get_data(as_text=True)
+
+
+def test_admin_approval_puts_the_image_in_the_gallery(client: FlaskClient) -> None:
+    created = upload(client, "approved-image.jpg")
+
+    response = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert response.status_code == 200
+    assert response.get_json()["hidden"] is False
+    assert listed_ids(client) == [created["id"]]
+    assert listed_ids(client, "?label=cat") == [created["id"]]
+    assert "approved-image.jpg" in client.get("/").get_data(as_text=True)
+    assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is False
+
+
+def test_approval_keeps_everything_else_in_the_record(client: FlaskClient) -> None:
+    created = upload(client)
+
+    approved = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN).get_json()
+
+    before = {k: v for k, v in created.items() if k not in ("hidden", "delete_key", "duplicate")}
+    assert {k: v for k, v in approved.items() if k != "hidden"} == before
+
+
+def test_the_delete_key_still_works_after_approval(client: FlaskClient) -> None:
+    created = upload(client)
+    assert client.post(f"/api/images/{created['id']}/approve", headers=ADMIN).status_code == 200
+
+    response = client.delete(
+        f"/api/images/{created['id']}", headers={"X-Delete-Key": created["delete_key"]}
+    )
+
+    assert response.status_code == 204
+    assert listed_ids(client) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer guess"}, 403),
+        ({"Authorization": "Basic YWRtaW46YWRtaW4="}, 401),
+        ({"X-Delete-Key": "anything"}, 401),
+    ],
+    ids=["no-token", "wrong-token", "basic-auth", "delete-key"],
+)
+def test_only_the_admin_token_approves(
+    client: FlaskClient, headers: dict[str, str], status: int
+) -> None:
+    created = upload(client)
+
+    response = client.post(f"/api/images/{created['id']}/approve", headers=headers)
+
+    assert response.status_code == status
+    assert response.get_json()["error"] in ("unauthorized", "forbidden")
+    assert listed_ids(client) == []
+
+
+def test_the_uploaders_delete_key_does_not_approve(client: FlaskClient) -> None:
+    created = upload(client)
+
+    response = client.post(
+        f"/api/images/{created['id']}/approve",
+        headers={"Authorization": f"Bearer {created['delete_key']}"},
+    )
+
+    assert response.status_code == 403
+    assert listed_ids(client) == []
+
+
+def test_without_an_admin_token_configured_nobody_approves(
+    make_held_app: HeldAppFactory, local_store: LocalStore
+) -> None:
+    client = make_held_app(local_store, admin_token="").test_client()
+    created = upload(client)
+
+    response = client.post(
+        f"/api/images/{created['id']}/approve", headers={"Authorization": "Bearer "}
+    )
+    guessed = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert response.status_code == 401
+    assert guessed.status_code == 403
+    assert listed_ids(client) == []
+
+
+def test_a_stranger_cannot_tell_whether_an_id_exists(client: FlaskClient) -> None:
+    created = upload(client)
+
+    real = client.post(f"/api/images/{created['id']}/approve")
+    unknown = client.post("/api/images/0000000000000deadbeef/approve")
+
+    assert real.status_code == unknown.status_code == 401
+
+
+def test_approving_an_unknown_image_is_404(client: FlaskClient) -> None:
+    response = client.post("/api/images/0000000000000deadbeef/approve", headers=ADMIN)
+
+    assert response.status_code == 404
+    assert response.get_json()["message"] == "No image with that id."
+
+
+def test_approving_twice_is_harmless(client: FlaskClient) -> None:
+    created = upload(client)
+    first = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    second = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert first.status_code == second.status_code == 200
+    assert second.get_json() == first.get_json()
+    assert listed_ids(client) == [created["id"]]
+
+
+def test_the_admin_lists_only_the_held_back_images(
+    client: FlaskClient, vision_server: VisionServer
+) -> None:
+    held = upload(client, "held.jpg")
+    vision_server.set_mode("labels", safe_search=dict.fromkeys(UNSAFE, "VERY_UNLIKELY"))
+    shown = client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.png(30, 20)), "fine.png")},
+        content_type="multipart/form-data",
+    ).get_json()
+
+    response = client.get("/api/admin/held", headers=ADMIN)
+
+    assert shown["hidden"] is False
+    assert [image["id"] for image in response.get_json()["images"]] == [held["id"]]
+    assert client.get("/api/admin/held").status_code == 401
+
+
+def test_a_storage_failure_while_approving_keeps_the_image_held(
+    make_held_app: HeldAppFactory, local_store: LocalStore
+) -> None:
+    flaky = FlakyStore(local_store)
+    client = make_held_app(flaky).test_client()
+    created = upload(client)
+    flaky.fail_on = flaky.puts + 1  # the approved record's write
+
+    response = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    record = client.get(f"/api/images/{created['id']}")
+    assert record.status_code == 200
+    assert record.get_json()["hidden"] is True
+    assert listed_ids(client) == []
+    retried = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+    assert retried.status_code == 200
+    assert listed_ids(client) == [created["id"]]
+
+
+def test_a_storage_outage_while_approving_changes_nothing(
+    make_held_app: HeldAppFactory, local_store: LocalStore
+) -> None:
+    flaky = FlakyStore(local_store)
+    client = make_held_app(flaky).test_client()
+    created = upload(client)
+    flaky.down = True
+
+    response = client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert response.status_code == 503
+    flaky.down = False
+    assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is True
