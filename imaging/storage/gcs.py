@@ -20,12 +20,15 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
+import google.auth
+import google.auth.transport.requests
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
-from google.auth.credentials import AnonymousCredentials
+from google.auth.credentials import AnonymousCredentials, Signing
 from google.auth.exceptions import GoogleAuthError
 from google.cloud.storage import Client
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
@@ -71,6 +74,8 @@ class GCSStore:
         self._injected_client = client
         self._bucket: tuple[int, Any] | None = None  # (pid it was made in, storage.Bucket)
         self._lock = threading.Lock()
+        self._signing_credentials: Any = None  # ADC, looked up on the first signed URL
+        self._signing_lock = threading.Lock()
 
     # -- the ObjectStore contract --------------------------------------------------------------
     def put(
@@ -156,6 +161,72 @@ class GCSStore:
                 raise StorageUnavailable(
                     detail=f"bucket {self.bucket_name!r} does not exist"
                 ) from None
+
+    # -- direct uploads --------------------------------------------------------------------------
+    def signed_put_url(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expires_in: int,
+        service_account_email: str = "",
+    ) -> tuple[str, dict[str, str]]:
+        """A V4 signed URL to PUT ``key`` once, and the headers the PUT must carry exactly.
+
+        The signature binds the content type, a byte range (``x-goog-content-length-range``,
+        which GCS enforces as the body arrives) and ``x-goog-if-generation-match: 0``, so the
+        URL can only create the object, never replace it. Signing needs a private key: a
+        service-account key file from ADC signs here; any other credentials (Cloud Run's
+        metadata server, a gcloud user login) sign through the IAM Credentials API's signBlob
+        as ``service_account_email`` (default: the credentials' own service account), which
+        needs roles/iam.serviceAccountTokenCreator on that account.
+        """
+        check_key(key)
+        signed_headers = {
+            "x-goog-content-length-range": f"0,{max_bytes}",
+            "x-goog-if-generation-match": "0",
+        }
+        with self._unavailable_on_failure("sign", key):
+            # api_access_endpoint defaults to the client's: the emulator's when one is set.
+            url = (
+                self._handle()
+                .blob(key)
+                .generate_signed_url(
+                    version="v4",
+                    method="PUT",
+                    expiration=timedelta(seconds=expires_in),
+                    content_type=content_type,
+                    headers=dict(signed_headers),  # it adds Host to the dict it gets
+                    **self._signing_arguments(service_account_email),
+                )
+            )
+        return str(url), {"Content-Type": content_type, **signed_headers}
+
+    def _signing_arguments(self, service_account_email: str) -> dict[str, Any]:
+        """How generate_signed_url signs: with a local key, or through IAM signBlob."""
+        with self._signing_lock:
+            credentials = self._signing_credentials
+            if credentials is None:
+                credentials, _ = google.auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"]
+                )
+                self._signing_credentials = credentials
+            if isinstance(credentials, Signing) and service_account_email in (
+                "",
+                credentials.signer_email,
+            ):
+                return {"credentials": credentials}
+            # Metadata-server credentials learn their account's email on their first refresh.
+            if not credentials.valid:
+                credentials.refresh(google.auth.transport.requests.Request())
+            email = service_account_email or getattr(credentials, "service_account_email", "")
+            if not email or email == "default":
+                raise StorageUnavailable(
+                    detail="cannot sign upload URLs: these credentials name no service account; "
+                    "set SIGNING_SERVICE_ACCOUNT"
+                )
+            return {"service_account_email": email, "access_token": credentials.token}
 
     # -- internals -----------------------------------------------------------------------------
     def _create(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> bool:
