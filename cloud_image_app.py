@@ -16,6 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imaging import observability
+from imaging.batch import convert_batch_command
 from imaging.catalog import Catalog
 from imaging.config import Settings, SettingsError
 from imaging.labeling import Labeler, build_labeler
@@ -31,6 +32,7 @@ from imaging.web import (
     register_security,
     uploads,
 )
+from imaging.web import events as event_doors
 from imaging.web.security import init_rate_limits
 
 #: Room for the multipart envelope and the small form fields around one file.
@@ -76,7 +78,7 @@ def create_app(
         catalog=catalog,
         pipeline=Pipeline(settings, store, labels, catalog),
     )
-    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp):
+    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, event_doors.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
@@ -104,6 +106,8 @@ def register_commands(app: Flask) -> None:
         for key in removed:
             click.echo(f"removed {key}")
         click.echo(f"{len(removed)} orphaned object(s) removed (grace {grace_seconds}s).")
+
+    app.cli.add_command(convert_batch_command)
 
 
 def main() -> None:

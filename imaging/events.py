@@ -1,0 +1,364 @@
+"""Storage events in: parse a delivery, check who sent it, and remember what each object became.
+
+Three shapes reach ``POST /events/storage`` for one ``object finalized`` event:
+
+- a CloudEvent in binary mode (Eventarc: ``ce-*`` headers, the object resource as the body),
+- a CloudEvent in structured mode (``Content-Type: application/cloudevents+json``),
+- a plain Pub/Sub push envelope (a bucket notification through a push subscription, which does
+  not speak CloudEvents): ``{"message": {"attributes": {"eventType": "OBJECT_FINALIZE", ...},
+  "data": <base64 object resource>}, "subscription": ...}``.
+
+``parse_delivery`` turns each into one ``StorageEvent``. ``IdTokenVerifier`` checks the Google
+OIDC token the push subscription, the Eventarc trigger or Cloud Tasks attaches: signature
+(Google's published certificates, cached as their Cache-Control says), expiry, audience,
+issuer, and the one service account allowed to call. ``EventLedger`` makes every delivery
+idempotent: ``evt/<bucket>/<sha256(name)>/<generation>`` is written create-only with the outcome
+(the record id, or why the object was refused), so a redelivered event never makes a second
+record, and a short-lived claim beside it stops two concurrent deliveries converting twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import google.auth.transport.requests
+from google.auth.exceptions import GoogleAuthError, TransportError
+from google.oauth2 import id_token
+
+from imaging.errors import (
+    BadRequest,
+    Forbidden,
+    ObjectExists,
+    ObjectNotFound,
+    Unauthorized,
+    Unavailable,
+)
+from imaging.sources import ObjectRef
+from imaging.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: The only event that means "a new object (or a new generation of one) is complete".
+FINALIZED_CLOUDEVENT = "google.cloud.storage.object.v1.finalized"
+FINALIZED_NOTIFICATION = "OBJECT_FINALIZE"
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+EVENT_PREFIX = "evt/"
+#: A claim older than this is taken to be a crashed worker's, and may be taken over. It is
+#: longer than any one conversion (Cloud Run's request timeout defaults to 5 minutes).
+CLAIM_TTL_SECONDS = 15 * 60
+_GENERATION = re.compile(r"^[0-9]{1,20}$")
+
+
+# -- parsing ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageEvent:
+    """One storage notification, whatever shape it came in."""
+
+    ref: ObjectRef
+    kind: str  # the event type as delivered (CloudEvent type or notification eventType)
+    delivery_id: str  # CloudEvent id or Pub/Sub messageId, for the logs
+    metadata: dict[str, str] = field(default_factory=dict)  # the object's custom metadata
+
+    @property
+    def finalized(self) -> bool:
+        return self.kind in (FINALIZED_CLOUDEVENT, FINALIZED_NOTIFICATION)
+
+
+def parse_delivery(headers: Mapping[str, str], body: bytes) -> StorageEvent:
+    """The storage event in an Eventarc or Pub/Sub push request; BadRequest if there is none."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type", "")
+    if any(k.startswith("ce-") for k in lowered) or content_type.startswith(
+        "application/cloudevents"
+    ):
+        return _from_cloudevent(lowered, body)
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        raise BadRequest("The body is neither a CloudEvent nor a Pub/Sub push message.") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
+        raise BadRequest("The body is neither a CloudEvent nor a Pub/Sub push message.")
+    return _from_pubsub(envelope["message"])
+
+
+def _from_cloudevent(headers: dict[str, str], body: bytes) -> StorageEvent:
+    # Imported here: only a deployment that receives events needs the cloudevents package.
+    from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+    from cloudevents.core.exceptions import BaseCloudEventException
+
+    try:
+        event = from_http_event(HTTPMessage(headers=headers, body=body))
+    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+        raise BadRequest("The CloudEvent could not be read.", detail=repr(exc)) from None
+    data = event.get_data()
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = None
+    if not isinstance(data, dict):
+        raise BadRequest("The CloudEvent carries no storage object.")
+    return StorageEvent(
+        ref=_object_ref(data.get("bucket"), data.get("name"), data.get("generation")),
+        kind=event.get_type(),
+        delivery_id=event.get_id(),
+        metadata=_metadata(data),
+    )
+
+
+def _from_pubsub(message: dict[str, Any]) -> StorageEvent:
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise BadRequest("The Pub/Sub message has malformed attributes.")
+    resource: dict[str, Any] = {}
+    if message.get("data"):
+        # payloadFormat JSON_API_V1: the object resource, metadata included. NONE: no data.
+        try:
+            decoded = json.loads(base64.b64decode(message["data"], validate=True))
+        except (ValueError, binascii.Error, TypeError):
+            raise BadRequest("The Pub/Sub message data is not base64 JSON.") from None
+        if isinstance(decoded, dict):
+            resource = decoded
+    return StorageEvent(
+        ref=_object_ref(
+            attributes.get("bucketId"),
+            attributes.get("objectId"),
+            attributes.get("objectGeneration"),
+        ),
+        kind=str(attributes.get("eventType", "")),
+        delivery_id=str(message.get("messageId") or message.get("message_id") or ""),
+        metadata=_metadata(resource),
+    )
+
+
+def _object_ref(bucket: object, name: object, generation: object) -> ObjectRef:
+    if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
+        raise BadRequest("The event does not name a bucket and an object.")
+    if not _GENERATION.match(str(generation)):
+        raise BadRequest("The event does not carry the object's generation.")
+    return ObjectRef(bucket=bucket, name=name, generation=str(generation))
+
+
+def _metadata(resource: Mapping[str, Any]) -> dict[str, str]:
+    raw = resource.get("metadata")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+# -- who sent it -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Caller:
+    email: str
+    subject: str
+
+
+class IdTokenVerifier:
+    """Verifies Google-signed OIDC ID tokens for one audience and one service account.
+
+    The audience alone is not enough: anyone with a Google account can mint an ID token for any
+    audience, so the ``email`` claim must be the push or tasks service account, and verified.
+    """
+
+    def __init__(self, *, audience: str, certs_url: str = GOOGLE_CERTS_URL) -> None:
+        self.audience = audience
+        self.certs_url = certs_url
+        self._request = _CachingRequest()
+
+    def verify(self, authorization: str | None, *, allowed: tuple[str, ...]) -> Caller:
+        """The caller named by ``Authorization: Bearer <id token>``; 401/403 if not allowed.
+
+        A token we cannot check because Google's certificates are unreachable is 503, so the
+        sender retries instead of dropping the event.
+        """
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send a Google OIDC token: 'Authorization: Bearer ...'.")
+        try:
+            claims = id_token.verify_token(
+                token.strip(),
+                self._request,
+                audience=self.audience,
+                certs_url=self.certs_url,
+                clock_skew_in_seconds=10,
+            )
+        except TransportError as exc:
+            raise Unavailable(
+                "Token certificates are unavailable. Please retry shortly.", detail=repr(exc)
+            ) from exc
+        except (ValueError, GoogleAuthError) as exc:
+            # Bad signature, unknown key, expired, wrong audience, malformed: all the same to
+            # the caller; the detail goes to the log only.
+            raise Unauthorized("The token is not valid.", detail=repr(exc)) from None
+        if claims.get("iss") not in GOOGLE_ISSUERS:
+            raise Unauthorized("The token is not valid.", detail=f"issuer {claims.get('iss')!r}")
+        email = str(claims.get("email", ""))
+        if claims.get("email_verified") is not True or email not in allowed:
+            raise Forbidden(
+                "This caller may not deliver events.", detail=f"token for {email or 'no email'!r}"
+            )
+        return Caller(email=email, subject=str(claims.get("sub", "")))
+
+
+class _CachingRequest(google.auth.transport.Request):
+    """A google.auth transport that keeps the certificate document as long as it says.
+
+    ``verify_token`` fetches the certificates on every call; Google's answer carries a
+    ``Cache-Control: max-age`` of hours (keys are published well before they sign anything), so
+    one fetch per process per max-age is enough, and an event costs no extra round trip.
+    """
+
+    DEFAULT_MAX_AGE = 300
+    LONGEST_MAX_AGE = 24 * 3600
+
+    def __init__(self) -> None:
+        self._inner = google.auth.transport.requests.Request()
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if method != "GET":
+            return self._inner(url, method, body, headers, timeout, **kwargs)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(url)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        response = self._inner(url, method, body, headers, timeout or 10, **kwargs)
+        if response.status == 200:
+            with self._lock:
+                self._cache[url] = (now + _max_age(response.headers), response)
+        return response
+
+
+def _max_age(headers: Mapping[str, str]) -> float:
+    match = re.search(r"max-age=(\d+)", headers.get("Cache-Control", "") or "")
+    seconds = int(match.group(1)) if match else _CachingRequest.DEFAULT_MAX_AGE
+    return float(min(seconds, _CachingRequest.LONGEST_MAX_AGE))
+
+
+# -- idempotency -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """What one object generation became: a record, or a permanent refusal (and why)."""
+
+    status: str  # "converted" | "refused"
+    record_id: str = ""
+    code: str = ""
+    reason: str = ""
+
+    def to_json(self) -> bytes:
+        body = {"status": self.status, "record_id": self.record_id}
+        if self.status == "refused":
+            body = {"status": self.status, "code": self.code, "reason": self.reason}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Outcome:
+        data = json.loads(raw)
+        return cls(
+            status=str(data["status"]),
+            record_id=str(data.get("record_id", "")),
+            code=str(data.get("code", "")),
+            reason=str(data.get("reason", "")),
+        )
+
+
+def outcome_key(ref: ObjectRef) -> str:
+    """``evt/<bucket>/<sha256 of the name>/<generation>``: names may hold any character."""
+    digest = hashlib.sha256(ref.name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{EVENT_PREFIX}{ref.bucket}/{digest}/{ref.generation}"
+
+
+class EventLedger:
+    """Outcomes and claims of object generations, kept in the app's own ObjectStore."""
+
+    def __init__(self, store: ObjectStore, *, claim_ttl: float = CLAIM_TTL_SECONDS) -> None:
+        self.store = store
+        self.claim_ttl = claim_ttl
+
+    def outcome(self, ref: ObjectRef) -> Outcome | None:
+        """What this generation became, if anything has settled it yet."""
+        try:
+            raw = self.store.get(outcome_key(ref))
+        except ObjectNotFound:
+            return None
+        try:
+            return Outcome.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable event outcome at %s; treating it as absent", outcome_key(ref))
+            return None
+
+    def settle(self, ref: ObjectRef, outcome: Outcome) -> Outcome:
+        """Write the outcome create-only and return the one that stands (ours or an earlier)."""
+        try:
+            self.store.put(outcome_key(ref), outcome.to_json(), content_type="application/json")
+        except ObjectExists:
+            existing = self.outcome(ref)
+            if existing is None:
+                raise
+            return existing
+        return outcome
+
+    def forget_refusal(self, ref: ObjectRef) -> None:
+        """Drop a refusal so the object is tried again (after a limit was raised, say)."""
+        current = self.outcome(ref)
+        if current is not None and current.status == "refused":
+            self.store.delete(outcome_key(ref))
+
+    def claim(self, ref: ObjectRef) -> str | None:
+        """A token if this worker now owns the conversion, None if another live worker does."""
+        key = outcome_key(ref) + ".claim"
+        for _ in range(2):
+            token = secrets.token_hex(8)
+            body = json.dumps({"at": time.time(), "token": token}).encode()
+            try:
+                self.store.put(key, body, content_type="application/json")
+                return token
+            except ObjectExists:
+                pass
+            if not self._stale(key):
+                return None
+            # Its owner died mid-conversion (nothing settled it in claim_ttl): take over. Two
+            # workers doing so at once both convert, and settle() keeps exactly one record.
+            self.store.delete(key)
+        return None
+
+    def release(self, ref: ObjectRef, token: str) -> None:
+        """Give the claim up (best effort: a leftover claim only goes stale)."""
+        key = outcome_key(ref) + ".claim"
+        try:
+            held = json.loads(self.store.get(key)).get("token")
+            if held == token:
+                self.store.delete(key)
+        except Exception:  # a failed release only delays a retry by claim_ttl
+            log.warning("could not release the claim %s", key, exc_info=True)
+
+    def _stale(self, key: str) -> bool:
+        try:
+            claimed = float(json.loads(self.store.get(key))["at"])
+        except ObjectNotFound:
+            return True  # released between our put and our look
+        except (ValueError, KeyError, TypeError):
+            return True
+        return time.time() - claimed > self.claim_ttl

@@ -1,0 +1,183 @@
+"""Where originals come from for events and batch runs: GCS buckets (any, not only ours) and dirs.
+
+The app's own ObjectStore only knows its bucket and keys it made itself. Storage events and
+``convert-batch gs://...`` read *other* objects: the uploads bucket's, with their generation and
+custom metadata (``x-goog-meta-formats: webp,avif`` arrives as ``metadata["formats"]``). That is
+what ``BucketSource`` does, on one lazily made ``google.cloud.storage`` client per process (with
+STORAGE_EMULATOR_HOST honoured, like GCSStore). A missing object is ObjectNotFound; anything
+between us and the bucket failing is StorageUnavailable (503: a retry may succeed).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.api_core import exceptions as api_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import GoogleAuthError
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge
+
+_UNAVAILABLE = (
+    api_exceptions.GoogleAPIError,
+    GoogleAuthError,
+    InvalidResponse,
+    DataCorruption,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One generation of one object: what a storage event names and what a task carries."""
+
+    bucket: str
+    name: str
+    generation: str  # GCS generations are int64s; JSON carries them as strings
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.name}#{self.generation}"
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """An original's bytes and what its uploader said about it (custom metadata)."""
+
+    ref: ObjectRef
+    data: bytes
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    ref: ObjectRef
+    size: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def parse_gs_url(url: str) -> tuple[str, str]:
+    """``gs://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; raise ValueError if not."""
+    if not url.startswith("gs://"):
+        raise ValueError(f"not a gs:// URL: {url!r}")
+    bucket, _, prefix = url[len("gs://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {url!r}")
+    return bucket, prefix
+
+
+class BucketSource:
+    """Reads originals from any GCS bucket the service account may read. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        client: storage.Client | None = None,
+        timeout: float = 10,
+        deadline: float = 30,
+    ) -> None:
+        self._injected_client = client
+        self._timeout = timeout
+        self._retry = DEFAULT_RETRY.with_timeout(deadline)
+        self._client: tuple[int, storage.Client] | None = None
+        self._lock = threading.Lock()
+
+    def read(self, ref: ObjectRef, *, max_bytes: int) -> SourceObject:
+        """That generation's bytes and metadata; TooLarge (without downloading) over max_bytes."""
+        with self._unavailable_on_failure("read", ref):
+            bucket = self._client_for_process().bucket(ref.bucket)
+            try:
+                blob = bucket.get_blob(
+                    ref.name,
+                    generation=int(ref.generation),
+                    timeout=self._timeout,
+                    retry=self._retry,
+                )
+            except api_exceptions.NotFound:
+                blob = None  # the bucket itself is gone
+            if blob is None:
+                raise ObjectNotFound("No such object.", detail=f"{ref} not found")
+            if blob.size is not None and int(blob.size) > max_bytes:
+                raise TooLarge(
+                    f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.",
+                    detail=f"{ref} has {blob.size} bytes",
+                )
+            try:
+                # The blob carries its generation, so this reads exactly that version even if
+                # the name has been overwritten since the event.
+                data = blob.download_as_bytes(timeout=self._timeout, retry=self._retry)
+            except api_exceptions.NotFound:
+                raise ObjectNotFound("No such object.", detail=f"{ref} vanished") from None
+            return SourceObject(
+                ref=ref,
+                data=bytes(data),
+                content_type=str(blob.content_type or ""),
+                metadata=dict(blob.metadata or {}),
+            )
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ListedObject]:
+        """Every object under ``prefix`` (live generations only), in name order, paged."""
+        with self._unavailable_on_failure("list", ObjectRef(bucket, prefix, "0")):
+            blobs = self._client_for_process().list_blobs(
+                bucket,
+                prefix=prefix or None,
+                fields="items(name,generation,size,metadata),nextPageToken",
+                timeout=self._timeout,
+                retry=self._retry,
+            )
+            for blob in blobs:
+                name = str(blob.name)
+                if name.endswith("/"):
+                    continue  # a "folder" placeholder the console makes, not an image
+                yield ListedObject(
+                    ref=ObjectRef(bucket, name, str(blob.generation)),
+                    size=int(blob.size or 0),
+                    metadata=dict(blob.metadata or {}),
+                )
+
+    def _client_for_process(self) -> Any:
+        pid = os.getpid()
+        current = self._client
+        if current is None or current[0] != pid:
+            with self._lock:
+                current = self._client
+                # A client inherited across gunicorn's fork shares the parent's sockets.
+                if current is None or current[0] != pid:
+                    current = (pid, self._injected_client or _default_client())
+                    self._client = current
+        return current[1]
+
+    @contextmanager
+    def _unavailable_on_failure(self, action: str, ref: ObjectRef) -> Iterator[None]:
+        try:
+            yield
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(
+                "The uploads bucket is unavailable. Please retry shortly.",
+                detail=f"gcs {action} {ref} failed: {exc!r}",
+            ) from exc
+
+
+def _default_client() -> storage.Client:
+    """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return storage.Client(project=project, credentials=anonymous)
+    return storage.Client()
+
+
+def list_directory(root: Path) -> list[Path]:
+    """Every regular file under ``root``, recursively, in a stable (sorted) order."""
+    if not root.is_dir():
+        raise ValueError(f"not a directory: {root}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
