@@ -353,9 +353,14 @@
       li.appendChild(size);
       variants.appendChild(li);
     });
-    (image.warnings || []).forEach(function (warning) {
+    var notes = (image.warnings || []).slice();
+    if (image.hidden) {
+      notes.unshift('Held back for review: it joins the gallery once an admin approves it.');
+    }
+    notes.forEach(function (warning) {
       var li = document.createElement('li');
       li.className = 'text-warning-emphasis';
+      li.dataset.testid = 'result-note';
       li.textContent = warning;
       variants.appendChild(li);
     });
