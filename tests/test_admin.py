@@ -255,3 +255,16 @@ def test_a_storage_outage_while_approving_changes_nothing(
     assert response.status_code == 503
     flaky.down = False
     assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is True
+
+
+def test_the_detail_page_says_the_image_awaits_review_until_approved(
+    client: FlaskClient,
+) -> None:
+    created = upload(client)
+    held_page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+
+    client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert 'data-testid="held-back"' in held_page
+    approved_page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    assert 'data-testid="held-back"' not in approved_page

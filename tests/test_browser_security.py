@@ -133,6 +133,33 @@ def test_every_page_renders_without_a_csp_refusal(
     assert console.page_errors == []
 
 
+def test_the_uploader_is_told_when_safesearch_holds_an_image_back(
+    page: Page,
+    console: ConsoleLog,
+    make_app: AppFactory,
+    serve: Callable[[Flask], LiveServer],
+    vision_server: VisionServer,
+) -> None:
+    vision_server.set_mode("labels", safe_search={"adult": "VERY_LIKELY"})
+    server = serve(
+        make_app(
+            labeler="vision",
+            vision_api_endpoint=vision_server.endpoint,
+            safe_search=True,
+            safe_search_hide="LIKELY",
+        )
+    )
+
+    detail_url = upload_in_page(page, server, "held.png", images.png())
+
+    expect(page.get_by_test_id("result-note")).to_contain_text("Held back for review")
+    visit(page, detail_url)
+    expect(page.get_by_test_id("held-back")).to_be_visible()
+    visit(page, server.url)
+    expect(page.get_by_test_id("empty-state")).to_be_visible()
+    assert console.csp_violations() == []
+
+
 def test_the_unlock_page_renders_without_a_csp_refusal(
     page: Page, console: ConsoleLog, make_app: AppFactory, serve: Callable[[Flask], LiveServer]
 ) -> None:
