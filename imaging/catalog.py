@@ -221,7 +221,11 @@ class Catalog:
         if cursor is not None and not is_valid_id(cursor):
             cursor = None
         if label:
-            prefix = f"{LABEL_PREFIX}{label_slug(label)}/"
+            slug = label_slug(label)
+            if not slug:
+                # "!!!" or "  " names no label ("lbl//" is not even a valid prefix): no images.
+                return Page([], None)
+            prefix = f"{LABEL_PREFIX}{slug}/"
             start = f"{prefix}{cursor}" if cursor else ""
             keys = self.store.list(prefix, start_after=start, limit=limit + 1)
             ids = [k[len(prefix) :] for k in keys]

@@ -1,0 +1,217 @@
+"""The catalog: what a gallery page costs in storage calls, and which records it shows.
+
+Every test runs on LocalStore and on GCSStore (fake-gcs-server) through ``any_store``, with a
+counting wrapper around the real store where the cost of a page is the point.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from imaging.catalog import Catalog, ImageRecord, Variant, new_id
+from imaging.labeling import Label
+from imaging.storage import ObjectStore
+
+START = 1_750_000_000.0  # a fixed "now", so ids (and thus the gallery order) are known
+
+
+class CountingStore:
+    """A real store whose calls are counted by method."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: Counter[str] = Counter()
+        self.listed_prefixes: list[str] = []
+        self._lock = threading.Lock()
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self.calls[method] += 1
+
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        self._count("put")
+        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
+
+    def get(self, key: str) -> bytes:
+        self._count("get")
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        self._count("list")
+        self.listed_prefixes.append(prefix)
+        return self.inner.list(prefix, start_after=start_after, limit=limit)
+
+    def public_url(self, key: str) -> str:
+        return self.inner.public_url(key)
+
+    def check(self) -> None:
+        self.inner.check()
+
+
+def record(n: int, *, labels: tuple[str, ...] = ("Cat",), hidden: bool = False) -> ImageRecord:
+    """The ``n``-th upload after START: a larger ``n`` is newer, so it comes earlier in pages."""
+    image_id = new_id(START + n)
+
+    def variant(name: str, ext: str) -> Variant:
+        return Variant(name, name, f"img/{image_id}/{name}.{ext}", f"image/{name}", 100, 8, 8)
+
+    return ImageRecord(
+        id=image_id,
+        name=f"photo-{n}.jpg",
+        created_at="2025-06-15T00:00:00Z",
+        source_format="jpeg",
+        width=8,
+        height=8,
+        bytes=100,
+        variants=(variant("webp", "webp"), variant("jpeg", "jpg")),
+        thumbnail=variant("thumb", "webp"),
+        labels=tuple(Label(d, 0.9, "vision") for d in labels),
+        label_status="ok",
+        safe_search={"adult": "VERY_LIKELY"} if hidden else {},
+        hidden=hidden,
+    )
+
+
+def save_all(catalog: Catalog, records: list[ImageRecord]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(catalog.save, records))
+
+
+def names(records: list[ImageRecord]) -> list[str]:
+    return [r.name for r in records]
+
+
+@pytest.fixture
+def counting(any_store: ObjectStore) -> CountingStore:
+    return CountingStore(any_store)
+
+
+@pytest.mark.parametrize("size", [10, 60])
+def test_a_page_costs_one_listing_and_one_read_per_record_whatever_the_catalog_size(
+    counting: CountingStore, size: int
+) -> None:
+    catalog = Catalog(counting)
+    save_all(catalog, [record(n) for n in range(size)])
+    counting.calls.clear()
+
+    page = catalog.page(limit=5)
+
+    assert len(page.records) == 5
+    assert counting.calls == Counter(list=1, get=5)
+
+
+def test_a_deep_page_costs_the_same_as_the_first(counting: CountingStore) -> None:
+    catalog = Catalog(counting)
+    save_all(catalog, [record(n) for n in range(40)])
+    cursor = catalog.page(limit=30).next_cursor
+    counting.calls.clear()
+
+    page = catalog.page(cursor=cursor, limit=5)
+
+    assert names(page.records) == [f"photo-{n}.jpg" for n in range(9, 4, -1)]
+    assert counting.calls == Counter(list=1, get=5)
+
+
+def test_pages_run_newest_first_and_the_last_has_no_cursor(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    save_all(catalog, [record(n) for n in range(5)])
+
+    first = catalog.page(limit=3)
+    last = catalog.page(cursor=first.next_cursor, limit=3)
+
+    assert names(first.records) == ["photo-4.jpg", "photo-3.jpg", "photo-2.jpg"]
+    assert names(last.records) == ["photo-1.jpg", "photo-0.jpg"]
+    assert last.next_cursor is None
+
+
+def test_a_label_page_lists_the_label_index_and_reads_only_its_records(
+    counting: CountingStore,
+) -> None:
+    catalog = Catalog(counting)
+    records = [record(n, labels=("Dog",) if n % 3 == 0 else ("Cat",)) for n in range(30)]
+    save_all(catalog, records)
+    counting.calls.clear()
+    counting.listed_prefixes.clear()
+
+    page = catalog.page(label="Dog", limit=4)
+
+    assert names(page.records) == ["photo-27.jpg", "photo-24.jpg", "photo-21.jpg", "photo-18.jpg"]
+    assert counting.listed_prefixes == ["lbl/dog/"]
+    assert counting.calls == Counter(list=1, get=4)
+
+
+def test_a_label_is_matched_by_its_slug(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    catalog.save(record(1, labels=("Tabby cat",)))
+
+    assert names(catalog.page(label="tabby-cat").records) == ["photo-1.jpg"]
+    assert names(catalog.page(label="TABBY CAT").records) == ["photo-1.jpg"]
+
+
+def test_a_label_with_nothing_to_slug_gives_an_empty_page(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    catalog.save(record(1, labels=("Cat",)))
+
+    page = catalog.page(label="!!!")
+
+    assert page.records == []
+    assert page.next_cursor is None
+
+
+def test_a_cursor_is_stable_while_newer_records_arrive(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    save_all(catalog, [record(n) for n in range(10)])
+    cursor = catalog.page(limit=4).next_cursor
+
+    save_all(catalog, [record(n) for n in range(100, 104)])
+
+    assert names(catalog.page(cursor=cursor, limit=3).records) == [
+        "photo-5.jpg",
+        "photo-4.jpg",
+        "photo-3.jpg",
+    ]
+
+
+def test_records_hidden_by_safe_search_are_not_listed(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    save_all(catalog, [record(1), record(2, hidden=True), record(3)])
+
+    assert names(catalog.page().records) == ["photo-3.jpg", "photo-1.jpg"]
+    assert names(catalog.page(label="Cat").records) == ["photo-3.jpg", "photo-1.jpg"]
+
+
+def test_include_hidden_lists_records_hidden_by_safe_search(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    save_all(catalog, [record(1), record(2, hidden=True), record(3)])
+
+    shown = catalog.page(include_hidden=True).records
+
+    assert names(shown) == ["photo-3.jpg", "photo-2.jpg", "photo-1.jpg"]
+
+
+def test_a_label_marker_without_its_record_is_skipped(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    catalog.save(record(1))
+    orphan = record(2)  # an upload that died after its markers, before its commit point
+    for key in orphan.marker_keys():
+        any_store.put(key, b"", content_type="application/octet-stream")
+
+    assert names(catalog.page(label="Cat").records) == ["photo-1.jpg"]
+
+
+def test_new_ids_sort_newest_first() -> None:
+    now = time.time()
+
+    assert new_id(now) < new_id(now - 0.001) < new_id(now - 86_400)
