@@ -129,7 +129,8 @@ def test_a_file_that_is_not_an_image_is_refused_in_the_page_and_never_sent(
 def test_a_file_over_the_size_limit_is_refused_in_the_page_and_never_sent(
     page: Page, make_app: AppFactory, serve: Callable[[Flask], LiveServer]
 ) -> None:
-    server: LiveServer = serve(make_app(max_upload_mb=1))
+    # Direct uploads raise the page's limit to DIRECT_UPLOAD_MAX_MB: cap both at 1 MB here.
+    server: LiveServer = serve(make_app(max_upload_mb=1, direct_upload_max_mb=1))
     posts = record_posts(page)
     page.goto(f"{server.url}/upload")
 
