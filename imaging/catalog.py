@@ -23,6 +23,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -40,8 +41,18 @@ ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
 RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
 
 
+_last_ms = 0
+_id_lock = threading.Lock()
+
+
 def new_id(now: float | None = None) -> str:
+    """A fresh id; within a process, each is strictly newer than the last (even in one ms)."""
+    global _last_ms
     ms = int((time.time() if now is None else now) * 1000)
+    if now is None:
+        with _id_lock:
+            ms = max(ms, _last_ms + 1)
+            _last_ms = ms
     return f"{MAX_MS - ms:013d}{secrets.token_hex(4)}"
 
 

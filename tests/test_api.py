@@ -242,3 +242,10 @@ def test_same_bytes_with_other_options_is_a_new_image(client: FlaskClient) -> No
 def test_formats_endpoint_lists_the_registry(local_client: FlaskClient) -> None:
     names = [f["name"] for f in local_client.get("/api/formats").get_json()["formats"]]
     assert names == ["webp", "jpeg", "png", "avif", "gif"]
+
+
+def test_ids_minted_in_one_millisecond_still_sort_newest_first() -> None:
+    from imaging.catalog import new_id
+
+    ids = [new_id() for _ in range(50)]
+    assert ids == sorted(ids, reverse=True)
