@@ -3,8 +3,8 @@
 - ``UPLOAD_TOKEN`` (comma-separated, so tokens can be rotated): the API needs
   ``Authorization: Bearer <token>``; the upload page asks once and keeps only the token's hash
   in the (signed, HttpOnly) session, never the token and never in a URL.
-- ``RATE_LIMIT`` (e.g. ``30/minute``): every POST door is limited per client address, which
-  comes from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with TRUSTED_PROXY_HOPS,
+- ``RATE_LIMIT`` (e.g. ``30/minute``): every write (and all of admin) is limited per client
+  address, taken from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with TRUSTED_PROXY_HOPS,
   on by default on Cloud Run). Over the limit: 429 with ``Retry-After``.
 All comparisons of secrets are constant-time.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import cast
 
-from flask import Flask, request, session
+from flask import Blueprint, Flask, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -88,5 +89,9 @@ def init_rate_limits(app: Flask, settings: Settings, *blueprints: str) -> Limite
         default_limits=[],
     )
     for name in blueprints:
-        limiter.limit(settings.rate_limit, methods=["POST"])(app.blueprints[name])
+        # Writes are limited everywhere; the admin blueprint entirely, so its token cannot be
+        # guessed through a GET either. Gallery reads stay unlimited.
+        methods = None if name == "admin" else ["POST", "PUT", "DELETE"]
+        route_limit = limiter.limit(settings.rate_limit, methods=methods)
+        route_limit(cast(Blueprint, app.blueprints[name]))
     return limiter
