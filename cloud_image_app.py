@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imaging import observability
-from imaging.batch import convert_batch_command
+from imaging.backfill import convert_batch_command
 from imaging.catalog import Catalog
 from imaging.config import Settings, SettingsError
 from imaging.labeling import Labeler, build_labeler

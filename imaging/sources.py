@@ -21,7 +21,7 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import GoogleAuthError
-from google.cloud import storage
+from google.cloud.storage import Client
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -81,14 +81,14 @@ class BucketSource:
     def __init__(
         self,
         *,
-        client: storage.Client | None = None,
+        client: Client | None = None,
         timeout: float = 10,
         deadline: float = 30,
     ) -> None:
         self._injected_client = client
         self._timeout = timeout
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
-        self._client: tuple[int, storage.Client] | None = None
+        self._client: tuple[int, Client] | None = None
         self._lock = threading.Lock()
 
     def read(self, ref: ObjectRef, *, max_bytes: int) -> SourceObject:
@@ -167,13 +167,13 @@ class BucketSource:
             ) from exc
 
 
-def _default_client() -> storage.Client:
+def _default_client() -> Client:
     """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
         anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        return storage.Client(project=project, credentials=anonymous)
-    return storage.Client()
+        return Client(project=project, credentials=anonymous)
+    return Client()
 
 
 def list_directory(root: Path) -> list[Path]:
