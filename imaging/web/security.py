@@ -4,8 +4,8 @@
   ``Authorization: Bearer <token>``; the upload page asks once and keeps only the token's hash
   in the (signed, HttpOnly) session, never the token and never in a URL.
 - ``RATE_LIMIT`` (e.g. ``30/minute``): every write (and all of admin) is limited per client
-  address, taken from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with TRUSTED_PROXY_HOPS,
-  on by default on Cloud Run). Over the limit: 429 with ``Retry-After``.
+  address, taken from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with
+  TRUSTED_PROXY_HOPS, on by default on Cloud Run). Over the limit: 429 with ``Retry-After``.
 All comparisons of secrets are constant-time.
 """
 
