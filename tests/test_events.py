@@ -92,7 +92,7 @@ def put_original(
     blob = bucket_handle(bucket).blob(name)
     blob.metadata = metadata
     blob.upload_from_string(data, content_type="application/octet-stream")
-    resource = {
+    resource: dict[str, Any] = {
         "kind": "storage#object",
         "bucket": bucket,
         "name": name,
