@@ -262,7 +262,9 @@ class UploadSessions:
                 raise BadRequest("The upload was empty.")
             self.store.put(f"{TEMP_PREFIX}{grant.upload_id}", data, content_type=grant.content_type)
         except BaseException:
-            self.store.delete(claim)
+            # Best effort: if this delete fails too, the client gets the original error and
+            # the URL stays spent (a new ticket is one request away).
+            self.catalog.discard([claim])
             raise
         return len(data)
 
