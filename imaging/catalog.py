@@ -178,8 +178,9 @@ class Page:
 class Catalog:
     """Reads and writes records and indexes through an ObjectStore."""
 
-    def __init__(self, store: ObjectStore, *, read_workers: int = 8) -> None:
+    def __init__(self, store: ObjectStore, *, read_workers: int = 24) -> None:
         self.store = store
+        # A gallery page reads up to 24 records: one wave of parallel reads on Cloud Storage.
         self._pool = ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="catalog")
 
     # -- writing ---------------------------------------------------------------------------
@@ -268,15 +269,20 @@ class Catalog:
                 return record
         return None
 
-    def iter_ids(self, prefix: str = RECORD_PREFIX) -> Iterator[str]:
+    def iter_ids(self) -> Iterator[str]:
         """Every committed id, newest first (one listing call per 1000)."""
+        for key in self._iter_keys(RECORD_PREFIX):
+            yield key[len(RECORD_PREFIX) : -len(".json")]
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, ascending, one listing call per 1000."""
         start = ""
         while True:
             keys = self.store.list(prefix, start_after=start, limit=1000)
-            if not keys:
+            # A listing that does not move forward would loop forever: stop instead.
+            if not keys or keys[-1] <= start:
                 return
-            for key in keys:
-                yield key[len(prefix) : -len(".json")]
+            yield from keys
             start = keys[-1]
 
     # -- maintenance -----------------------------------------------------------------------
@@ -290,20 +296,14 @@ class Catalog:
         committed = set(self.iter_ids())
         removed: list[str] = []
         for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX):
-            start = ""
-            while True:
-                keys = self.store.list(prefix, start_after=start, limit=1000)
-                if not keys:
-                    break
-                start = keys[-1]
-                for key in keys:
-                    image_id = _owner_id(key)
-                    if image_id is None or image_id in committed:
-                        continue
-                    if now - id_time(image_id) < grace_seconds:
-                        continue
-                    self.store.delete(key)
-                    removed.append(key)
+            for key in list(self._iter_keys(prefix)):
+                image_id = _owner_id(key)
+                if image_id is None or image_id in committed:
+                    continue
+                if now - id_time(image_id) < grace_seconds:
+                    continue
+                self.store.delete(key)
+                removed.append(key)
         return removed
 
 
