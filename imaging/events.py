@@ -177,12 +177,19 @@ class IdTokenVerifier:
         self.certs_url = certs_url
         self._request = _CachingRequest()
 
-    def verify(self, authorization: str | None, *, allowed: tuple[str, ...]) -> Caller:
+    def verify(
+        self, authorization: str | None, *, allowed: tuple[str, ...], path: str = ""
+    ) -> Caller:
         """The caller named by ``Authorization: Bearer <id token>``; 401/403 if not allowed.
 
+        The audience may be the service URL or the full URL of the endpoint called (``path``),
+        which is what Pub/Sub, Eventarc and Cloud Tasks put there when none is configured.
         A token we cannot check because Google's certificates are unreachable is 503, so the
         sender retries instead of dropping the event.
         """
+        audiences = [self.audience]
+        if path:
+            audiences.append(self.audience.rstrip("/") + path)
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send a Google OIDC token: 'Authorization: Bearer ...'.")
@@ -190,7 +197,7 @@ class IdTokenVerifier:
             claims = id_token.verify_token(
                 token.strip(),
                 self._request,
-                audience=self.audience,
+                audience=audiences,
                 certs_url=self.certs_url,
                 clock_skew_in_seconds=10,
             )

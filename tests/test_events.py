@@ -429,6 +429,18 @@ def test_a_bad_token_is_unauthorized_and_converts_nothing(
     assert app_store.list("", limit=10) == []
 
 
+def test_a_token_for_the_full_endpoint_url_is_accepted_too(
+    client: FlaskClient, uploads_bucket: str, oidc_issuer: OidcIssuer
+) -> None:
+    # What a push subscription or trigger puts in the token when no audience is configured.
+    _, resource = put_original(uploads_bucket, "a.jpg", images.jpeg())
+    token = oidc_issuer.token(audience=f"{AUDIENCE}/events/storage", email=PUSHER)
+
+    status, body = deliver(client, binary_cloudevent(resource), token)
+
+    assert (status, body["status"]) == (201, "converted")
+
+
 @pytest.mark.parametrize(
     ("email", "verified"),
     [("someone@gmail.com", True), (PUSHER, False)],

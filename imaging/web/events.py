@@ -116,7 +116,9 @@ def storage_event() -> ResponseReturnValue:
     """A bucket's object-finalized event: convert the object into a gallery record, once."""
     d = door()
     d.verifier.verify(
-        request.headers.get("Authorization"), allowed=(d.settings.events_service_account,)
+        request.headers.get("Authorization"),
+        allowed=(d.settings.events_service_account,),
+        path=request.path,
     )
     event = parse_delivery(dict(request.headers), request.get_data())
     if not event.finalized:
@@ -140,7 +142,9 @@ def convert_task() -> ResponseReturnValue:
     if not d.settings.tasks_service_account:
         raise NotFound("Nothing here.")
     d.verifier.verify(
-        request.headers.get("Authorization"), allowed=(d.settings.tasks_service_account,)
+        request.headers.get("Authorization"),
+        allowed=(d.settings.tasks_service_account,),
+        path=request.path,
     )
     ref, formats = read_task(request.get_json(silent=True))
     d.check_bucket(ref)
