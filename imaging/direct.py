@@ -24,8 +24,6 @@ SECRET_KEY) means only this app can mint one, so nothing about a pending upload 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import hmac
 import re
@@ -155,7 +153,7 @@ class UploadSessions:
         self.store = store
         self.catalog = catalog
         self.max_bytes = settings.direct_upload_max_bytes
-        self._pipeline = _with_byte_limit(pipeline, self.max_bytes)
+        self._pipeline = pipeline
         # Each completion holds a whole file in memory before the pipeline's own slot is
         # reached, so completions are bounded too: at most `slots` files held per process.
         self._holding = threading.BoundedSemaphore(settings.slots)
@@ -296,7 +294,7 @@ class UploadSessions:
                 )
             # A failure here leaves tmp/<id> in place: a 400 for bad options or a 503 can be
             # retried with the same upload id; the lifecycle rule or sweep removes the rest.
-            result = self._pipeline.ingest(data, options)
+            result = self._pipeline.ingest(data, options, max_bytes=self.max_bytes)
             del data
         try:
             self.store.put(marker, result.record.id.encode(), content_type="text/plain")
@@ -383,19 +381,6 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self._semaphore.release()
-
-
-def _with_byte_limit(pipeline: Pipeline, max_bytes: int) -> Pipeline:
-    """The app's pipeline with the direct-upload byte limit instead of MAX_UPLOAD_MB.
-
-    A shallow copy shares everything that bounds the work (conversion slots, thread pools,
-    store, catalog) and differs only in ``limits``, which ``ingest`` reads per call.
-    """
-    if max_bytes <= pipeline.limits.max_bytes:
-        return pipeline
-    widened = copy.copy(pipeline)
-    widened.limits = dataclasses.replace(pipeline.limits, max_bytes=max_bytes)
-    return widened
 
 
 def _read_at_most(stream: IO[bytes], limit: int) -> bytes:

@@ -8,6 +8,7 @@ caller gets a clear error; a record never points at a missing object.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -92,10 +93,16 @@ class Pipeline:
     def hash_delete_key(self, key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
 
-    def ingest(self, data: bytes, options: UploadOptions) -> IngestResult:
-        """Convert, label, store and catalog one upload; return its committed record."""
+    def ingest(
+        self, data: bytes, options: UploadOptions, *, max_bytes: int | None = None
+    ) -> IngestResult:
+        """Convert, label, store and catalog one upload; return its committed record.
+
+        ``max_bytes`` raises the file-size limit for doors that bypass the request cap
+        (direct uploads); every other limit stays the configured one.
+        """
         try:
-            result = self._ingest(data, options)
+            result = self._ingest(data, options, max_bytes)
         except ImagingError as exc:
             observability.count_upload(exc.code)
             raise
@@ -105,8 +112,11 @@ class Pipeline:
         observability.record_upload(result.record, duplicate=result.duplicate)
         return result
 
-    def _ingest(self, data: bytes, options: UploadOptions) -> IngestResult:
-        probed = processing.probe(data, self.limits)
+    def _ingest(self, data: bytes, options: UploadOptions, max_bytes: int | None) -> IngestResult:
+        limits = self.limits
+        if max_bytes is not None:
+            limits = dataclasses.replace(limits, max_bytes=max_bytes)
+        probed = processing.probe(data, limits)
         content_key = options.content_key(data)
         existing = self.catalog.find_duplicate(content_key)
         if existing is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import request
+from werkzeug.datastructures import MultiDict
 
 from imaging.config import Settings
 from imaging.errors import BadRequest, MissingFile, TooLarge
@@ -34,9 +35,15 @@ def read_files(settings: Settings) -> list[UploadedFile]:
     return out
 
 
-def read_options(settings: Settings, *, filename: str = "") -> UploadOptions:
-    """The conversion options from the form (or query string); bad values are a clear 400."""
-    values = request.values
+def read_options(
+    settings: Settings, *, filename: str = "", values: MultiDict[str, str] | None = None
+) -> UploadOptions:
+    """The conversion options from ``values`` (default: the form and query string).
+
+    Bad values are a clear 400.
+    """
+    if values is None:
+        values = request.values
     formats_raw = ",".join(values.getlist("format")) or ",".join(settings.default_formats)
     formats = parse_format_list(formats_raw)
     if not formats:

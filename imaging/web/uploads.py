@@ -138,10 +138,10 @@ def ticket_response(complete_endpoint: str) -> ResponseReturnValue:
 
 def completion_response(upload_id: str) -> ResponseReturnValue:
     settings = services().settings
-    # read_options reads request.values: let a JSON body feed it, and let the body win over
-    # the query string (where the ticket's name rides).
-    request.values = CombinedMultiDict([request_body(), request.args])
-    done: Completion = sessions().complete(upload_id, read_options(settings))
+    # A JSON body feeds the options too, and the body wins over the query string (where the
+    # ticket's name rides).
+    values = MultiDict(CombinedMultiDict([request_body(), request.args]))
+    done: Completion = sessions().complete(upload_id, read_options(settings, values=values))
     return upload_response([done.result])
 
 
