@@ -1,0 +1,49 @@
+# cloud-image-app's container: gunicorn serving create_app() on $PORT, as Cloud Run runs it.
+#   docker build -t cloud-image-app .
+#   docker run --rm -p 8080:8080 cloud-image-app        # embedded defaults: local disk, local model
+# On Cloud Run set STORAGE_BACKEND=gcs, GCS_BUCKET and SECRET_KEY (see docs/deploy.md).
+
+ARG PYTHON_VERSION=3.11.13
+
+# -- builder: the runtime dependencies, installed into a virtualenv ------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# Every dependency ships a manylinux wheel, so no compiler or -dev package is needed.
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt
+
+# -- runtime: the virtualenv and the app, nothing else -------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
+    PATH=/opt/venv/bin:$PATH \
+    PORT=8080 \
+    MEDIA_ROOT=/app/instance/media \
+    MODEL_CACHE_DIR=/app/models
+# PYTHONUNBUFFERED: log lines reach Cloud Logging as they are written, not when a buffer fills.
+# MALLOC_ARENA_MAX: glibc gives each thread its own heap arena; with gthread workers decoding
+# big images that multiplies resident memory for nothing.
+# A numeric, non-root user: platforms that insist on non-root can check it without /etc/passwd.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /app \
+       --shell /usr/sbin/nologin app
+WORKDIR /app
+COPY --from=builder /opt/venv /opt/venv
+COPY cloud_image_app.py gunicorn.conf.py ./
+COPY imaging ./imaging
+COPY templates ./templates
+COPY static ./static
+# Bytecode and the local labeler's ONNX model are made once here, not on every cold start.
+# /app/instance is the only place the app writes (local media and its secret key, for docker run).
+RUN python -m compileall -q cloud_image_app.py imaging \
+    && python -c "import os, pathlib; from imaging.labeling.local import LocalLabeler; \
+LocalLabeler(cache_dir=pathlib.Path(os.environ['MODEL_CACHE_DIR'])).check()" \
+    && mkdir -p /app/instance \
+    && chown 10001:10001 /app/instance
+USER 10001:10001
+EXPOSE 8080
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "cloud_image_app:create_app()"]

