@@ -8,8 +8,9 @@ duplicate index makes a re-run find the records it made (refused files are check
 a plain disk has no generation to remember them by).
 
 A few conversions run at once (CONVERSION_SLOTS by default), with at most twice that many in
-flight, so a prefix of a million objects is streamed, not held. A refused file is reported and
-the run goes on (exit 0); storage being unreachable stops it (exit 1).
+flight: the listing is held (names, for the progress bar), originals' bytes only while in
+flight. A refused file is reported and the run goes on (exit 0); storage being unreachable
+stops it (exit 1).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def run_batch(
             future = pool.submit(attempt, item)
             pending.add(future)
             owners[future] = item
-            if len(pending) >= workers * 2:  # bounded: a million-object prefix is not a list
+            if len(pending) >= workers * 2:  # bounded: only these hold an original's bytes
                 pending = _drain(pending, owners, report, on_done, first_only=True)
         _drain(pending, owners, report, on_done, first_only=False)
     finally:

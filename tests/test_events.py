@@ -18,7 +18,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from imaging.errors import BadRequest
-from imaging.events import EventLedger, outcome_key, parse_delivery
+from imaging.events import EventLedger, Outcome, outcome_key, parse_delivery
 from imaging.sources import ObjectRef
 from imaging.storage import ObjectStore
 from tests import images
@@ -649,3 +649,26 @@ def test_a_queue_that_refuses_answers_503(
     )
 
     assert (status, body["error"]) == (503, "unavailable")
+
+
+# -- the ledger on either store --------------------------------------------------------------
+def test_the_first_settled_outcome_stands(any_store: ObjectStore) -> None:
+    ledger = EventLedger(any_store)
+    ref = ObjectRef("uploads", "a.jpg", "7")
+    first = Outcome("converted", record_id="0000000000001aaaaaaaa")
+
+    assert ledger.settle(ref, first) == first
+    assert ledger.settle(ref, Outcome("converted", record_id="0000000000002bbbbbbbb")) == first
+    assert ledger.outcome(ref) == first
+
+
+def test_a_released_claim_can_be_taken_again(any_store: ObjectStore) -> None:
+    ledger = EventLedger(any_store)
+    ref = ObjectRef("uploads", "a.jpg", "7")
+    token = ledger.claim(ref)
+    assert token is not None
+    assert ledger.claim(ref) is None
+
+    ledger.release(ref, token)
+
+    assert ledger.claim(ref) is not None
