@@ -101,10 +101,12 @@ class JsonLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
             return
         status = str(resp.status).split(None, 1)[0]
         seconds = request_time.total_seconds()
-        query = environ.get("QUERY_STRING", "")
+        from imaging.observability import redact_query
+
+        query = redact_query(environ.get("QUERY_STRING", ""))
         entry: dict[str, Any] = {
             "severity": "INFO",
-            "message": f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '')} {status}",
+            "message": f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')} {status}",
             "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "logger": "gunicorn.access",
             "httpRequest": {

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
+from urllib.parse import unquote_plus
 
 from flask import Flask, Response, g, has_request_context, request
 from opentelemetry import context as otel_context
@@ -401,6 +402,26 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
 # -- the request cycle -----------------------------------------------------------------------------
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: Query parameters that carry credentials (a delete key, a single-use upload token, a URL
+#: signature): their values never reach a log line.
+SECRET_PARAMETERS = frozenset({"key", "token", "signature", "sig", "x-goog-signature"})
+
+
+def redact_query(query: str) -> str:
+    """``query`` with the values of credential-carrying parameters replaced by ``REDACTED``."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        secret = eq and unquote_plus(name).lower() in SECRET_PARAMETERS
+        parts.append(f"{name}=REDACTED" if secret else part)
+    return "&".join(parts)
+
+
+def _logged_path() -> str:
+    query = redact_query(request.query_string.decode("latin-1"))
+    return f"{request.path}?{query}" if query else request.path
 
 
 def _start_request() -> None:
@@ -437,7 +458,7 @@ def _log_request(response: Response) -> Response:
     latency = time.perf_counter() - g.request_started
     http_request: dict[str, Any] = {
         "requestMethod": request.method,
-        "requestUrl": request.url,
+        "requestUrl": request.host_url.rstrip("/") + _logged_path(),
         "status": response.status_code,
         "latency": f"{latency:.3f}s",
         "userAgent": request.user_agent.string,
@@ -465,7 +486,7 @@ def _log_request(response: Response) -> Response:
         level,
         "%s %s %s %.3fs",
         request.method,
-        request.full_path.rstrip("?"),
+        _logged_path(),
         response.status_code,
         latency,
         extra={"fields": fields},

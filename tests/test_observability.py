@@ -150,6 +150,23 @@ def test_request_line_is_cloud_logging_json_in_the_callers_trace(
     assert "userAgent" in http
 
 
+def test_credentials_in_the_query_string_never_reach_the_log(
+    make_app: AppFactory, settings: Settings, capture_logs: LogCapture
+) -> None:
+    logs = capture_logs(settings.replace(log_format="json"))
+    client = make_app().test_client()
+    body = upload(client, images.jpeg()).get_json()
+    secret = body["delete_key"]
+    response = client.delete(f"/api/images/{body['id']}?key={secret}&reason=test")
+    assert response.status_code == 204
+    assert secret not in logs.getvalue()
+    (line,) = [e for e in request_lines(logs) if e["httpRequest"]["requestMethod"] == "DELETE"]
+    assert line["httpRequest"]["requestUrl"].endswith(
+        f"/api/images/{body['id']}?key=REDACTED&reason=test"
+    )
+    assert line["image_id"] == body["id"]
+
+
 def test_an_unhandled_error_is_logged_with_its_stack_in_the_callers_trace(
     make_app: AppFactory, settings: Settings, capture_logs: LogCapture
 ) -> None:
