@@ -322,6 +322,15 @@ def test_the_container_converts_an_upload_over_http(container: Container) -> Non
     assert stored_completely(container.media_root, body)
 
 
+def test_the_container_serves_the_gallery_page_and_its_static_files(container: Container) -> None:
+    status, page = get(f"{container.url}/")
+    assert status == 200
+    assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page.decode())
+    assert assets, "the page links its CSS and JS"
+    for asset in assets:
+        assert get(f"{container.url}{asset}")[0] == 200, asset
+
+
 def test_the_container_accepts_a_photo_of_several_megabytes(container: Container) -> None:
     noise = Image.effect_noise((1600, 1200), 80).convert("RGB")  # compresses badly, like a photo
     data = images.encode(noise, "JPEG", quality=95)
