@@ -65,10 +65,13 @@ __all__ = [
     "count_error",
     "count_upload",
     "init_app",
+    "metrics",
     "parse_trace_headers",
     "record_upload",
+    "redact_query",
     "timed_label",
     "traced",
+    "uses_json_logs",
 ]
 
 P = ParamSpec("P")
