@@ -28,7 +28,7 @@ class OutputFormat:
 # Defaults chosen on purpose (see README "Formats"):
 # - WebP 80: visually close to JPEG 85-90 at roughly 30 % fewer bytes; libwebp's own default is 75.
 # - JPEG 85: the usual knee of the size/quality curve; progressive, 4:2:0 chroma.
-# - AVIF 60 (Pillow scale): about JPEG 85 quality at roughly half the bytes; speed 6 keeps it quick.
+# - AVIF 60 (Pillow scale): about JPEG 85 quality at roughly half the bytes; speed 7 keeps it quick.
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "webp": OutputFormat("webp", "WEBP", "image/webp", "webp", True, True, 80, label="WebP"),
     "jpeg": OutputFormat("jpeg", "JPEG", "image/jpeg", "jpg", False, False, 85, label="JPEG"),
