@@ -24,6 +24,7 @@ from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore, build_store
 from imaging.web import (
     Services,
+    admin,
     api,
     media,
     ops,
@@ -80,11 +81,11 @@ def create_app(
         catalog=catalog,
         pipeline=Pipeline(settings, store, labels, catalog),
     )
-    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, event_doors.bp):
+    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, event_doors.bp, admin.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
-    init_rate_limits(app, settings, "api", "pages", "uploads")
+    init_rate_limits(app, settings, "api", "pages", "uploads", "admin")
     register_commands(app)
     return app
 
