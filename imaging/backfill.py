@@ -34,7 +34,6 @@ from imaging.batch import (
     batch_byte_limit,
     is_own_object,
     permanent,
-    with_byte_limit,
 )
 from imaging.errors import Busy, ImagingError, Unavailable
 from imaging.events import EventLedger
@@ -103,8 +102,6 @@ def directory_items(
     settings = pipeline.settings
     chosen = formats or settings.default_formats
     max_bytes = batch_byte_limit(settings)
-    pipeline = with_byte_limit(pipeline, max_bytes)
-
     for path in files:
 
         def run(path: Path = path) -> Conversion:
@@ -117,7 +114,9 @@ def directory_items(
                     reason=f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.",
                 )
             try:
-                result = pipeline.ingest(path.read_bytes(), UploadOptions(chosen, name=path.name))
+                result = pipeline.ingest(
+                    path.read_bytes(), UploadOptions(chosen, name=path.name), max_bytes=max_bytes
+                )
             except ImagingError as exc:
                 if not permanent(exc):
                     raise

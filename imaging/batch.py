@@ -23,8 +23,6 @@ Fan-out has two shapes:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -104,16 +102,6 @@ def batch_byte_limit(settings: Settings) -> int:
     return max(settings.max_upload_bytes, settings.direct_upload_max_bytes)
 
 
-def with_byte_limit(pipeline: Pipeline, max_bytes: int) -> Pipeline:
-    """The pipeline with a larger byte limit: a shallow copy shares the conversion slots,
-    pools, store and catalog, and differs only in ``limits``, which ``ingest`` reads per call."""
-    if max_bytes <= pipeline.limits.max_bytes:
-        return pipeline
-    widened = copy.copy(pipeline)
-    widened.limits = dataclasses.replace(pipeline.limits, max_bytes=max_bytes)
-    return widened
-
-
 def is_own_object(settings: Settings, ref: ObjectRef) -> bool:
     return ref.bucket == settings.gcs_bucket and ref.name.startswith(OWN_PREFIXES)
 
@@ -131,7 +119,7 @@ class ObjectConverter:
     ) -> None:
         self.settings = settings
         self.max_bytes = batch_byte_limit(settings)
-        self.pipeline = with_byte_limit(pipeline, self.max_bytes)
+        self.pipeline = pipeline
         self.catalog = catalog
         self.ledger = ledger
         self.source = source
@@ -166,7 +154,7 @@ class ObjectConverter:
                 formats=formats or formats_for(original.metadata, self.settings),
                 name=original.metadata.get("name") or PurePosixPath(ref.name).name,
             )
-            result = self.pipeline.ingest(original.data, options)
+            result = self.pipeline.ingest(original.data, options, max_bytes=self.max_bytes)
         except ImagingError as exc:
             if not permanent(exc):
                 raise
