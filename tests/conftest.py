@@ -19,7 +19,13 @@ from imaging.labeling import Labeler
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
 
-pytest_plugins = ["tests.gcs_emulator", "tests.vision_server", "tests.browser"]
+pytest_plugins = [
+    "tests.gcs_emulator",
+    "tests.vision_server",
+    "tests.browser",
+    "tests.oidc_issuer",
+    "tests.tasks_server",
+]
 
 
 @pytest.fixture(scope="session")

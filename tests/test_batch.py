@@ -26,9 +26,7 @@ from tests import images
 from tests.conftest import AppFactory
 from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
 from tests.oidc_issuer import OidcIssuer
-from tests.oidc_issuer import oidc_issuer as oidc_issuer
 from tests.tasks_server import TasksServer
-from tests.tasks_server import tasks_server as tasks_server
 from tests.test_events import (
     AUDIENCE,
     PUSHER,
