@@ -72,6 +72,7 @@ class Settings:
     signing_service_account: str = ""
     max_pixels: int = 50_000_000
     max_side: int = WEBP_MAX_SIDE
+    max_output_side: int = 4096
     max_frames: int = 100
     default_formats: tuple[str, ...] = ("webp",)
     keep_copyright: bool = False
@@ -140,6 +141,8 @@ class Settings:
             problems.append("UPLOAD_URL_TTL must be between 60 and 604800 seconds")
         if not 1 <= self.max_side <= WEBP_MAX_SIDE:
             problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
+        if not 1 <= self.max_output_side <= WEBP_MAX_SIDE:
+            problems.append(f"MAX_OUTPUT_SIDE must be between 1 and {WEBP_MAX_SIDE}")
         if self.max_pixels < 1:
             problems.append("MAX_PIXELS must be positive")
         if self.max_frames < 1:

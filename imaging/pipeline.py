@@ -132,7 +132,7 @@ class Pipeline:
                 data,
                 probed,
                 specs=list(specs.values()),
-                max_side=self.settings.max_side,
+                max_side=self.settings.max_output_side,
                 keep_copyright=self.settings.keep_copyright,
             )
             if self.labeler.name != "none":
@@ -220,7 +220,10 @@ class Pipeline:
 
     def _render(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
         return observability.traced("encode", processing.render, format=spec.format)(
-            decoded, spec, max_side=self.settings.max_side, background=self.settings.background
+            decoded,
+            spec,
+            max_side=self.settings.max_output_side,
+            background=self.settings.background,
         )
 
     def _conversion_slot(self) -> _Slot:

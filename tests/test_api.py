@@ -249,3 +249,15 @@ def test_ids_minted_in_one_millisecond_still_sort_newest_first() -> None:
 
     ids = [new_id() for _ in range(50)]
     assert ids == sorted(ids, reverse=True)
+
+
+def test_outputs_never_exceed_max_output_side(make_app: AppFactory) -> None:
+    client = make_app(max_output_side=40).test_client()
+    body = upload(client, images.jpeg(80, 60), format="webp,png").get_json()
+    assert {(v["width"], v["height"]) for v in body["variants"]} == {(40, 30)}
+    assert (body["width"], body["height"]) == (80, 60)  # the record keeps the source's size
+
+
+def test_a_box_larger_than_max_output_side_is_400(make_app: AppFactory) -> None:
+    client = make_app(max_output_side=40).test_client()
+    assert upload(client, images.jpeg(80, 60), width="41").status_code == 400

@@ -56,8 +56,8 @@ def read_options(
     name = values.get("name") or filename
     return UploadOptions(
         formats=formats,
-        width=_int(values.get("width"), "width", 1, settings.max_side),
-        height=_int(values.get("height"), "height", 1, settings.max_side),
+        width=_int(values.get("width"), "width", 1, settings.max_output_side),
+        height=_int(values.get("height"), "height", 1, settings.max_output_side),
         fit=fit,
         quality=_int(values.get("quality"), "quality", *QUALITY_RANGE),
         lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),

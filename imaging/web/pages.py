@@ -73,7 +73,7 @@ def upload() -> ResponseReturnValue:
         default_formats=list(settings.default_formats),
         max_upload_bytes=settings.max_upload_bytes,
         accept=ACCEPT_ATTRIBUTE,
-        max_side=settings.max_side,
+        max_side=settings.max_output_side,
         fits=list(FIT_MODES),
     )
 
