@@ -377,12 +377,8 @@ def decode(
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
     with _pillow_boundary():
-        im = _open(data)
-        try:
-            return _decode(im, data, probed, specs, max_side, keep_copyright, animate)
-        except BaseException:
-            im.close()  # free the pixels now, not when the traceback goes
-            raise
+        # _decode holds the only reference to the opened image, so it can let go of it early.
+        return _decode(_open(data), data, probed, specs, max_side, keep_copyright, animate)
 
 
 def _decode(
@@ -425,12 +421,14 @@ def _decode(
         # (PNG's, for one, would copy the source's ICC profile from ``info``).
         frame.info = {}
         frames.append(frame)
-    del frame, im  # a single frame may be `im` itself: no copy of the pixels is made
+    # A single frame may be `im` itself (no copy of the pixels is made): from here on `frames`
+    # holds the only reference, so each stored frame is freed as soon as it is turned upright.
+    del frame, im
     transpose = _TRANSPOSE.get(orientation)
     if transpose is not None:
         for i, stored in enumerate(frames):
             frames[i] = stored.transpose(transpose)
-            del stored  # one at a time, so a big image is held twice at most for a moment
+            del stored
     width, height = probed.width, probed.height
     if orientation in _ROTATED:
         width, height = height, width
