@@ -35,9 +35,11 @@ from imaging.errors import (
 from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, INPUT_FORMATS, OUTPUT_FORMATS
 
 try:  # HEIC/HEIF (iPhone photos) come from pillow-heif's plugin.
-    from pillow_heif import register_heif_opener
+    import pillow_heif
 
-    register_heif_opener(thumbnails=False)
+    pillow_heif.register_heif_opener(thumbnails=False)
+    # One conversion runs per core (CONVERSION_SLOTS): codecs must not fan out on their own.
+    pillow_heif.options.DECODE_THREADS = 1
 except ImportError:  # pragma: no cover - pillow-heif is a hard requirement; kept for clarity
     pass
 
@@ -57,8 +59,10 @@ ALLOWED_PILLOW_FORMATS: tuple[str, ...] = tuple(
     f.pillow for f in INPUT_FORMATS.values() if f.pillow != "MPO"
 )
 FIT_MODES = ("contain", "cover", "fill")
-#: An animation may decode at most this many times MAX_PIXELS in all its frames together.
-ANIMATION_PIXEL_FACTOR = 4
+#: An animation may decode at most this many times MAX_PIXELS in all its frames together: every
+#: frame is held decoded (4 bytes a pixel) until the outputs are encoded, so 1 bounds one
+#: animated upload like one still image of MAX_PIXELS.
+ANIMATION_PIXEL_FACTOR = 1
 #: EXIF tags kept when KEEP_COPYRIGHT=1: Artist and Copyright; nothing that locates anyone.
 SAFE_EXIF_TAGS = (0x013B, 0x8298)
 #: Lossy WebP outputs larger than this are encoded with libwebp method 2 (see _webp_method).
@@ -662,7 +666,8 @@ def _encode(
         else:
             params.update(quality=quality, method=_webp_method(frames[0]))
     elif spec.format == "avif":
-        params.update(quality=quality, speed=7)
+        # libavif would use every core; one conversion per core is the budget (CONVERSION_SLOTS).
+        params.update(quality=quality, speed=7, max_threads=1)
     elif spec.format == "png":
         params.update(compress_level=6)
     elif spec.format == "gif":

@@ -686,11 +686,11 @@ def test_too_many_pixels_is_refused() -> None:
 
 
 def test_an_animation_over_its_pixel_budget_is_refused() -> None:
-    small = Limits(max_bytes=LIMITS.max_bytes, max_pixels=1200, max_side=100, max_frames=100)
+    small = Limits(max_bytes=LIMITS.max_bytes, max_pixels=4800, max_side=100, max_frames=100)
     data = images.animated_gif(frames=10, width=40, height=30)
     assert processing.probe(images.animated_gif(frames=4, width=40, height=30), small)
     with pytest.raises(LimitExceeded):
-        processing.probe(data, small)  # 10 frames of 1200 pixels > 4 x 1200
+        processing.probe(data, small)  # 10 frames of 1200 pixels > the 4800-pixel budget
 
 
 def test_a_file_over_max_bytes_is_too_large() -> None:
