@@ -40,6 +40,7 @@ pytest: $(VENV)/.dev
 ## Benchmarks print figures; they are not tests.
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.catalog
 
 ## Sweep variants left without a record by a crashed upload.
 gc: $(VENV)/.runtime

@@ -13,8 +13,8 @@ Backends: GCSStore against fake-gcs-server (the tests' emulator, in-memory backe
 LocalStore (the embedded default) on a scratch directory. The emulator runs the smaller sizes
 only: its in-memory backend scans a bucket's objects to insert or find one and sorts them all to
 list, so filling it is quadratic and its reads slow as the bucket grows (see the report). The
-figures are printed as a Markdown table and written, with the machine they ran on, to
-docs/benchmarks-catalog.md.
+figures are printed as a Markdown table with the machine they ran on (``--out FILE`` also
+writes them to a file); the README quotes the latest run.
 """
 
 from __future__ import annotations
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("docs/benchmarks-catalog.md"),
+        default=Path("-"),
         help="where to write the report ('-' prints it only)",
     )
     args = parser.parse_args(argv)

@@ -695,7 +695,7 @@ def _webp_method(im: Image.Image) -> int:
     From method 3 up, libwebp keeps a token buffer for the whole image: about 4 bytes a pixel
     (200 MB for 50 MP) on top of its ARGB and YUV copies, and its time grows faster than the
     pixel count (50 MP: 18 s against 2.4 s). Method 2 gives the same bytes within 2 % at 0.2-0.3 dB
-    less PSNR; it is only used above LARGE_WEBP_PIXELS (docs/benchmarks-engine.md).
+    less PSNR; it is only used above LARGE_WEBP_PIXELS (README "Benchmarks").
     """
     return 2 if im.width * im.height > LARGE_WEBP_PIXELS else 4
 
