@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +41,7 @@ from imaging.config import Settings
 from imaging.errors import Busy, ImagingError, ObjectExists, Unavailable
 from imaging.events import EVENT_PREFIX, EventLedger, Outcome
 from imaging.formats import parse_format_list
+from imaging.perprocess import PerProcess
 from imaging.pipeline import Pipeline, UploadOptions
 from imaging.sources import BucketSource, ObjectRef
 
@@ -247,8 +247,7 @@ class TaskQueue:
         self.audience = audience
         self.endpoint = endpoint
         self._timeout = timeout
-        self._client: tuple[int, Any] | None = None
-        self._lock = threading.Lock()
+        self._client = PerProcess(self._make_client)
 
     def enqueue(self, ref: ObjectRef, formats: tuple[str, ...] | None = None) -> str:
         """The task's full name; an existing task of that name counts as enqueued."""
@@ -289,15 +288,7 @@ class TaskQueue:
         return name
 
     def _client_for_process(self) -> Any:
-        pid = os.getpid()
-        current = self._client
-        if current is None or current[0] != pid:
-            with self._lock:
-                current = self._client
-                if current is None or current[0] != pid:
-                    current = (pid, self._make_client())
-                    self._client = current
-        return current[1]
+        return self._client.get()
 
     def _make_client(self) -> Any:
         from google.cloud import tasks_v2  # only deployments with a queue need it

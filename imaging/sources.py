@@ -10,22 +10,20 @@ between us and the bucket failing is StorageUnavailable (503: a retry may succee
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from google.api_core import exceptions as api_exceptions
-from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import GoogleAuthError
 from google.cloud.storage import Client
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge
+from imaging.perprocess import PerProcess
+from imaging.storage.gcs import default_client
 
 _UNAVAILABLE = (
     api_exceptions.GoogleAPIError,
@@ -85,11 +83,9 @@ class BucketSource:
         timeout: float = 10,
         deadline: float = 30,
     ) -> None:
-        self._injected_client = client
+        self._client = PerProcess(lambda: client or default_client())
         self._timeout = timeout
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
-        self._client: tuple[int, Client] | None = None
-        self._lock = threading.Lock()
 
     def read(self, ref: ObjectRef, *, max_bytes: int) -> SourceObject:
         """That generation's bytes and metadata; TooLarge (without downloading) over max_bytes."""
@@ -144,17 +140,8 @@ class BucketSource:
                     metadata=dict(blob.metadata or {}),
                 )
 
-    def _client_for_process(self) -> Any:
-        pid = os.getpid()
-        current = self._client
-        if current is None or current[0] != pid:
-            with self._lock:
-                current = self._client
-                # A client inherited across gunicorn's fork shares the parent's sockets.
-                if current is None or current[0] != pid:
-                    current = (pid, self._injected_client or _default_client())
-                    self._client = current
-        return current[1]
+    def _client_for_process(self) -> Client:
+        return self._client.get()
 
     @contextmanager
     def _unavailable_on_failure(self, action: str, ref: ObjectRef) -> Iterator[None]:
@@ -165,15 +152,6 @@ class BucketSource:
                 "The uploads bucket is unavailable. Please retry shortly.",
                 detail=f"gcs {action} {ref} failed: {exc!r}",
             ) from exc
-
-
-def _default_client() -> Client:
-    """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
-        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        return Client(project=project, credentials=anonymous)
-    return Client()
 
 
 def list_directory(root: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.perprocess import PerProcess
 from imaging.storage.local import check_key, check_prefix
 
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
@@ -71,9 +72,7 @@ class GCSStore:
         # Retries transient failures (429, 5xx, connection resets, timeouts) with exponential
         # backoff, giving up after ``deadline`` seconds in all.
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
-        self._injected_client = client
-        self._bucket: tuple[int, Any] | None = None  # (pid it was made in, storage.Bucket)
-        self._lock = threading.Lock()
+        self._bucket = PerProcess(lambda: (client or default_client()).bucket(bucket))
         self._signing_credentials: Any = None  # ADC, looked up on the first signed URL
         self._signing_lock = threading.Lock()
 
@@ -250,17 +249,7 @@ class GCSStore:
 
     def _handle(self) -> Any:
         """The bucket (a storage.Bucket), with a client made on first use in this process."""
-        pid = os.getpid()
-        current = self._bucket
-        if current is None or current[0] != pid:
-            with self._lock:
-                current = self._bucket
-                # A client inherited across fork shares its sockets with the parent: make anew.
-                if current is None or current[0] != pid:
-                    client = self._injected_client or _default_client()
-                    current = (pid, client.bucket(self.bucket_name))
-                    self._bucket = current
-        return current[1]
+        return self._bucket.get()
 
     @contextmanager
     def _unavailable_on_failure(self, action: str, key: str) -> Iterator[None]:
@@ -272,7 +261,7 @@ class GCSStore:
             ) from exc
 
 
-def _default_client() -> Client:
+def default_client() -> Client:
     """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
