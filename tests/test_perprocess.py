@@ -10,7 +10,12 @@ from imaging.perprocess import PerProcess
 
 def test_the_value_is_built_once_on_first_use() -> None:
     builds: list[int] = []
-    holder = PerProcess(lambda: builds.append(1) or object())
+
+    def build() -> object:
+        builds.append(1)
+        return object()
+
+    holder = PerProcess(build)
     assert builds == []
     assert holder.get() is holder.get()
     assert builds == [1]
