@@ -86,3 +86,19 @@ def parse_format_list(raw: str) -> tuple[str, ...]:
     """``'webp,jpg'`` -> ``('webp', 'jpeg')``, de-duplicated, order kept."""
     names = [canonical_format(p) for p in raw.split(",") if p.strip()]
     return tuple(dict.fromkeys(names))
+
+
+def describe_outputs() -> list[dict[str, object]]:
+    """The output registry as plain data, for the API and the upload page alike."""
+    return [
+        {
+            "name": f.name,
+            "label": f.label,
+            "mime": f.mime,
+            "ext": f.ext,
+            "alpha": f.alpha,
+            "animation": f.animation,
+            "default_quality": f.default_quality,
+        }
+        for f in OUTPUT_FORMATS.values()
+    ]

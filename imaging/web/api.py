@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from imaging.catalog import ImageRecord
 from imaging.errors import BadRequest, Forbidden, Unauthorized
-from imaging.formats import OUTPUT_FORMATS
+from imaging.formats import OUTPUT_FORMATS, describe_outputs
 from imaging.pipeline import IngestResult
 from imaging.web import services
 from imaging.web.forms import read_files, read_options
@@ -154,17 +154,4 @@ def authorize_delete(record: ImageRecord, delete_key: str | None) -> None:
 @bp.get("/api/formats")
 def formats() -> ResponseReturnValue:
     """The output format registry (what ``format=`` accepts)."""
-    return {
-        "formats": [
-            {
-                "name": f.name,
-                "label": f.label,
-                "mime": f.mime,
-                "ext": f.ext,
-                "alpha": f.alpha,
-                "animation": f.animation,
-                "default_quality": f.default_quality,
-            }
-            for f in OUTPUT_FORMATS.values()
-        ]
-    }
+    return {"formats": describe_outputs()}

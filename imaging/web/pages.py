@@ -8,7 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from imaging.errors import Forbidden, Unauthorized
-from imaging.formats import ACCEPT_ATTRIBUTE, OUTPUT_FORMATS
+from imaging.formats import ACCEPT_ATTRIBUTE, describe_outputs
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
 from imaging.web.api import authorize_delete, image_json, ingest_request, upload_response
@@ -59,17 +59,7 @@ def upload() -> ResponseReturnValue:
         return redirect(url_for("pages.unlock"))
     return render_template(
         "upload.html",
-        formats=[
-            {
-                "name": f.name,
-                "label": f.label,
-                "mime": f.mime,
-                "ext": f.ext,
-                "alpha": f.alpha,
-                "animation": f.animation,
-            }
-            for f in OUTPUT_FORMATS.values()
-        ],
+        formats=describe_outputs(),
         default_formats=list(settings.default_formats),
         max_upload_bytes=settings.max_upload_bytes,
         accept=ACCEPT_ATTRIBUTE,
