@@ -34,6 +34,10 @@ def _flag_env(name: str) -> bool:
 bind = f"0.0.0.0:{_int_env('PORT', 8080)}"
 # One process per core: decoding and encoding are CPU-bound and hold the GIL part of the time.
 workers = _int_env("WEB_CONCURRENCY", os.cpu_count() or 1)
+# The app bounds CPU work per process (CONVERSION_SLOTS, default: one per core). With several
+# worker processes that would be workers x cores conversions at once; share the cores out
+# instead, so excess requests queue for a slot rather than oversubscribe the CPU.
+os.environ.setdefault("CONVERSION_SLOTS", str(max(1, (os.cpu_count() or 1) // workers)))
 # Threads serve the I/O-bound part (uploads arriving, GCS writes, Cloud Vision calls); the
 # pipeline's conversion slots (CONVERSION_SLOTS) keep the CPU-bound part from oversubscribing.
 worker_class = "gthread"
