@@ -41,6 +41,7 @@ pytest: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.catalog
+	$(BIN)/python -m benchmarks.http
 
 ## Sweep variants left without a record by a crashed upload.
 gc: $(VENV)/.runtime

@@ -135,6 +135,11 @@ class Pipeline:
                 max_side=self.settings.max_output_side,
                 keep_copyright=self.settings.keep_copyright,
             )
+            # When every output fits one box, scale to it once and render from there: the
+            # thumbnail and the label copy then resample the small pixels, not the source.
+            box = _shared_box([spec for name, spec in specs.items() if name != "thumb"])
+            if box is not None:
+                decoded = processing.shrink(decoded, box, max_side=self.settings.max_output_side)
             if self.labeler.name != "none":
                 # Label the small copy while the variants encode: labels cost no extra latency.
                 label_copy = self._render(decoded, self._preset_spec("label", "jpeg"))
@@ -310,6 +315,19 @@ class _Slot:
 
     def __exit__(self, *exc: object) -> None:
         self._semaphore.release()
+
+
+def _shared_box(specs: list[RenderSpec]) -> tuple[int, int] | None:
+    """The one box every output fits into, when all are ``contain`` fits with a box."""
+    if not specs or any(s.fit != "contain" or s.upscale for s in specs):
+        return None
+    if any(s.width is None and s.height is None for s in specs):
+        return None  # a full-size output needs the full pixels
+    big = 1 << 30  # a missing side does not constrain
+    return (
+        max(s.width or big for s in specs),
+        max(s.height or big for s in specs),
+    )
 
 
 def _display_name(name: str) -> str:

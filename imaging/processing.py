@@ -12,6 +12,7 @@ boundary (``_pillow_boundary``): 415 for what is not a valid image, 422 for what
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import struct
@@ -626,6 +627,21 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
                 f"{decoded.source_frames} frames was kept."
             )
         return Rendition(spec.format, out.mime, out.ext, data, w, h, len(frames), warning)
+
+
+def shrink(decoded: Decoded, box: tuple[int, int], *, max_side: int) -> Decoded:
+    """``decoded`` scaled down to fit ``box`` (never up), to render smaller outputs from.
+
+    Rendering a 480 px thumbnail from the 1024 px output's pixels instead of the full source
+    costs a fraction of the resampling, at no visible loss (Lanczos both times).
+    """
+    with _pillow_boundary():
+        spec = RenderSpec(format="png", width=box[0], height=box[1])
+        size, _ = target_size(decoded.width, decoded.height, spec, max_side)
+        if size == (decoded.width, decoded.height) and decoded.frames[0].size == size:
+            return decoded
+        frames = [_fit(f, size, None) for f in decoded.frames]
+        return dataclasses.replace(decoded, frames=frames, width=size[0], height=size[1])
 
 
 def _fit(im: Image.Image, size: tuple[int, int], crop: tuple[int, int] | None) -> Image.Image:

@@ -790,3 +790,25 @@ def test_damaged_files_only_ever_raise_client_errors(kind: str) -> None:
             pytest.fail(f"{kind} mutation {attempt} raised {type(exc).__name__}: {exc}")
     assert refused  # the mutations really did damage files
     assert [r for r in refused if r[1] not in {400, 415, 422}] == []
+
+
+def test_shrink_scales_every_frame_into_the_box_and_keeps_the_aspect() -> None:
+    source = decoded(images.animated_gif(frames=3, width=200, height=100), RenderSpec("webp"))
+    small = processing.shrink(source, (50, 50), max_side=MAX_SIDE)
+    assert (small.width, small.height) == (50, 25)
+    assert [f.size for f in small.frames] == [(50, 25)] * 3
+    assert small.durations == source.durations
+
+
+def test_shrink_never_upscales() -> None:
+    source = decoded(images.png(40, 30), RenderSpec("png"))
+    assert processing.shrink(source, (400, 400), max_side=MAX_SIDE) is source
+
+
+def test_rendering_from_a_shrunk_image_gives_the_same_sizes() -> None:
+    source = decoded(images.jpeg(1632, 1224), RenderSpec("webp", 1024))
+    small = processing.shrink(source, (1024, 1024), max_side=MAX_SIDE)
+    thumb = RenderSpec("webp", 480, 480)
+    direct = processing.render(source, thumb, max_side=MAX_SIDE, background=BACKGROUND)
+    via = processing.render(small, thumb, max_side=MAX_SIDE, background=BACKGROUND)
+    assert (via.width, via.height) == (direct.width, direct.height) == (480, 360)
