@@ -41,7 +41,6 @@ from imaging.catalog import Catalog
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
-    Busy,
     Forbidden,
     Gone,
     ImagingError,
@@ -52,7 +51,7 @@ from imaging.errors import (
     Unavailable,
 )
 from imaging.formats import INPUT_FORMATS
-from imaging.pipeline import IngestResult, Pipeline, UploadOptions
+from imaging.pipeline import IngestResult, Pipeline, Slot, UploadOptions
 from imaging.storage import ObjectStore
 
 TEMP_PREFIX = "tmp/"
@@ -364,23 +363,8 @@ class UploadSessions:
     def _serializer(self) -> URLSafeSerializer:
         return URLSafeSerializer(self._secret(), salt="imaging.direct.put-token")
 
-    def _holding_slot(self) -> _Held:
-        return _Held(self._holding, self.settings.conversion_wait)
-
-
-class _Held:
-    """Waits up to ``wait`` seconds for a semaphore, then refuses with 503 Retry-After."""
-
-    def __init__(self, semaphore: threading.BoundedSemaphore, wait: float) -> None:
-        self._semaphore = semaphore
-        self._wait = wait
-
-    def __enter__(self) -> None:
-        if not self._semaphore.acquire(timeout=self._wait):
-            raise Busy("Every conversion slot is busy. Please retry in a few seconds.")
-
-    def __exit__(self, *exc: object) -> None:
-        self._semaphore.release()
+    def _holding_slot(self) -> Slot:
+        return Slot(self._holding, self.settings.conversion_wait)
 
 
 def _read_at_most(stream: IO[bytes], limit: int) -> bytes:

@@ -231,8 +231,8 @@ class Pipeline:
             background=self.settings.background,
         )
 
-    def _conversion_slot(self) -> _Slot:
-        return _Slot(self._slots, self.settings.conversion_wait)
+    def _conversion_slot(self) -> Slot:
+        return Slot(self._slots, self.settings.conversion_wait)
 
     def _collect_labels(
         self, future: Future[LabelResult] | None, started: float
@@ -300,7 +300,7 @@ class Pipeline:
             raise
 
 
-class _Slot:
+class Slot:
     """A conversion slot: waits up to ``wait`` seconds, then refuses with 503 Retry-After."""
 
     def __init__(self, semaphore: threading.BoundedSemaphore, wait: float) -> None:
