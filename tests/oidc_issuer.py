@@ -12,11 +12,10 @@ here): nothing is mocked.
 from __future__ import annotations
 
 import datetime
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -25,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+
+from tests.localhttp import JSONHandler, LocalHTTPServer
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 
@@ -62,13 +63,11 @@ class OidcIssuer:
         self.certificates = {self.key_id: _certificate_pem(self._key)}
         self.fetches = 0
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = LocalHTTPServer(_handler_for(self))
 
     @property
     def certs_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_port}/oauth2/v1/certs"
+        return f"{self._server.url}/oauth2/v1/certs"
 
     def token(
         self,
@@ -100,19 +99,11 @@ class OidcIssuer:
         return token.decode()
 
     def start(self) -> OidcIssuer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
+        self._server.stop()
 
     def count_fetch(self) -> None:
         with self._lock:
@@ -120,7 +111,7 @@ class OidcIssuer:
 
 
 def _handler_for(issuer: OidcIssuer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
@@ -130,16 +121,11 @@ def _handler_for(issuer: OidcIssuer) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 return
             issuer.count_fetch()
-            data = json.dumps(issuer.certificates).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Cache-Control", "public, max-age=21600, must-revalidate")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the test output is for the tests."""
+            self.send_json(
+                200,
+                issuer.certificates,
+                {"Cache-Control": "public, max-age=21600, must-revalidate"},
+            )
 
     return Handler
 

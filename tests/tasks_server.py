@@ -18,12 +18,13 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.localhttp import JSONHandler, LocalHTTPServer
 
 _CREATE = re.compile(r"^/v2/(projects/[^/]+/locations/[^/]+/queues/[^/]+)/tasks$")
 #: google.cloud.tasks.v2.HttpMethod: the client sends enums as numbers (enum-encoding=int).
@@ -62,28 +63,18 @@ class TasksServer:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.fail_status: int | None = None
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = LocalHTTPServer(_handler_for(self))
 
     @property
     def endpoint(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_port}"
+        return self._server.url
 
     def start(self) -> TasksServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
+        self._server.stop()
 
     def create(self, parent: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         task = payload.get("task") or {}
@@ -122,7 +113,7 @@ def _error(status: int, message: str) -> dict[str, Any]:
 
 
 def _handler_for(server: TasksServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
@@ -130,25 +121,14 @@ def _handler_for(server: TasksServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             match = _CREATE.match(path)
             if match is None:
-                self._send(404, _error(404, f"No route for {path}"))
+                self.send_json(404, _error(404, f"No route for {path}"))
                 return
             try:
                 payload = json.loads(body)
             except ValueError:
-                self._send(400, _error(400, "Invalid JSON payload received."))
+                self.send_json(400, _error(400, "Invalid JSON payload received."))
                 return
-            self._send(*server.create(match.group(1), payload))
-
-        def _send(self, status: int, answer: dict[str, Any]) -> None:
-            data = json.dumps(answer).encode()
-            self.send_response(status, HTTPStatus(status).phrase)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the test output is for the tests."""
+            self.send_json(*server.create(match.group(1), payload))
 
     return Handler
 

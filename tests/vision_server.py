@@ -26,12 +26,13 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.localhttp import JSONHandler, LocalHTTPServer
 
 __all__ = ["DEFAULT_LABELS", "ReceivedRequest", "VisionServer", "vision_server"]
 
@@ -98,8 +99,7 @@ class VisionServer:
     calls: int = 0  # HTTP calls (one call may carry several images)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
-    _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
+    _server: LocalHTTPServer | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -129,27 +129,16 @@ class VisionServer:
             self.calls = 0
 
     def start(self) -> VisionServer:
-        httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        # A "slow" handler may still be asleep at shutdown; it must not hold the test run up.
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LocalHTTPServer(_handler_for(self), port=self.port, poll_interval=0.05)
+        self.port = self._server.start().port
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # wakes "slow" handlers
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
+        if self._server is not None:
+            self._server.stop()
+        self._server = None
 
     # --- answering ---------------------------------------------------------------------------
 
@@ -247,7 +236,7 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
 
 
 def _handler_for(server: VisionServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         # Keep-alive like the real front end, so the client's connection pool is exercised.
         protocol_version = "HTTP/1.1"
 
@@ -255,25 +244,10 @@ def _handler_for(server: VisionServer) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if url.path != "/v1/images:annotate":
-                self._send(404, _error_body(404, f"No route for {url.path}"))
+                self.send_json(404, _error_body(404, f"No route for {url.path}"))
                 return
             status, answer = server.answer(body, unquote(url.query))
-            self._send(status, answer)
-
-        def _send(self, status: int, answer: Mapping[str, Any]) -> None:
-            data = json.dumps(answer).encode()
-            try:
-                self.send_response(status, HTTPStatus(status).phrase)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                # The client gave up first ("slow" mode): exactly what that mode is for.
-                self.close_connection = True
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the test output is for the tests."""
+            self.send_json(status, answer)
 
     return Handler
 
