@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,9 +46,9 @@ from requests.adapters import HTTPAdapter
 
 from imaging.catalog import Catalog, ImageRecord, Page, Variant, new_id
 from imaging.labeling import Label
-from imaging.storage import ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
+from tests.faults import CountingStore
 from tests.gcs_emulator import GCSEmulator, emulator_binary
 
 PAGE_LIMIT = 24  # the gallery's PAGE_SIZE and the API's default limit
@@ -72,55 +71,6 @@ BENCH_LABEL = "Tabby cat"
 HIDDEN_EVERY = 200
 SAFE = {"adult": "VERY_UNLIKELY", "violence": "VERY_UNLIKELY", "racy": "UNLIKELY"}
 FLAGGED = {"adult": "LIKELY", "violence": "VERY_UNLIKELY", "racy": "VERY_LIKELY"}
-
-
-class CountingStore:
-    """An ObjectStore that passes every call on and counts it by method (thread-safe)."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.calls: Counter[str] = Counter()
-        self.list_seconds = 0.0
-        self._lock = threading.Lock()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.calls.clear()
-            self.list_seconds = 0.0
-
-    def _count(self, method: str) -> None:
-        with self._lock:
-            self.calls[method] += 1
-
-    def put(
-        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
-    ) -> None:
-        self._count("put")
-        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
-
-    def get(self, key: str) -> bytes:
-        self._count("get")
-        return self.inner.get(key)
-
-    def delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner.delete(key)
-
-    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
-        self._count("list")
-        started = time.perf_counter()
-        try:
-            return self.inner.list(prefix, start_after=start_after, limit=limit)
-        finally:
-            with self._lock:
-                self.list_seconds += time.perf_counter() - started
-
-    def public_url(self, key: str) -> str:
-        return self.inner.public_url(key)
-
-    def check(self) -> None:
-        self.inner.check()
 
 
 class RequestCounter:

@@ -1,8 +1,11 @@
-"""Fault injection around a real store: fail the n-th write, or every call, like an outage would."""
+"""Wrappers around a real store: fail the n-th write or every call (like an outage would), or
+count the calls (what a gallery page costs)."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter
 
 from imaging.errors import StorageUnavailable
 from imaging.storage import ObjectStore
@@ -50,4 +53,59 @@ class FlakyStore:
     def check(self) -> None:
         if self.down:
             raise StorageUnavailable(detail="injected outage")
+        self.inner.check()
+
+
+class CountingStore:
+    """Passes every call on to a real store and counts it by method (thread-safe).
+
+    ``listed_prefixes`` records what was listed; ``list_seconds`` adds up time spent listing.
+    """
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: Counter[str] = Counter()
+        self.listed_prefixes: list[str] = []
+        self.list_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.listed_prefixes.clear()
+            self.list_seconds = 0.0
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self.calls[method] += 1
+
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        self._count("put")
+        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
+
+    def get(self, key: str) -> bytes:
+        self._count("get")
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
+        self._count("list")
+        started = time.perf_counter()
+        try:
+            return self.inner.list(prefix, start_after=start_after, limit=limit)
+        finally:
+            with self._lock:
+                self.listed_prefixes.append(prefix)
+                self.list_seconds += time.perf_counter() - started
+
+    def public_url(self, key: str) -> str:
+        return self.inner.public_url(key)
+
+    def check(self) -> None:
         self.inner.check()

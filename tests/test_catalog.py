@@ -6,7 +6,6 @@ counting wrapper around the real store where the cost of a page is the point.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,48 +15,9 @@ import pytest
 from imaging.catalog import Catalog, ImageRecord, Variant, new_id
 from imaging.labeling import Label
 from imaging.storage import ObjectStore
+from tests.faults import CountingStore
 
 START = 1_750_000_000.0  # a fixed "now", so ids (and thus the gallery order) are known
-
-
-class CountingStore:
-    """A real store whose calls are counted by method."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.calls: Counter[str] = Counter()
-        self.listed_prefixes: list[str] = []
-        self._lock = threading.Lock()
-
-    def _count(self, method: str) -> None:
-        with self._lock:
-            self.calls[method] += 1
-
-    def put(
-        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
-    ) -> None:
-        self._count("put")
-        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
-
-    def get(self, key: str) -> bytes:
-        self._count("get")
-        return self.inner.get(key)
-
-    def delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner.delete(key)
-
-    def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
-        self._count("list")
-        self.listed_prefixes.append(prefix)
-        return self.inner.list(prefix, start_after=start_after, limit=limit)
-
-    def public_url(self, key: str) -> str:
-        return self.inner.public_url(key)
-
-    def check(self) -> None:
-        self.inner.check()
 
 
 def record(n: int, *, labels: tuple[str, ...] = ("Cat",), hidden: bool = False) -> ImageRecord:
