@@ -36,6 +36,8 @@ from tests.test_events import (
     put_original,
     records,
 )
+from tests.test_events import app_store as app_store
+from tests.test_events import events_app as events_app
 from tests.test_events import uploads_bucket as uploads_bucket
 
 TEXT = b"shopping list: milk, eggs\n"
@@ -45,11 +47,6 @@ def truncated_png() -> bytes:
     """A PNG cut off halfway through its pixel data: the header still reads, the pixels do not."""
     data = images.png(256, 256)
     return data[: len(data) // 2]
-
-
-@pytest.fixture
-def app_store(gcs_bucket: str) -> ObjectStore:
-    return make_gcs_store(gcs_bucket)
 
 
 @pytest.fixture
@@ -251,26 +248,17 @@ def test_a_bad_argument_is_a_usage_error(app: Flask, tmp_path: Path, args: list[
 
 # -- the Cloud Tasks handler -----------------------------------------------------------------
 @pytest.fixture
-def task_app(
-    make_app: AppFactory,
-    app_store: ObjectStore,
-    gcs_bucket: str,
-    uploads_bucket: str,
-    oidc_issuer: OidcIssuer,
-) -> Callable[..., FlaskClient]:
+def task_app(events_app: Callable[..., Flask]) -> Callable[..., FlaskClient]:
+    """The events app with a Cloud Tasks queue configured."""
+
     def build(**changes: Any) -> FlaskClient:
         settings: dict[str, Any] = {
-            "gcs_bucket": gcs_bucket,
-            "uploads_bucket": uploads_bucket,
-            "events_audience": AUDIENCE,
-            "events_service_account": PUSHER,
-            "oidc_certs_url": oidc_issuer.certs_url,
             "tasks_queue": QUEUE,
             "tasks_service_account": TASKER,
             "tasks_api_endpoint": "http://127.0.0.1:9",  # never called by the handler
             **changes,
         }
-        return make_app(storage=app_store, **settings).test_client()
+        return events_app(**settings).test_client()
 
     return build
 
