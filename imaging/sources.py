@@ -16,22 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.api_core import exceptions as api_exceptions
-from google.auth.exceptions import GoogleAuthError
 from google.cloud.storage import Client
-from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge
 from imaging.perprocess import PerProcess
-from imaging.storage.gcs import default_client
-
-_UNAVAILABLE = (
-    api_exceptions.GoogleAPIError,
-    GoogleAuthError,
-    InvalidResponse,
-    DataCorruption,
-    OSError,
-)
+from imaging.storage.gcs import UNAVAILABLE_ERRORS, default_client
 
 
 @dataclass(frozen=True)
@@ -147,7 +137,7 @@ class BucketSource:
     def _unavailable_on_failure(self, action: str, ref: ObjectRef) -> Iterator[None]:
         try:
             yield
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE_ERRORS as exc:
             raise StorageUnavailable(
                 "The uploads bucket is unavailable. Please retry shortly.",
                 detail=f"gcs {action} {ref} failed: {exc!r}",

@@ -41,7 +41,7 @@ from imaging.storage.local import check_key, check_prefix
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
 #: (requests' exceptions are OSErrors), credential lookups, corrupted downloads. To a client, all
 #: of them mean "storage unavailable".
-_UNAVAILABLE = (
+UNAVAILABLE_ERRORS = (
     api_exceptions.GoogleAPIError,
     GoogleAuthError,
     InvalidResponse,
@@ -255,7 +255,7 @@ class GCSStore:
     def _unavailable_on_failure(self, action: str, key: str) -> Iterator[None]:
         try:
             yield
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE_ERRORS as exc:
             raise StorageUnavailable(
                 detail=f"gcs {action} {key!r} in {self.bucket_name!r} failed: {exc!r}"
             ) from exc
