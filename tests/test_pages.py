@@ -142,6 +142,15 @@ def test_media_serves_variants_with_our_content_type_and_long_cache(
     response.close()
 
 
+def test_media_answers_304_to_a_matching_etag(local_client: FlaskClient) -> None:
+    created = upload_via_api(local_client, images.jpeg(), "a.jpg")
+    url = created["variants"][0]["url"]  # type: ignore[index]
+    etag = local_client.get(url).headers["ETag"]
+    again = local_client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.data == b""
+
+
 def test_media_never_serves_records(local_client: FlaskClient) -> None:
     created = upload_via_api(local_client, images.jpeg(), "a.jpg")
     assert local_client.get(f"/media/rec/{created['id']}.json").status_code == 404

@@ -6,7 +6,9 @@ our own Content-Type (they are our re-encoded output), nosniff, and a year-long 
 
 from __future__ import annotations
 
-from flask import Blueprint, send_file
+import hashlib
+
+from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from imaging.catalog import IMAGE_PREFIX
@@ -26,9 +28,14 @@ def serve(key: str) -> ResponseReturnValue:
         raise NotFound("No such image file.")
     try:
         path, content_type = opener(key)
-    except (ValueError, FileNotFoundError, OSError):
+        # Read whole (variants are at most MAX_OUTPUT_SIDE px): no file stays open on the
+        # response when a browser drops the connection mid-transfer.
+        data = path.read_bytes()
+    except (ValueError, OSError):
         raise NotFound("No such image file.") from None
-    response = send_file(path, mimetype=content_type, conditional=True, max_age=31536000)
+    response = Response(data, mimetype=content_type)
+    # A key's bytes never change (writes are create-only), so the key itself is the ETag.
+    response.set_etag(hashlib.sha256(key.encode()).hexdigest()[:32])
     response.headers["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
     response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return response.make_conditional(request)
