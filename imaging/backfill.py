@@ -35,7 +35,7 @@ from imaging.batch import (
     is_own_object,
     permanent,
 )
-from imaging.errors import Busy, ImagingError, Unavailable
+from imaging.errors import Busy, ImagingError, Unavailable, limit_message
 from imaging.events import EventLedger
 from imaging.formats import parse_format_list
 from imaging.pipeline import Pipeline, UploadOptions
@@ -111,7 +111,7 @@ def directory_items(
                     ref,
                     "refused",
                     code="too_large",
-                    reason=f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.",
+                    reason=limit_message(max_bytes),
                 )
             try:
                 result = pipeline.ingest(

@@ -36,31 +36,18 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as api_exceptions
 from google.auth.exceptions import GoogleAuthError
 
-from imaging.catalog import HASH_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, RECORD_PREFIX, Catalog
+from imaging.catalog import OWN_PREFIXES, Catalog
 from imaging.config import Settings
 from imaging.errors import Busy, ImagingError, ObjectExists, Unavailable
-from imaging.events import EVENT_PREFIX, EventLedger, Outcome
+from imaging.events import EventLedger, Outcome
 from imaging.formats import parse_format_list
-from imaging.perprocess import PerProcess
+from imaging.gclients import PerProcess, stand_in_credentials
 from imaging.pipeline import Pipeline, UploadOptions
 from imaging.sources import BucketSource, ObjectRef
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Keys the app itself writes: an event or a batch over the app's own bucket must skip them,
-#: or every variant written would come back as a new upload. ``tmp/`` and ``upl/`` are the
-#: direct-upload door's (imaging/direct.py), which completes its own uploads.
-OWN_PREFIXES = (
-    IMAGE_PREFIX,
-    RECORD_PREFIX,
-    LABEL_PREFIX,
-    HASH_PREFIX,
-    EVENT_PREFIX,
-    "tmp/",
-    "upl/",
-)
 
 
 class InProgress(Unavailable):
@@ -295,15 +282,8 @@ class TaskQueue:
 
         if not self.endpoint:
             return tasks_v2.CloudTasksClient(transport="rest")
-        options: dict[str, Any] = {"api_endpoint": self.endpoint}
-        if self.endpoint.startswith("http://"):
-            # A plain-http endpoint is a local stand-in: Google's are https only, so no real
-            # credentials are ever sent in clear.
-            from google.auth.credentials import AnonymousCredentials
-
-            return tasks_v2.CloudTasksClient(
-                transport="rest",
-                client_options=options,
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            )
-        return tasks_v2.CloudTasksClient(transport="rest", client_options=options)
+        return tasks_v2.CloudTasksClient(
+            transport="rest",
+            client_options={"api_endpoint": self.endpoint},
+            **stand_in_credentials(self.endpoint),
+        )

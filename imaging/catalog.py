@@ -1,11 +1,14 @@
 """The gallery index, kept in the object store itself: records, newest-first pages, label index.
 
-Object layout (the same on local disk and in GCS)::
+Every object key the app writes is made here (the same on local disk and in GCS)::
 
     img/<id>/<variant>.<ext>   the public, immutable image files
     lbl/<label-slug>/<id>      empty marker: the label index
     sha/<content-key>/<id>     empty marker: the duplicate index (same bytes, same options)
     rec/<id>.json              the record; written LAST, so it is the commit point
+    tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
+    upl/<upload-id>[.put]      a direct upload's completion marker and PUT claim
+    evt/...                    the storage-event ledger (doors/ledger)
 
 Ids sort newest-first as plain strings (inverted millisecond time + random suffix), so an
 ascending listing of ``rec/`` *is* the gallery order and a cursor is just the last id seen: a
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -39,6 +44,43 @@ from imaging.storage import ObjectStore
 MAX_MS = 10**13 - 1
 ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
 RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
+TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX = "tmp/", "upl/", "evt/"
+#: Keys the app itself writes: an event or a batch over the app's own bucket must skip them, or
+#: every variant written would come back as a new upload.
+OWN_PREFIXES = (
+    IMAGE_PREFIX,
+    RECORD_PREFIX,
+    LABEL_PREFIX,
+    HASH_PREFIX,
+    EVENT_PREFIX,
+    TEMP_PREFIX,
+    UPLOAD_PREFIX,
+)
+
+
+def record_key(image_id: str) -> str:
+    return f"{RECORD_PREFIX}{image_id}.json"
+
+
+def variant_key(image_id: str, variant: str, ext: str) -> str:
+    return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+
+
+def hash_delete_key(delete_key: str) -> str:
+    """What a record keeps of the delete key shown once to the uploader."""
+    return hashlib.sha256(delete_key.encode()).hexdigest()
+
+
+def iter_keys(store: ObjectStore, prefix: str) -> Iterator[str]:
+    """Every key under ``prefix``, ascending, one listing call per 1000."""
+    start = ""
+    while True:
+        keys = store.list(prefix, start_after=start, limit=1000)
+        # A listing that does not move forward would loop forever: stop instead.
+        if not keys or keys[-1] <= start:
+            return
+        yield from keys
+        start = keys[-1]
 
 
 _last_ms = 0
@@ -115,6 +157,12 @@ class ImageRecord:
             keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
         return keys
 
+    def accepts_delete_key(self, delete_key: str) -> bool:
+        """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
+        return bool(self.delete_key_hash) and hmac.compare_digest(
+            hash_delete_key(delete_key), self.delete_key_hash
+        )
+
     def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
 
@@ -189,7 +237,7 @@ class Catalog:
         for key in record.marker_keys():
             self.store.put(key, b"", content_type="application/octet-stream")
         self.store.put(
-            f"{RECORD_PREFIX}{record.id}.json",
+            record_key(record.id),
             record.to_json(),
             content_type="application/json",
             cache_control="no-store",
@@ -198,7 +246,7 @@ class Catalog:
     def delete(self, image_id: str) -> ImageRecord:
         """Remove a record (first: the image leaves the gallery at once), then what it owned."""
         record = self.get(image_id)
-        self.store.delete(f"{RECORD_PREFIX}{image_id}.json")
+        self.store.delete(record_key(image_id))
         self.discard(record.keys())
         return record
 
@@ -216,7 +264,7 @@ class Catalog:
         if not is_valid_id(image_id):
             raise NotFound("No image with that id.")
         try:
-            raw = self.store.get(f"{RECORD_PREFIX}{image_id}.json")
+            raw = self.store.get(record_key(image_id))
         except ObjectNotFound:
             raise NotFound("No image with that id.") from None
         return ImageRecord.from_json(raw)
@@ -242,7 +290,7 @@ class Catalog:
             keys = self.store.list(prefix, start_after=start, limit=limit + 1)
             ids = [k[len(prefix) :] for k in keys]
         else:
-            start = f"{RECORD_PREFIX}{cursor}.json" if cursor else ""
+            start = record_key(cursor) if cursor else ""
             keys = self.store.list(RECORD_PREFIX, start_after=start, limit=limit + 1)
             ids = [k[len(RECORD_PREFIX) : -len(".json")] for k in keys]
         more = len(ids) > limit
@@ -275,15 +323,7 @@ class Catalog:
             yield key[len(RECORD_PREFIX) : -len(".json")]
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix``, ascending, one listing call per 1000."""
-        start = ""
-        while True:
-            keys = self.store.list(prefix, start_after=start, limit=1000)
-            # A listing that does not move forward would loop forever: stop instead.
-            if not keys or keys[-1] <= start:
-                return
-            yield from keys
-            start = keys[-1]
+        return iter_keys(self.store, prefix)
 
     # -- maintenance -----------------------------------------------------------------------
     def sweep(self, *, grace_seconds: float, now: float | None = None) -> list[str]:

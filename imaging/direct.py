@@ -30,14 +30,15 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol, runtime_checkable
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from imaging.catalog import Catalog
+from imaging.catalog import TEMP_PREFIX, Catalog, iter_keys
+from imaging.catalog import UPLOAD_PREFIX as MARKER_PREFIX
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -54,8 +55,6 @@ from imaging.formats import INPUT_FORMATS
 from imaging.pipeline import IngestResult, Pipeline, Slot, UploadOptions
 from imaging.storage import ObjectStore
 
-TEMP_PREFIX = "tmp/"
-MARKER_PREFIX = "upl/"
 _CLAIM_SUFFIX = ".put"
 
 #: How long after its URL expires an upload may still be completed: a big file on a slow link
@@ -182,10 +181,7 @@ class UploadSessions:
         if size < 1:
             raise BadRequest("size must be the file's size in bytes (at least 1).")
         if size > self.max_bytes:
-            raise TooLarge(
-                f"The file is larger than the {self.settings.direct_upload_max_mb} MB limit "
-                "for direct uploads."
-            )
+            raise TooLarge.over(self.max_bytes, scope="for direct uploads")
         ttl = self.settings.upload_url_ttl
         expires = int(time.time() if now is None else now) + ttl
         upload_id = self._mint_id(expires)
@@ -287,10 +283,7 @@ class UploadSessions:
                     "ticket's URL first, then complete."
                 ) from None
             if len(data) > self.max_bytes:
-                raise TooLarge(
-                    f"The file is larger than the {self.settings.direct_upload_max_mb} MB limit "
-                    "for direct uploads."
-                )
+                raise TooLarge.over(self.max_bytes, scope="for direct uploads")
             # A failure here leaves tmp/<id> in place: a 400 for bad options or a 503 can be
             # retried with the same upload id; the lifecycle rule or sweep removes the rest.
             result = self._pipeline.ingest(data, options, max_bytes=self.max_bytes)
@@ -315,7 +308,7 @@ class UploadSessions:
         now = time.time() if now is None else now
         removed = []
         for prefix in (TEMP_PREFIX, MARKER_PREFIX):
-            for key in list(_all_keys(self.store, prefix)):
+            for key in list(iter_keys(self.store, prefix)):
                 name = key[len(prefix) :].removesuffix(_CLAIM_SUFFIX)
                 match = _UPLOAD_ID.match(name)
                 if match is None:
@@ -377,10 +370,3 @@ def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
             raise TooLarge(f"This upload was created for at most {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _all_keys(store: ObjectStore, prefix: str) -> Iterable[str]:
-    start = ""
-    while keys := store.list(prefix, start_after=start, limit=1000):
-        yield from keys
-        start = keys[-1]

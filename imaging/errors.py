@@ -53,6 +53,17 @@ class Gone(ImagingError):
 class TooLarge(ImagingError):
     status, code = 413, "too_large"
 
+    @classmethod
+    def over(cls, limit_bytes: int, *, what: str = "file", scope: str = "") -> TooLarge:
+        """The one wording of a size refusal: "The file is larger than the 20 MB limit."."""
+        return cls(limit_message(limit_bytes, what=what, scope=scope))
+
+
+def limit_message(limit_bytes: int, *, what: str = "file", scope: str = "") -> str:
+    """``The <what> is larger than the <N> MB limit[ <scope>].`` (N in MiB, rounded down)."""
+    suffix = f" {scope}" if scope else ""
+    return f"The {what} is larger than the {limit_bytes // (1024 * 1024)} MB limit{suffix}."
+
 
 class UnsupportedFormat(ImagingError):
     status, code = 415, "unsupported_format"

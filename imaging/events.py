@@ -36,6 +36,7 @@ import google.auth.transport.requests
 from google.auth.exceptions import GoogleAuthError, TransportError
 from google.oauth2 import id_token
 
+from imaging.catalog import EVENT_PREFIX
 from imaging.errors import (
     BadRequest,
     Forbidden,
@@ -54,7 +55,6 @@ FINALIZED_CLOUDEVENT = "google.cloud.storage.object.v1.finalized"
 FINALIZED_NOTIFICATION = "OBJECT_FINALIZE"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-EVENT_PREFIX = "evt/"
 #: A claim older than this is taken to be a crashed worker's, and may be taken over. It is
 #: longer than any one conversion (Cloud Run's request timeout defaults to 5 minutes).
 CLAIM_TTL_SECONDS = 15 * 60

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from imaging import observability, processing
-from imaging.catalog import IMAGE_PREFIX, Catalog, ImageRecord, Variant, new_id
+from imaging.catalog import Catalog, ImageRecord, Variant, hash_delete_key, new_id, variant_key
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -90,9 +90,6 @@ class Pipeline:
         self._label_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label")
         self._write_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
 
-    def hash_delete_key(self, key: str) -> str:
-        return hashlib.sha256(key.encode()).hexdigest()
-
     def ingest(
         self, data: bytes, options: UploadOptions, *, max_bytes: int | None = None
     ) -> IngestResult:
@@ -158,7 +155,7 @@ class Pipeline:
             name: Variant(
                 name=name,
                 format=r.format,
-                key=f"{IMAGE_PREFIX}{image_id}/{name}.{r.ext}",
+                key=variant_key(image_id, name, r.ext),
                 content_type=r.mime,
                 bytes=len(r.data),
                 width=r.width,
@@ -191,7 +188,7 @@ class Pipeline:
             safe_search=dict(result.safe_search),
             hidden=self._held_back(result),
             content_key=content_key,
-            delete_key_hash=self.hash_delete_key(delete_key),
+            delete_key_hash=hash_delete_key(delete_key),
             warnings=tuple(dict.fromkeys(warnings)),
             receipt=receipt,
         )

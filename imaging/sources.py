@@ -19,8 +19,8 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud.storage import Client
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge
-from imaging.perprocess import PerProcess
+from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge, limit_message
+from imaging.gclients import PerProcess
 from imaging.storage.gcs import UNAVAILABLE_ERRORS, default_client
 
 
@@ -94,7 +94,7 @@ class BucketSource:
                 raise ObjectNotFound("No such object.", detail=f"{ref} not found")
             if blob.size is not None and int(blob.size) > max_bytes:
                 raise TooLarge(
-                    f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.",
+                    limit_message(max_bytes),
                     detail=f"{ref} has {blob.size} bytes",
                 )
             try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imaging.errors import LabelerUnavailable
+from imaging.gclients import stand_in_credentials
 
 if TYPE_CHECKING:
     from imaging.config import Settings
@@ -69,19 +70,12 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
     if settings.labeler == "vision":
         from imaging.labeling.vision import VisionLabeler
 
-        if settings.vision_api_endpoint.startswith("http://") and "credentials" not in kwargs:
-            # A plain-http endpoint is a local stand-in (tests, emulators): Google's own
-            # endpoints are https only, so no real credentials are ever sent in clear.
-            from google.auth.credentials import AnonymousCredentials
-
-            kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
-
         return VisionLabeler(
             endpoint=settings.vision_api_endpoint,
             max_results=settings.label_max_results,
             min_score=settings.label_min_score,
             timeout=settings.label_timeout,
             safe_search=settings.safe_search,
-            **kwargs,
+            **{**stand_in_credentials(settings.vision_api_endpoint), **kwargs},
         )
     return NullLabeler()

@@ -28,14 +28,14 @@ import google.auth
 import google.auth.transport.requests
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
-from google.auth.credentials import AnonymousCredentials, Signing
+from google.auth.credentials import Signing
 from google.auth.exceptions import GoogleAuthError
 from google.cloud.storage import Client
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
-from imaging.perprocess import PerProcess
+from imaging.gclients import PerProcess, anonymous_credentials
 from imaging.storage.local import check_key, check_prefix
 
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
@@ -265,8 +265,7 @@ def default_client() -> Client:
     """A client for the emulator STORAGE_EMULATOR_HOST names, else for GCS with ADC."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
-        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        return Client(project=project, credentials=anonymous)
+        return Client(project=project, credentials=anonymous_credentials())
     return Client()
 
 

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from imaging import observability
 from imaging.catalog import Catalog
 from imaging.config import Settings
-from imaging.errors import Forbidden, ImagingError
+from imaging.errors import Forbidden, ImagingError, limit_message
 from imaging.labeling import Labeler
 from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore
@@ -99,8 +99,7 @@ def register_error_handlers(app: Flask) -> None:
             status, (exc.name or "error").lower().replace(" ", "_")
         )
         messages = {
-            413: f"The upload is larger than the "
-            f"{current_app.config['MAX_CONTENT_LENGTH'] // (1024 * 1024)} MB limit.",
+            413: limit_message(current_app.config["MAX_CONTENT_LENGTH"], what="upload"),
             404: "Nothing here.",
             405: "That method is not allowed here.",
             400: "The request could not be understood.",

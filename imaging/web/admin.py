@@ -28,7 +28,7 @@ from dataclasses import replace
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from imaging.catalog import RECORD_PREFIX, Catalog, ImageRecord
+from imaging.catalog import Catalog, ImageRecord, record_key
 from imaging.errors import BadRequest, Forbidden, StorageUnavailable, Unauthorized
 from imaging.web import services
 from imaging.web.api import MAX_PAGE, image_json
@@ -56,7 +56,7 @@ def approve_record(catalog: Catalog, image_id: str) -> ImageRecord:
     if not held.hidden:
         return held
     approved = replace(held, hidden=False)
-    key = f"{RECORD_PREFIX}{image_id}.json"
+    key = record_key(image_id)
     store = catalog.store
 
     def write(record: ImageRecord) -> None:

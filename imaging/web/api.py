@@ -5,8 +5,6 @@ It never reads cookies, so a cross-site form cannot drive it (no CSRF surface).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 from urllib.parse import urljoin
 
@@ -146,8 +144,7 @@ def authorize_delete(record: ImageRecord, delete_key: str | None) -> None:
         return
     if not delete_key:
         raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
-    digest = hashlib.sha256(delete_key.encode()).hexdigest()
-    if not (record.delete_key_hash and hmac.compare_digest(digest, record.delete_key_hash)):
+    if not record.accepts_delete_key(delete_key):
         raise Forbidden("That delete key does not belong to this image.")
 
 

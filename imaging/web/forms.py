@@ -30,7 +30,7 @@ def read_files(settings: Settings) -> list[UploadedFile]:
     for storage in files:
         data = storage.stream.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
-            raise TooLarge(f"The file is larger than the {settings.max_upload_mb} MB limit.")
+            raise TooLarge.over(settings.max_upload_bytes)
         out.append(UploadedFile(storage.filename or "", data))
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from imaging.perprocess import PerProcess
+from imaging.gclients import PerProcess
 
 
 def test_the_value_is_built_once_on_first_use() -> None:
