@@ -4,7 +4,7 @@ No Docker engine is needed: the tests lint the Dockerfile, lay out the files its
 copies, and run its CMD (gunicorn with gunicorn.conf.py) on them with the Dockerfile's ENV, on a
 free port, so a CMD, COPY or config that drifts breaks them. Then: real uploads over HTTP, JSON
 logs on stdout, metrics added up across workers, and a SIGTERM that lets an in-flight upload
-finish. Last, cloudbuild.yaml against the README's deploy guide.
+finish. Last, cloudbuild.yaml against the deploy guide (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tests.conftest import AppFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
-DEPLOY_DOC = ROOT / "README.md"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
 BIN = Path(sys.executable).parent  # the environment's scripts: gunicorn, hadolint
 
@@ -457,7 +457,7 @@ def flags(args: list[str]) -> dict[str, str]:
 
 
 def documented_deploy_command() -> list[str]:
-    """The ``gcloud run deploy`` command of the README's deploy guide, as its words."""
+    """The ``gcloud run deploy`` command of the deploy guide, as its words."""
     blocks = re.findall(r"```bash\n(.*?)```", DEPLOY_DOC.read_text(), re.S)
     commands = [
         re.sub(r"\\\n\s*", " ", c)
