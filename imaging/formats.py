@@ -64,6 +64,13 @@ INPUT_FORMATS: dict[str, InputFormat] = {
 
 ACCEPTED_INPUT_DESCRIPTION = ", ".join(dict.fromkeys(f.label for f in INPUT_FORMATS.values()))
 
+
+def accepted_inputs_sentence() -> str:
+    """The input formats as a person reads them: ``JPEG, PNG, ..., TIFF or BMP``."""
+    names = list(dict.fromkeys(f.label.split(" ")[0] for f in INPUT_FORMATS.values()))
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
 #: What the upload page's file picker offers; the server re-checks from the bytes anyway.
 ACCEPT_ATTRIBUTE = ",".join(
     sorted({f.mime for f in INPUT_FORMATS.values()} | {".heic", ".heif", ".avif"})

@@ -16,6 +16,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, Request, expect
 from skimage import data as samples
 
+from imaging.formats import accepted_inputs_sentence
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 
@@ -86,6 +87,11 @@ def test_two_photos_upload_with_progress_and_appear_labelled_in_the_gallery(
         expect(bar).to_have_attribute("aria-valuenow", "100")
         expect(bar).to_have_text("done")
         expect(item.get_by_test_id("result-label").first).to_be_visible()
+        # A chip reads "<label> <score>%" and links to the gallery filtered by that label.
+        expect(item.get_by_test_id("result-label").first).to_have_text(re.compile(r"^\S.* \d+%$"))
+        expect(item.get_by_test_id("result-label").first).to_have_attribute(
+            "href", re.compile(r"^/\?label=[a-z0-9-]+$")
+        )
         expect(item.get_by_test_id("result-url").first).to_have_text(
             re.compile(rf"^{re.escape(live_server.url)}/media/.+\.webp$")
         )
@@ -117,6 +123,8 @@ def test_a_file_that_is_not_an_image_is_refused_in_the_page_and_never_sent(
     item = page.get_by_test_id("upload-item")
     expect(item).to_have_attribute("data-state", "invalid")
     expect(item.get_by_test_id("upload-status")).to_contain_text("Not an image")
+    # The formats it names come from the server's registry, not from the script.
+    expect(item.get_by_test_id("upload-status")).to_contain_text(accepted_inputs_sentence())
     page.get_by_test_id("upload-button").click()
 
     expect(page.get_by_test_id("form-message")).to_contain_text("None of the chosen files")

@@ -8,7 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from imaging.errors import Forbidden, Unauthorized
-from imaging.formats import ACCEPT_ATTRIBUTE, describe_outputs
+from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
 from imaging.web.api import authorize_delete, image_json, ingest_request, upload_response
@@ -63,6 +63,7 @@ def upload() -> ResponseReturnValue:
         default_formats=list(settings.default_formats),
         max_upload_bytes=settings.max_upload_bytes,
         accept=ACCEPT_ATTRIBUTE,
+        accepted_inputs=accepted_inputs_sentence(),
         max_side=settings.max_output_side,
         fits=list(FIT_MODES),
     )

@@ -24,8 +24,13 @@
   if (window.directUpload) maxBytes = window.directUpload.maxBytes(maxBytes);
   var maxParallel = Math.max(1, Number(form.dataset.maxParallel) || 3);
   var galleryUrl = form.dataset.galleryUrl || '/';
-  // Browsers often report no MIME type for these, so the extension has to vouch for them.
-  var IMAGE_EXTENSIONS = ['heic', 'heif', 'avif'];
+  // Browsers often report no MIME type for some images (HEIC, AVIF), so the extensions the file
+  // picker accepts (from the server's format registry) vouch for them.
+  var IMAGE_EXTENSIONS = (input.getAttribute('accept') || '').split(',')
+    .map(function (entry) { return entry.trim().toLowerCase(); })
+    .filter(function (entry) { return entry.charAt(0) === '.'; })
+    .map(function (entry) { return entry.slice(1); });
+  var ACCEPTED_INPUTS = form.dataset.acceptedInputs || 'image';
   var FALLBACK_MESSAGES = {
     400: 'The server could not read this upload.',
     403: 'The form expired. Reload the page and try again.',
@@ -57,7 +62,7 @@
   function problemWith(file) {
     var type = (file.type || '').toLowerCase();
     if (type.indexOf('image/') !== 0 && IMAGE_EXTENSIONS.indexOf(extension(file.name)) < 0) {
-      return 'Not an image: choose a JPEG, PNG, GIF, WebP, AVIF, HEIC, TIFF or BMP file.';
+      return 'Not an image: choose a ' + ACCEPTED_INPUTS + ' file.';
     }
     if (file.size === 0) return 'The file is empty.';
     if (file.size > maxBytes) {
@@ -80,6 +85,11 @@
     var url = new URL(galleryUrl, location.href);
     url.searchParams.set('label', slug);
     return url.pathname + url.search;
+  }
+
+  // A fresh copy of one of the page's <template> pieces (its first element).
+  function piece(id) {
+    return document.getElementById(id).content.firstElementChild.cloneNode(true);
   }
 
   function part(item, selector) {
@@ -306,23 +316,15 @@
     var labels = part(item, '.result-labels');
     labels.textContent = '';
     (image.labels || []).forEach(function (label) {
-      var li = document.createElement('li');
-      var chip = document.createElement('a');
-      chip.className = 'label-chip label-chip-sm';
+      var li = piece('result-label-template');
+      var chip = li.querySelector('a');
       chip.href = galleryLink(label.slug);
-      chip.dataset.testid = 'result-label';
-      chip.textContent = label.description + ' ';
-      var score = document.createElement('span');
-      score.className = 'label-chip-count';
-      score.textContent = Math.round(label.score * 100) + '%';
-      chip.appendChild(score);
-      li.appendChild(chip);
+      chip.querySelector('.chip-text').textContent = label.description;
+      chip.querySelector('.label-chip-count').textContent = Math.round(label.score * 100) + '%';
       labels.appendChild(li);
     });
     if (!labels.children.length) {
-      var none = document.createElement('li');
-      none.className = 'label-chip label-chip-sm label-chip-muted';
-      none.dataset.testid = 'no-labels';
+      var none = piece('no-labels-template');
       none.textContent = image.label_status === 'error' ? 'labels unavailable' : 'no labels';
       labels.appendChild(none);
     }
@@ -332,25 +334,15 @@
     (image.variants || []).forEach(function (variant) {
       var url = safeUrl(variant.url);
       if (!url) return;
-      var li = document.createElement('li');
-      li.className = 'd-flex align-items-baseline gap-2 mb-1';
-      var badge = document.createElement('span');
-      badge.className = 'badge text-bg-secondary';
-      badge.textContent = String(variant.format || variant.name).toUpperCase();
-      var link = document.createElement('a');
+      var li = piece('result-variant-template');
+      li.querySelector('.variant-format').textContent =
+        String(variant.format || variant.name).toUpperCase();
+      var link = li.querySelector('.variant-url');
       link.href = url;
-      link.target = '_blank';
-      link.rel = 'noopener';
-      link.className = 'text-truncate';
       link.title = url;
-      link.dataset.testid = 'result-url';
       link.textContent = url;
-      var size = document.createElement('span');
-      size.className = 'text-body-secondary text-nowrap ms-auto d-none d-sm-inline';
-      size.textContent = variant.width + '×' + variant.height + ' · ' + formatBytes(variant.bytes);
-      li.appendChild(badge);
-      li.appendChild(link);
-      li.appendChild(size);
+      li.querySelector('.variant-size').textContent =
+        variant.width + '×' + variant.height + ' · ' + formatBytes(variant.bytes);
       variants.appendChild(li);
     });
     var notes = (image.warnings || []).slice();
@@ -358,9 +350,7 @@
       notes.unshift('Held back for review: it joins the gallery once an admin approves it.');
     }
     notes.forEach(function (warning) {
-      var li = document.createElement('li');
-      li.className = 'text-warning-emphasis';
-      li.dataset.testid = 'result-note';
+      var li = piece('result-note-template');
       li.textContent = warning;
       variants.appendChild(li);
     });
