@@ -3,20 +3,25 @@
 #   docker run --rm -p 8080:8080 cloud-image-app        # embedded defaults: local disk, local model
 # On Cloud Run set STORAGE_BACKEND=gcs, GCS_BUCKET and SECRET_KEY (see docs/deploy.md).
 
-ARG PYTHON_VERSION=3.11.13
+# The base image by digest (the multi-platform manifest of python:3.11.13-slim-bookworm), so a
+# rebuild gets the same bytes; refresh it deliberately with
+#   docker buildx imagetools inspect python:3.11.13-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 # -- builder: the runtime dependencies, installed into a virtualenv ------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 # Every dependency ships a manylinux wheel, so no compiler or -dev package is needed.
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
+# Dependencies first: this layer is rebuilt only when the lock changes. requirements.lock pins
+# every runtime package, transitive ones included, with the hashes of its files (make lock), and
+# --require-hashes refuses anything else: a swapped or new file on the index cannot get in.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock
 
 # -- runtime: the virtualenv and the app, nothing else -------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \

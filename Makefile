@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# pip-tools lives outside the project's venv: only `make lock` needs it.
+LOCK_VENV ?= $(or $(TMPDIR),/tmp)/cloud-image-app-lock-venv
 
-.PHONY: run test lint typecheck pytest bench gc clean
+.PHONY: run test lint typecheck pytest bench gc clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +48,13 @@ bench: $(VENV)/.dev
 ## Sweep variants left without a record by a crashed upload.
 gc: $(VENV)/.runtime
 	$(BIN)/flask --app cloud_image_app gc
+
+## Re-pin requirements.lock (every runtime package with its file hashes) from requirements.txt.
+lock:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip-tools
+	$(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
