@@ -17,9 +17,10 @@ from flask.testing import FlaskClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from imaging.doors.events import parse_delivery
+from imaging.doors.ledger import EventLedger, Outcome, outcome_key
+from imaging.doors.sources import ObjectRef
 from imaging.errors import BadRequest
-from imaging.events import EventLedger, Outcome, outcome_key, parse_delivery
-from imaging.sources import ObjectRef
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
