@@ -83,10 +83,10 @@ class EventLedger:
         try:
             self.store.put(outcome_key(ref), outcome.to_json(), content_type="application/json")
         except ObjectExists:
-            existing = self.outcome(ref)
-            if existing is None:
+            standing = self.outcome(ref)
+            if standing is None:
                 raise
-            return existing
+            return standing
         return outcome
 
     def forget_refusal(self, ref: ObjectRef) -> None:
