@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from imaging.web import services as web_services
 from tests import images
 from tests.conftest import AppFactory
 
+IMAGING = Path(__file__).resolve().parents[1] / "imaging"
+BLUEPRINTS = ("admin", "api", "deliveries", "media", "ops", "pages", "uploads")
 AUDIENCE = "https://images.example.run.app"
 EVENTS = {
     "events_audience": AUDIENCE,
@@ -146,3 +149,29 @@ def test_uploads_sweep_sweeps_the_apps_upload_sessions(
         "removed tmp/expired",
         "1 expired direct-upload object(s) removed.",
     ]
+
+
+# -- who may import whom ------------------------------------------------------------------------
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((IMAGING / "doors").glob("*.py")), ids=lambda p: p.name)
+def test_the_doors_never_import_the_web_layer(path: Path) -> None:
+    web = {m for m in imported_modules(path) if m == "imaging.web" or m.startswith("imaging.web.")}
+
+    assert web == set()
+
+
+@pytest.mark.parametrize("name", BLUEPRINTS)
+def test_a_blueprint_never_imports_another(name: str) -> None:
+    others = {f"imaging.web.{other}" for other in BLUEPRINTS if other != name}
+
+    assert imported_modules(IMAGING / "web" / f"{name}.py") & others == set()

@@ -331,6 +331,7 @@ class UploadSessions:
         return self.settings.secret_key.encode()
 
     def _mac(self, message: str) -> str:
+        # The salts keep this module's old name: a new one would void every upload in flight.
         key = hashlib.sha256(b"imaging.direct.upload-id|" + self._secret()).digest()
         return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
 
