@@ -16,16 +16,15 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imaging import observability
-from imaging.backfill import convert_batch_command
-from imaging.catalog import Catalog
 from imaging.config import Settings, SettingsError
-from imaging.labeling import Labeler, build_labeler
-from imaging.pipeline import Pipeline
-from imaging.storage import ObjectStore, build_store
+from imaging.doors.backfill import convert_batch_command
+from imaging.labeling import Labeler
+from imaging.services import build_services, install, services_of
+from imaging.storage import ObjectStore
 from imaging.web import (
-    Services,
     admin,
     api,
+    deliveries,
     media,
     ops,
     pages,
@@ -33,7 +32,6 @@ from imaging.web import (
     register_security,
     uploads,
 )
-from imaging.web import events as event_doors
 from imaging.web.security import init_rate_limits
 
 #: Room for the multipart envelope and the small form fields around one file.
@@ -71,17 +69,8 @@ def create_app(
     # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
     observability.init_app(app, settings)
 
-    store = storage if storage is not None else build_store(settings)
-    labels = labeler if labeler is not None else build_labeler(settings)
-    catalog = Catalog(store)
-    app.extensions["imaging"] = Services(
-        settings=settings,
-        store=store,
-        labeler=labels,
-        catalog=catalog,
-        pipeline=Pipeline(settings, store, labels, catalog),
-    )
-    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, event_doors.bp, admin.bp):
+    install(app, build_services(settings, store=storage, labeler=labeler))
+    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, deliveries.bp, admin.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
@@ -103,7 +92,7 @@ def register_commands(app: Flask) -> None:
     @click.option("--grace", type=int, default=None, help="Seconds an unrecorded object may live.")
     def gc(grace: int | None) -> None:
         """Remove variants and index markers left without a record by a crashed upload."""
-        svc: Services = app.extensions["imaging"]
+        svc = services_of(app)
         grace_seconds = svc.settings.gc_grace_seconds if grace is None else grace
         removed = svc.catalog.sweep(grace_seconds=grace_seconds, now=time.time())
         for key in removed:

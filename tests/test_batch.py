@@ -18,9 +18,10 @@ from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
 
-from imaging.batch import TaskQueue, WorkerPool, task_id
+from imaging.doors.convert import WorkerPool
+from imaging.doors.sources import ObjectRef
+from imaging.doors.tasks import TaskQueue, task_id
 from imaging.errors import Busy
-from imaging.sources import ObjectRef
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory

@@ -25,10 +25,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, Request, expect
 
-from imaging.direct import COMPLETE_WINDOW_SECONDS, Ticket, UploadSessions
+from imaging.doors.direct import COMPLETE_WINDOW_SECONDS, Ticket, UploadSessions
+from imaging.services import services_of
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
-from imaging.web.uploads import EXTENSION
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.gcs_emulator import GCSEmulator, make_gcs_store
@@ -39,8 +39,7 @@ MiB = 1024 * 1024
 
 # -- helpers -------------------------------------------------------------------------------------
 def sessions(app: Flask) -> UploadSessions:
-    found: UploadSessions = app.extensions[EXTENSION]
-    return found
+    return services_of(app).uploads
 
 
 def create_ticket(

@@ -17,15 +17,17 @@ from flask.testing import FlaskClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from imaging.doors.events import parse_delivery
+from imaging.doors.ledger import EventLedger, Outcome, outcome_key
+from imaging.doors.sources import ObjectRef
 from imaging.errors import BadRequest
-from imaging.events import EventLedger, Outcome, outcome_key, parse_delivery
-from imaging.sources import ObjectRef
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
 from tests.oidc_issuer import OidcIssuer
 from tests.tasks_server import TasksServer
+from tests.test_observability import metric
 
 AUDIENCE = "https://images.example.run.app"
 PUSHER = "eventarc-push@demo-project.iam.gserviceaccount.com"
@@ -478,6 +480,27 @@ def test_google_certificates_are_fetched_once_for_many_events(
         deliver(client, pubsub_push(resource), oidc_issuer.token(audience=AUDIENCE, email=PUSHER))
 
     assert oidc_issuer.fetches == 1
+
+
+def test_a_refused_delivery_answers_json_to_a_browser_accept_and_is_counted(
+    client: FlaskClient, uploads_bucket: str
+) -> None:
+    _, resource = put_original(uploads_bucket, "a.jpg", images.jpeg())
+    headers, body = binary_cloudevent(resource)
+    before = metric(client, "errors_total", type="unauthorized")
+
+    response = client.post("/events/storage", data=body, headers={**headers, "Accept": "text/html"})
+
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert metric(client, "errors_total", type="unauthorized") == before + 1
+
+
+def test_a_wrong_method_on_a_machine_door_answers_json(client: FlaskClient) -> None:
+    response = client.get("/events/storage", headers={"Accept": "text/html"})
+
+    assert response.status_code == 405
+    assert response.get_json()["error"] == "method_not_allowed"
 
 
 def test_unreachable_certificates_answer_503_so_the_event_is_redelivered(

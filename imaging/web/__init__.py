@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app, render_template, request, session
@@ -17,12 +16,9 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from imaging import observability
-from imaging.catalog import Catalog
 from imaging.config import Settings
 from imaging.errors import Forbidden, ImagingError, limit_message
-from imaging.labeling import Labeler
-from imaging.pipeline import Pipeline
-from imaging.storage import ObjectStore
+from imaging.services import Services, services_of
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +29,23 @@ CSP = (
 )
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the blueprints use, built once per process by the app factory."""
-
-    settings: Settings
-    store: ObjectStore
-    labeler: Labeler
-    catalog: Catalog
-    pipeline: Pipeline
+#: The machine doors' paths: storage events and Cloud Tasks (web/deliveries.py).
+MACHINE_PATHS = ("/events/", "/tasks/")
 
 
 def services() -> Services:
-    svc: Services = current_app.extensions["imaging"]
-    return svc
+    """The app's Services (imaging/services.py): the one way blueprints reach them."""
+    return services_of(current_app)
+
+
+def machine_request() -> bool:
+    """A storage event or a Cloud Task: a sender that reads JSON whatever it Accepts."""
+    return request.path.startswith(MACHINE_PATHS)
 
 
 def wants_json() -> bool:
-    """API clients get JSON, browsers get pages (the microblog rule)."""
-    if request.path.startswith("/api/") or request.blueprint == "api":
+    """API clients and machines get JSON, browsers get pages (the microblog rule)."""
+    if request.path.startswith("/api/") or request.blueprint == "api" or machine_request():
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "application/json" and (
@@ -80,13 +74,24 @@ def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
     return render_template("error.html", status=status, title=title, message=message), status
 
 
+def log_error(exc: ImagingError) -> None:
+    """The internal detail, once, at the level the failure deserves."""
+    if machine_request():
+        # Nobody reads a machine's answer: the reason always goes to the log, and a bad token
+        # (a misconfigured sender) is as worth a look as a failure of ours.
+        bad_token = exc.status in (401, 403)
+        level = logging.WARNING if exc.status >= 500 or bad_token else logging.INFO
+        log.log(level, "%s %s: %s: %s", request.method, request.path, exc.code, exc.detail or "")
+    elif exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.detail or exc.public_message)
+    elif exc.detail:
+        log.info("%s: %s", exc.code, exc.detail)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ImagingError)
     def imaging_error(exc: ImagingError) -> ResponseReturnValue:
-        if exc.status >= 500:
-            log.warning("%s: %s", exc.code, exc.detail or exc.public_message)
-        elif exc.detail:
-            log.info("%s: %s", exc.code, exc.detail)
+        log_error(exc)
         response = app.make_response(error_response(exc.status, exc.code, exc.public_message))
         if exc.retry_after:
             response.headers["Retry-After"] = str(exc.retry_after)

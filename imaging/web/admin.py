@@ -29,9 +29,9 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from imaging.catalog import Catalog, ImageRecord, record_key
-from imaging.errors import BadRequest, Forbidden, StorageUnavailable, Unauthorized
+from imaging.errors import Forbidden, StorageUnavailable, Unauthorized
 from imaging.web import services
-from imaging.web.api import MAX_PAGE, image_json
+from imaging.web.presentation import MAX_PAGE, image_json, page_limit
 from imaging.web.security import bearer_token, is_admin
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,8 @@ def held() -> ResponseReturnValue:
     it may be short or even empty while ``next_cursor`` still points further.
     """
     require_admin()
-    try:
-        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", str(MAX_PAGE)))))
-    except ValueError:
-        raise BadRequest("limit must be a whole number.") from None
     page = services().catalog.page(
-        cursor=request.args.get("cursor") or None, limit=limit, include_hidden=True
+        cursor=request.args.get("cursor") or None, limit=page_limit(MAX_PAGE), include_hidden=True
     )
     return {
         "images": [image_json(r) for r in page.records if r.hidden],

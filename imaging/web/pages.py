@@ -7,12 +7,17 @@ from collections import Counter
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from imaging.errors import Forbidden, Unauthorized
+from imaging.errors import Forbidden
 from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
-from imaging.web.api import authorize_delete, image_json, ingest_request, upload_response
-from imaging.web.security import page_upload_allowed, unlock_session
+from imaging.web.presentation import image_json, ingest_request, upload_response
+from imaging.web.security import (
+    authorize_delete,
+    page_upload_allowed,
+    require_page_upload,
+    unlock_session,
+)
 
 bp = Blueprint("pages", __name__)
 
@@ -72,10 +77,8 @@ def upload() -> ResponseReturnValue:
 @bp.post("/upload")
 def upload_post() -> ResponseReturnValue:
     """The page's form post: JSON for the page's script, a redirect for a plain form."""
-    check_csrf()
-    if not page_upload_allowed(services().settings):
-        raise Unauthorized("Enter the upload token first (Upload page).")
-    results = ingest_request(api=False)
+    require_page_upload(services().settings)
+    results = ingest_request()
     if wants_json():
         return upload_response(results)
     if len(results) == 1:
@@ -106,7 +109,7 @@ def delete(image_id: str) -> ResponseReturnValue:
     check_csrf()
     catalog = services().catalog
     record = catalog.get(image_id)
-    authorize_delete(record, request.form.get("delete_key"))
+    authorize_delete(services().settings, record, request.form.get("delete_key"))
     catalog.delete(image_id)
     if wants_json():
         return "", 204

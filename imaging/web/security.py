@@ -19,8 +19,10 @@ from flask import Blueprint, Flask, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from imaging.catalog import ImageRecord
 from imaging.config import Settings
 from imaging.errors import Forbidden, Unauthorized
+from imaging.web import check_csrf
 
 SESSION_KEY = "upload_token_sha256"
 
@@ -64,6 +66,14 @@ def page_upload_allowed(settings: Settings) -> bool:
     return matches_any(held, tuple(token_hash(t) for t in settings.upload_tokens))
 
 
+def require_page_upload(settings: Settings) -> None:
+    """Page doors (the form post, the direct-upload ticket and completion): the session's CSRF
+    token, then an unlocked session when UPLOAD_TOKEN is set."""
+    check_csrf()
+    if not page_upload_allowed(settings):
+        raise Unauthorized("Enter the upload token first (Upload page).")
+
+
 def unlock_session(settings: Settings, token: str) -> None:
     if not matches_any(token, settings.upload_tokens):
         raise Forbidden("That upload token is not valid.")
@@ -77,10 +87,20 @@ def is_admin(settings: Settings) -> bool:
     )
 
 
-def init_rate_limits(app: Flask, settings: Settings, *blueprints: str) -> Limiter | None:
-    """Limit every POST of the named blueprints per client, in memory (one process's view)."""
+def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:
+    """Only the uploader (the delete key shown once at upload) or the admin may delete."""
+    if is_admin(settings):
+        return
+    if not delete_key:
+        raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
+    if not record.accepts_delete_key(delete_key):
+        raise Forbidden("That delete key does not belong to this image.")
+
+
+def init_rate_limits(app: Flask, settings: Settings, *blueprints: str) -> None:
+    """Limit every write of the named blueprints per client, in memory (one process's view)."""
     if not settings.rate_limit:
-        return None
+        return
     limiter = Limiter(
         get_remote_address,
         app=app,
@@ -94,4 +114,3 @@ def init_rate_limits(app: Flask, settings: Settings, *blueprints: str) -> Limite
         methods = None if name == "admin" else ["POST", "PUT", "DELETE"]
         route_limit = limiter.limit(settings.rate_limit, methods=methods)
         route_limit(cast(Blueprint, app.blueprints[name]))
-    return limiter

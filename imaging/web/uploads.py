@@ -1,4 +1,4 @@
-"""Direct uploads over HTTP: tickets, the app's own PUT endpoint, completion (imaging.direct).
+"""Direct uploads over HTTP: tickets, the app's own PUT endpoint, completion (doors/direct.py).
 
 Two doors to the same three steps, like the rest of the app:
 
@@ -15,35 +15,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import click
-from flask import Blueprint, current_app, request, url_for
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
-from imaging.direct import Completion, UploadSessions
-from imaging.errors import BadRequest, Unauthorized
-from imaging.web import Services, check_csrf, services
-from imaging.web.api import upload_response
+from imaging.errors import BadRequest
+from imaging.web import services
 from imaging.web.forms import read_options
-from imaging.web.security import page_upload_allowed, require_api_upload
+from imaging.web.presentation import request_body, upload_response
+from imaging.web.security import require_api_upload, require_page_upload
 
 bp = Blueprint("uploads", __name__, cli_group="uploads")
-
-EXTENSION = "imaging.uploads"
-
-
-@bp.record_once
-def install(state: BlueprintSetupState) -> None:
-    """One UploadSessions per app, on the app's own store and pipeline."""
-    svc: Services = state.app.extensions["imaging"]
-    state.app.extensions[EXTENSION] = UploadSessions(
-        svc.settings, svc.store, svc.pipeline, svc.catalog
-    )
-
-
-def sessions() -> UploadSessions:
-    found: UploadSessions = current_app.extensions[EXTENSION]
-    return found
 
 
 @bp.app_context_processor
@@ -69,7 +51,7 @@ def create() -> ResponseReturnValue:
 @bp.put("/api/uploads/<upload_id>/data")
 def receive(upload_id: str) -> ResponseReturnValue:
     """The PUT a ticket points at when the store cannot sign URLs (LocalStore): single use."""
-    uploads = sessions()
+    uploads = services().uploads
     grant = uploads.grant_put(upload_id, request.args.get("token", ""))
     uploads.check_put(
         grant,
@@ -93,21 +75,15 @@ def complete(upload_id: str) -> ResponseReturnValue:
 @bp.post("/upload/direct")
 def page_create() -> ResponseReturnValue:
     """The page's ticket request (session + CSRF token, like the page's form post)."""
-    require_page_upload()
+    require_page_upload(services().settings)
     return ticket_response("uploads.page_complete")
 
 
 @bp.post("/upload/direct/<upload_id>/complete")
 def page_complete(upload_id: str) -> ResponseReturnValue:
     """The page's completion (session + CSRF token)."""
-    require_page_upload()
+    require_page_upload(services().settings)
     return completion_response(upload_id)
-
-
-def require_page_upload() -> None:
-    check_csrf()
-    if not page_upload_allowed(services().settings):
-        raise Unauthorized("Enter the upload token first (Upload page).")
 
 
 # -- shared --------------------------------------------------------------------------------------
@@ -118,7 +94,7 @@ def ticket_response(complete_endpoint: str) -> ResponseReturnValue:
         size = int(size_raw)
     except ValueError:
         raise BadRequest("size must be the file's size in bytes (a whole number).") from None
-    ticket = sessions().create(
+    ticket = services().uploads.create(
         content_type=body.get("content_type", ""),
         size=size,
         app_put_url=lambda upload_id, token: url_for(
@@ -141,35 +117,14 @@ def completion_response(upload_id: str) -> ResponseReturnValue:
     # A JSON body feeds the options too, and the body wins over the query string (where the
     # ticket's name rides).
     values = MultiDict(CombinedMultiDict([request_body(), request.args]))
-    done: Completion = sessions().complete(upload_id, read_options(settings, values=values))
-    return upload_response([done.result])
-
-
-def request_body() -> MultiDict[str, str]:
-    """The form fields, or a JSON object's members as fields (lists repeat a field)."""
-    if not request.is_json:
-        return MultiDict(request.form)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("Send a JSON object (or form fields).")
-    fields = MultiDict[str, str]()
-    for name, value in body.items():
-        for item in value if isinstance(value, list) else [value]:
-            if item is None:
-                continue
-            if isinstance(item, bool):
-                fields.add(name, "true" if item else "false")
-            elif isinstance(item, str | int | float):
-                fields.add(name, str(item))
-            else:
-                raise BadRequest(f"{name} must be a string, a number or a list of them.")
-    return fields
+    result = services().uploads.complete(upload_id, read_options(settings, values=values))
+    return upload_response([result])
 
 
 @bp.cli.command("sweep")
 def sweep() -> None:
     """Remove temporary uploads and markers past their completion window (LocalStore)."""
-    removed = sessions().sweep()
+    removed = services().uploads.sweep()
     for key in removed:
         click.echo(f"removed {key}")
     click.echo(f"{len(removed)} expired direct-upload object(s) removed.")

@@ -1,11 +1,11 @@
 """``flask convert-batch``: backfill existing images from a bucket prefix or a local directory.
 
-A bucket's objects go through ``ObjectConverter`` (imaging/batch.py), the same path and the same
-``evt/`` ledger as storage events: an object an event already converted, or an earlier run
-converted or refused, is skipped without being downloaded, so a run stopped halfway resumes
-where it ended. A directory's files go straight through ``pipeline.ingest``; the content-hash
-duplicate index makes a re-run find the records it made (refused files are checked again:
-a plain disk has no generation to remember them by).
+Both go through the app's one ``ObjectConverter`` (imaging/doors/convert.py). A bucket's objects
+take the same path and the same ``evt/`` ledger as storage events: an object an event already
+converted, or an earlier run converted or refused, is skipped without being downloaded, so a run
+stopped halfway resumes where it ended. A directory's files take the same reading and refusals
+without the ledger; the content-hash duplicate index makes a re-run find the records it made
+(refused files are checked again: a plain disk has no generation to remember them by).
 
 A few conversions run at once (CONVERSION_SLOTS by default), with at most twice that many in
 flight: the listing is held (names, for the progress bar), originals' bytes only while in
@@ -22,24 +22,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
-from imaging.batch import (
-    Conversion,
-    InProgress,
-    ObjectConverter,
-    batch_byte_limit,
-    is_own_object,
-    permanent,
-)
-from imaging.errors import Busy, ImagingError, Unavailable, limit_message
-from imaging.events import EventLedger
+from imaging.doors.convert import Conversion, InProgress, ObjectConverter, is_own_object
+from imaging.doors.sources import ObjectRef, list_directory, parse_gs_url
+from imaging.errors import Busy, ImagingError, Unavailable
 from imaging.formats import parse_format_list
-from imaging.pipeline import Pipeline, UploadOptions
-from imaging.sources import BucketSource, ObjectRef, list_directory, parse_gs_url
+from imaging.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +47,7 @@ class BatchReport:
     def add(self, conversion: Conversion, label: str) -> None:
         if conversion.status == "converted":
             self.converted += 1
-        elif conversion.status == "existing":
+        elif conversion.status == "duplicate":
             self.skipped += 1
         elif conversion.earlier:
             self.skipped += 1
@@ -82,8 +74,7 @@ def bucket_items(
     retry_refused: bool = False,
 ) -> Iterator[BatchItem]:
     """One item per live object under the prefix, converted through the ledger."""
-    for listed in converter.source.list(bucket, prefix):
-        ref = listed.ref
+    for ref in converter.source.list(bucket, prefix):
         if is_own_object(converter.settings, ref):
             continue
 
@@ -96,33 +87,13 @@ def bucket_items(
 
 
 def directory_items(
-    pipeline: Pipeline, root: Path, files: Iterable[Path], formats: tuple[str, ...] | None
+    converter: ObjectConverter, root: Path, files: Iterable[Path], formats: tuple[str, ...] | None
 ) -> Iterator[BatchItem]:
     """One item per file; a re-run is skipped by the pipeline's content-hash duplicate index."""
-    settings = pipeline.settings
-    chosen = formats or settings.default_formats
-    max_bytes = batch_byte_limit(settings)
     for path in files:
 
         def run(path: Path = path) -> Conversion:
-            ref = ObjectRef("", str(path), "0")
-            if path.stat().st_size > max_bytes:
-                return Conversion(
-                    ref,
-                    "refused",
-                    code="too_large",
-                    reason=limit_message(max_bytes),
-                )
-            try:
-                result = pipeline.ingest(
-                    path.read_bytes(), UploadOptions(chosen, name=path.name), max_bytes=max_bytes
-                )
-            except ImagingError as exc:
-                if not permanent(exc):
-                    raise
-                return Conversion(ref, "refused", code=exc.code, reason=exc.public_message)
-            status = "existing" if result.duplicate else "converted"
-            return Conversion(ref, status, record_id=result.record.id)
+            return converter.convert_file(path, formats)
 
         yield BatchItem(
             str(path.relative_to(root)) if path.is_relative_to(root) else str(path), run
@@ -212,16 +183,12 @@ def convert_batch_command(
     Resumable: what an earlier run (or a storage event) converted is skipped. Refused files are
     listed with their reason and do not fail the run; storage being down does (exit 1).
     """
-    from flask import current_app
-
-    from imaging.web import Services
-
-    svc: Services = current_app.extensions["imaging"]
+    svc = services_of(current_app)
     try:
         chosen = parse_format_list(formats) if formats.strip() else None
     except ImagingError as exc:
         raise click.BadParameter(exc.public_message, param_hint="--formats") from None
-    items = _items_for(svc, source, chosen, retry_refused=retry_refused)
+    items = _items_for(svc.converter, source, chosen, retry_refused=retry_refused)
     report = BatchReport()
     try:
         with click.progressbar(
@@ -244,11 +211,12 @@ def convert_batch_command(
 
 
 def _items_for(
-    svc: Any, source: str, formats: tuple[str, ...] | None, *, retry_refused: bool
+    converter: ObjectConverter,
+    source: str,
+    formats: tuple[str, ...] | None,
+    *,
+    retry_refused: bool,
 ) -> list[BatchItem]:
-    converter = ObjectConverter(
-        svc.settings, svc.pipeline, svc.catalog, EventLedger(svc.store), BucketSource()
-    )
     if source.startswith("gs://"):
         try:
             bucket, prefix = parse_gs_url(source)
@@ -266,7 +234,7 @@ def _items_for(
         raise click.BadParameter(
             "must be gs://bucket/prefix or an existing directory", param_hint="SOURCE"
         )
-    return list(directory_items(svc.pipeline, root, list_directory(root), formats))
+    return list(directory_items(converter, root, list_directory(root), formats))
 
 
 def _echo_report(report: BatchReport) -> None:

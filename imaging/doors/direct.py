@@ -130,12 +130,6 @@ class PutGrant:
     max_bytes: int
 
 
-@dataclass(frozen=True)
-class Completion:
-    result: IngestResult
-    first: bool  # False: an earlier completion made the record; this one only looked it up
-
-
 def normalise_content_type(raw: str) -> str:
     """``'Image/PNG; charset=x'`` -> ``'image/png'``."""
     return raw.split(";", 1)[0].strip().lower()
@@ -264,8 +258,9 @@ class UploadSessions:
     # -- 3. completion -------------------------------------------------------------------------
     def complete(
         self, upload_id: str, options: UploadOptions, *, now: float | None = None
-    ) -> Completion:
-        """Convert the uploaded file into a record, once; a repeat answers the same record."""
+    ) -> IngestResult:
+        """Convert the uploaded file into a record, once; a repeat answers the same record
+        (as a duplicate: this request made nothing new, so the API answers 200, not 201)."""
         expires = self._expiry(upload_id)
         marker = f"{MARKER_PREFIX}{upload_id}"
         earlier = self._completed(marker)
@@ -300,7 +295,7 @@ class UploadSessions:
             return winner
         # The PUT claim stays until sweep: it keeps the spent token spent.
         self.catalog.discard([temp])
-        return Completion(result, first=True)
+        return result
 
     # -- maintenance ---------------------------------------------------------------------------
     def sweep(self, *, now: float | None = None) -> list[str]:
@@ -319,13 +314,12 @@ class UploadSessions:
         return removed
 
     # -- internals -----------------------------------------------------------------------------
-    def _completed(self, marker: str) -> Completion | None:
+    def _completed(self, marker: str) -> IngestResult | None:
         try:
             record_id = self.store.get(marker).decode()
         except ObjectNotFound:
             return None
-        # duplicate=True: this request made nothing new (the API answers 200, not 201).
-        return Completion(IngestResult(self.catalog.get(record_id), duplicate=True), first=False)
+        return IngestResult(self.catalog.get(record_id), duplicate=True)
 
     def _secret(self) -> bytes:
         if not self.settings.secret_key:
@@ -337,6 +331,7 @@ class UploadSessions:
         return self.settings.secret_key.encode()
 
     def _mac(self, message: str) -> str:
+        # The salts keep this module's old name: a new one would void every upload in flight.
         key = hashlib.sha256(b"imaging.direct.upload-id|" + self._secret()).digest()
         return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
 

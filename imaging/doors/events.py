@@ -1,4 +1,4 @@
-"""Storage events in: parse a delivery, check who sent it, and remember what each object became.
+"""Storage events in: parse a delivery, check who sent it, and the door that answers them.
 
 Three shapes reach ``POST /events/storage`` for one ``object finalized`` event:
 
@@ -11,21 +11,17 @@ Three shapes reach ``POST /events/storage`` for one ``object finalized`` event:
 ``parse_delivery`` turns each into one ``StorageEvent``. ``IdTokenVerifier`` checks the Google
 OIDC token the push subscription, the Eventarc trigger or Cloud Tasks attaches: signature
 (Google's published certificates, cached as their Cache-Control says), expiry, audience,
-issuer, and the one service account allowed to call. ``EventLedger`` makes every delivery
-idempotent: ``evt/<bucket>/<sha256(name)>/<generation>`` is written create-only with the outcome
-(the record id, or why the object was refused), so a redelivered event never makes a second
-record, and a short-lived claim beside it stops two concurrent deliveries converting twice.
+issuer, and the one service account allowed to call. ``EventDoor`` holds what the event and
+task handlers use; the ledger (imaging/doors/ledger.py) makes every delivery idempotent.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -36,17 +32,11 @@ import google.auth.transport.requests
 from google.auth.exceptions import GoogleAuthError, TransportError
 from google.oauth2 import id_token
 
-from imaging.catalog import EVENT_PREFIX
-from imaging.errors import (
-    BadRequest,
-    Forbidden,
-    ObjectExists,
-    ObjectNotFound,
-    Unauthorized,
-    Unavailable,
-)
-from imaging.sources import ObjectRef
-from imaging.storage import ObjectStore
+from imaging.config import Settings
+from imaging.doors.convert import ObjectConverter, WorkerPool
+from imaging.doors.sources import ObjectRef
+from imaging.doors.tasks import TaskQueue
+from imaging.errors import BadRequest, Forbidden, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +45,6 @@ FINALIZED_CLOUDEVENT = "google.cloud.storage.object.v1.finalized"
 FINALIZED_NOTIFICATION = "OBJECT_FINALIZE"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-#: A claim older than this is taken to be a crashed worker's, and may be taken over. It is
-#: longer than any one conversion (Cloud Run's request timeout defaults to 5 minutes).
-CLAIM_TTL_SECONDS = 15 * 60
 _GENERATION = re.compile(r"^[0-9]{1,20}$")
 
 
@@ -159,12 +146,6 @@ def _metadata(resource: Mapping[str, Any]) -> dict[str, str]:
 
 
 # -- who sent it -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Caller:
-    email: str
-    subject: str
-
-
 class IdTokenVerifier:
     """Verifies Google-signed OIDC ID tokens for one audience and one service account.
 
@@ -179,8 +160,8 @@ class IdTokenVerifier:
 
     def verify(
         self, authorization: str | None, *, allowed: tuple[str, ...], path: str = ""
-    ) -> Caller:
-        """The caller named by ``Authorization: Bearer <id token>``; 401/403 if not allowed.
+    ) -> None:
+        """Check the caller named by ``Authorization: Bearer <id token>``; 401/403 if not allowed.
 
         The audience may be the service URL or the full URL of the endpoint called (``path``),
         which is what Pub/Sub, Eventarc and Cloud Tasks put there when none is configured.
@@ -216,7 +197,6 @@ class IdTokenVerifier:
             raise Forbidden(
                 "This caller may not deliver events.", detail=f"token for {email or 'no email'!r}"
             )
-        return Caller(email=email, subject=str(claims.get("sub", "")))
 
 
 class _CachingRequest(google.auth.transport.Request):
@@ -264,108 +244,24 @@ def _max_age(headers: Mapping[str, str]) -> float:
     return float(min(seconds, _CachingRequest.LONGEST_MAX_AGE))
 
 
-# -- idempotency -----------------------------------------------------------------------------
+# -- the door --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Outcome:
-    """What one object generation became: a record, or a permanent refusal (and why)."""
+class EventDoor:
+    """What the event and task handlers use, built once per app (no network until first use)."""
 
-    status: str  # "converted" | "refused"
-    record_id: str = ""
-    code: str = ""
-    reason: str = ""
+    settings: Settings
+    verifier: IdTokenVerifier
+    converter: ObjectConverter
+    pool: WorkerPool
+    queue: TaskQueue | None
 
-    def to_json(self) -> bytes:
-        body = {"status": self.status, "record_id": self.record_id}
-        if self.status == "refused":
-            body = {"status": self.status, "code": self.code, "reason": self.reason}
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return tuple(b.strip() for b in self.settings.uploads_bucket.split(",") if b.strip())
 
-    @classmethod
-    def from_json(cls, raw: bytes) -> Outcome:
-        data = json.loads(raw)
-        return cls(
-            status=str(data["status"]),
-            record_id=str(data.get("record_id", "")),
-            code=str(data.get("code", "")),
-            reason=str(data.get("reason", "")),
-        )
-
-
-def outcome_key(ref: ObjectRef) -> str:
-    """``evt/<bucket>/<sha256 of the name>/<generation>``: names may hold any character."""
-    digest = hashlib.sha256(ref.name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return f"{EVENT_PREFIX}{ref.bucket}/{digest}/{ref.generation}"
-
-
-class EventLedger:
-    """Outcomes and claims of object generations, kept in the app's own ObjectStore."""
-
-    def __init__(self, store: ObjectStore, *, claim_ttl: float = CLAIM_TTL_SECONDS) -> None:
-        self.store = store
-        self.claim_ttl = claim_ttl
-
-    def outcome(self, ref: ObjectRef) -> Outcome | None:
-        """What this generation became, if anything has settled it yet."""
-        try:
-            raw = self.store.get(outcome_key(ref))
-        except ObjectNotFound:
-            return None
-        try:
-            return Outcome.from_json(raw)
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable event outcome at %s; treating it as absent", outcome_key(ref))
-            return None
-
-    def settle(self, ref: ObjectRef, outcome: Outcome) -> Outcome:
-        """Write the outcome create-only and return the one that stands (ours or an earlier)."""
-        try:
-            self.store.put(outcome_key(ref), outcome.to_json(), content_type="application/json")
-        except ObjectExists:
-            existing = self.outcome(ref)
-            if existing is None:
-                raise
-            return existing
-        return outcome
-
-    def forget_refusal(self, ref: ObjectRef) -> None:
-        """Drop a refusal so the object is tried again (after a limit was raised, say)."""
-        current = self.outcome(ref)
-        if current is not None and current.status == "refused":
-            self.store.delete(outcome_key(ref))
-
-    def claim(self, ref: ObjectRef) -> str | None:
-        """A token if this worker now owns the conversion, None if another live worker does."""
-        key = outcome_key(ref) + ".claim"
-        for _ in range(2):
-            token = secrets.token_hex(8)
-            body = json.dumps({"at": time.time(), "token": token}).encode()
-            try:
-                self.store.put(key, body, content_type="application/json")
-                return token
-            except ObjectExists:
-                pass
-            if not self._stale(key):
-                return None
-            # Its owner died mid-conversion (nothing settled it in claim_ttl): take over. Two
-            # workers doing so at once both convert, and settle() keeps exactly one record.
-            self.store.delete(key)
-        return None
-
-    def release(self, ref: ObjectRef, token: str) -> None:
-        """Give the claim up (best effort: a leftover claim only goes stale)."""
-        key = outcome_key(ref) + ".claim"
-        try:
-            held = json.loads(self.store.get(key)).get("token")
-            if held == token:
-                self.store.delete(key)
-        except Exception:  # a failed release only delays a retry by claim_ttl
-            log.warning("could not release the claim %s", key, exc_info=True)
-
-    def _stale(self, key: str) -> bool:
-        try:
-            claimed = float(json.loads(self.store.get(key))["at"])
-        except ObjectNotFound:
-            return True  # released between our put and our look
-        except (ValueError, KeyError, TypeError):
-            return True
-        return time.time() - claimed > self.claim_ttl
+    def check_bucket(self, ref: ObjectRef) -> None:
+        if ref.bucket not in self.buckets:
+            raise Forbidden(
+                "Events from that bucket are not accepted.",
+                detail=f"{ref} is not in UPLOADS_BUCKET",
+            )

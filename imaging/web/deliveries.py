@@ -11,104 +11,37 @@ service account allowed to call. The status codes speak to a sender that retries
 - 400/401/403: the delivery itself is wrong (malformed, bad token, a bucket we do not serve);
   the sender retries until its dead-letter policy gives up, which is the signal wanted for a
   misconfiguration.
+
+Errors answer through the app's one error handler (imaging/web/__init__.py), which gives these
+paths JSON whatever they Accept and logs the reason.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, current_app, request
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from imaging.batch import (
-    Conversion,
-    ObjectConverter,
-    TaskQueue,
-    WorkerPool,
-    is_own_object,
-)
-from imaging.config import Settings
-from imaging.errors import BadRequest, Forbidden, ImagingError, NotFound
-from imaging.events import EventLedger, IdTokenVerifier, parse_delivery
+from imaging.doors.convert import Conversion, is_own_object
+from imaging.doors.events import EventDoor, parse_delivery
+from imaging.doors.sources import ObjectRef
+from imaging.errors import BadRequest, NotFound
 from imaging.formats import parse_format_list
-from imaging.sources import BucketSource, ObjectRef
-from imaging.web import Services
+from imaging.web import services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__)
 
-EXTENSION = "imaging.events"
-
-
-@dataclass(frozen=True)
-class EventDoor:
-    """What the event and task handlers use, built once per app (no network until first use)."""
-
-    settings: Settings
-    verifier: IdTokenVerifier
-    converter: ObjectConverter
-    pool: WorkerPool
-    queue: TaskQueue | None
-
-    @property
-    def buckets(self) -> tuple[str, ...]:
-        return tuple(b.strip() for b in self.settings.uploads_bucket.split(",") if b.strip())
-
-    def check_bucket(self, ref: ObjectRef) -> None:
-        if ref.bucket not in self.buckets:
-            raise Forbidden(
-                "Events from that bucket are not accepted.",
-                detail=f"{ref} is not in UPLOADS_BUCKET",
-            )
-
-
-@bp.record_once
-def build_door(state: BlueprintSetupState) -> None:
-    svc: Services = state.app.extensions["imaging"]
-    settings = svc.settings
-    if not settings.events_audience:
-        return  # off: both routes answer 404
-    queue = None
-    if settings.tasks_queue:
-        queue = TaskQueue(
-            queue=settings.tasks_queue,
-            target_url=settings.tasks_target_url
-            or settings.events_audience.rstrip("/") + "/tasks/convert",
-            service_account=settings.tasks_service_account,
-            audience=settings.events_audience,
-            endpoint=settings.tasks_api_endpoint,
-        )
-    state.app.extensions[EXTENSION] = EventDoor(
-        settings=settings,
-        verifier=IdTokenVerifier(
-            audience=settings.events_audience, certs_url=settings.oidc_certs_url
-        ),
-        converter=ObjectConverter(
-            settings, svc.pipeline, svc.catalog, EventLedger(svc.store), BucketSource()
-        ),
-        pool=WorkerPool(settings.event_workers),
-        queue=queue,
-    )
-
 
 def door() -> EventDoor:
-    found: EventDoor | None = current_app.extensions.get(EXTENSION)
+    """The app's event door; 404 while EVENTS_AUDIENCE is unset."""
+    found = services().events
     if found is None:
         raise NotFound("Nothing here.")
     return found
-
-
-@bp.errorhandler(ImagingError)
-def machine_error(exc: ImagingError) -> ResponseReturnValue:
-    """Machines get JSON whatever they Accept, and the reason goes to the log."""
-    level = logging.WARNING if exc.status >= 500 or exc.status in (401, 403) else logging.INFO
-    log.log(level, "%s %s: %s: %s", request.method, request.path, exc.code, exc.detail or "")
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-    return {"error": exc.code, "message": exc.public_message}, exc.status, headers
 
 
 @bp.post("/events/storage")

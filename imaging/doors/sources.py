@@ -1,4 +1,4 @@
-"""Where originals come from for events and batch runs: GCS buckets (any, not only ours) and dirs.
+"""Where originals come from for events and batch runs: GCS buckets (any, not only ours) and disks.
 
 The app's own ObjectStore only knows its bucket and keys it made itself. Storage events and
 ``convert-batch gs://...`` read *other* objects: the uploads bucket's, with their generation and
@@ -46,13 +46,6 @@ class SourceObject:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    ref: ObjectRef
-    size: int
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
 def parse_gs_url(url: str) -> tuple[str, str]:
     """``gs://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; raise ValueError if not."""
     if not url.startswith("gs://"):
@@ -93,10 +86,7 @@ class BucketSource:
             if blob is None:
                 raise ObjectNotFound("No such object.", detail=f"{ref} not found")
             if blob.size is not None and int(blob.size) > max_bytes:
-                raise TooLarge(
-                    limit_message(max_bytes),
-                    detail=f"{ref} has {blob.size} bytes",
-                )
+                raise TooLarge(limit_message(max_bytes), detail=f"{ref} has {blob.size} bytes")
             try:
                 # The blob carries its generation, so this reads exactly that version even if
                 # the name has been overwritten since the event.
@@ -110,13 +100,13 @@ class BucketSource:
                 metadata=dict(blob.metadata or {}),
             )
 
-    def list(self, bucket: str, prefix: str) -> Iterator[ListedObject]:
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectRef]:
         """Every object under ``prefix`` (live generations only), in name order, paged."""
         with self._unavailable_on_failure("list", ObjectRef(bucket, prefix, "0")):
             blobs = self._client_for_process().list_blobs(
                 bucket,
                 prefix=prefix or None,
-                fields="items(name,generation,size,metadata),nextPageToken",
+                fields="items(name,generation),nextPageToken",
                 timeout=self._timeout,
                 retry=self._retry,
             )
@@ -124,11 +114,7 @@ class BucketSource:
                 name = str(blob.name)
                 if name.endswith("/"):
                     continue  # a "folder" placeholder the console makes, not an image
-                yield ListedObject(
-                    ref=ObjectRef(bucket, name, str(blob.generation)),
-                    size=int(blob.size or 0),
-                    metadata=dict(blob.metadata or {}),
-                )
+                yield ObjectRef(bucket, name, str(blob.generation))
 
     def _client_for_process(self) -> Client:
         return self._client.get()
@@ -149,3 +135,16 @@ def list_directory(root: Path) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"not a directory: {root}")
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def file_ref(path: Path) -> ObjectRef:
+    """What a file on disk is called where a bucket object would be named (logs, reports)."""
+    return ObjectRef("", str(path), "0")
+
+
+def read_file(path: Path, *, max_bytes: int) -> SourceObject:
+    """A file's bytes; TooLarge (without reading it) over max_bytes. A file has no metadata."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise TooLarge(limit_message(max_bytes), detail=f"{path} has {size} bytes")
+    return SourceObject(ref=file_ref(path), data=path.read_bytes())

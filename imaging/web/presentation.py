@@ -1,0 +1,119 @@
+"""What every blueprint says and reads alike: records as JSON, upload answers, request readers.
+
+Blueprints import from here (and from security.py), never from each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urljoin
+
+from flask import Response, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
+
+from imaging.catalog import ImageRecord
+from imaging.errors import BadRequest
+from imaging.formats import OUTPUT_FORMATS
+from imaging.pipeline import IngestResult
+from imaging.web import services
+from imaging.web.forms import read_files, read_options
+
+#: The most records one JSON page holds (``?limit=``).
+MAX_PAGE = 100
+
+
+# -- records and uploads as clients see them ---------------------------------------------------
+def image_json(record: ImageRecord) -> dict[str, Any]:
+    """A record as clients see it, with absolute public URLs and its page."""
+    store = services().store
+
+    def public_url(key: str) -> str:
+        # LocalStore's URLs are paths on this app; clients (curl) need them absolute.
+        return urljoin(request.host_url, store.public_url(key))
+
+    data = record.public(public_url)
+    data["detail_url"] = url_for("pages.detail", image_id=record.id, _external=True)
+    return data
+
+
+def result_json(result: IngestResult) -> dict[str, Any]:
+    data = image_json(result.record)
+    data["duplicate"] = result.duplicate
+    if result.delete_key:
+        data["delete_key"] = result.delete_key
+    return data
+
+
+def upload_response(results: list[IngestResult]) -> ResponseReturnValue:
+    """201 with the record(s) when anything is new, 200 when every file was a duplicate."""
+    if request.args.get("inline") in ("1", "true"):
+        return inline_response(results)
+    status = 201 if any(not r.duplicate for r in results) else 200
+    if len(results) == 1:
+        body = result_json(results[0])
+        return body, status, {"Location": url_for("api.show", image_id=results[0].record.id)}
+    return {"images": [result_json(r) for r in results]}, status
+
+
+def inline_response(results: list[IngestResult]) -> Response:
+    """``?inline=1``: answer with the converted bytes of the one format asked for."""
+    if len(results) != 1 or len(results[0].record.variants) != 1:
+        raise BadRequest("inline=1 needs exactly one file and one output format.")
+    result = results[0]
+    variant = result.record.variants[0]
+    rendition = result.renditions.get(variant.name)
+    data = rendition.data if rendition is not None else services().store.get(variant.key)
+    ext = OUTPUT_FORMATS[variant.format].ext
+    return Response(
+        data,
+        status=201 if not result.duplicate else 200,
+        mimetype=variant.content_type,
+        headers={
+            "X-Image-Id": result.record.id,
+            "Location": url_for("api.show", image_id=result.record.id),
+            "Content-Disposition": f'inline; filename="{result.record.id}.{ext}"',
+        },
+    )
+
+
+# -- reading requests ----------------------------------------------------------------------------
+def ingest_request() -> list[IngestResult]:
+    """Run every file of the current form post through the pipeline: the one path of every
+    form door (``POST /api/images``, ``/convert``, the upload page). The caller has already
+    checked who may upload, each door in its own way."""
+    svc = services()
+    results = []
+    for upload in read_files(svc.settings):
+        options = read_options(svc.settings, filename=upload.filename)
+        results.append(svc.pipeline.ingest(upload.data, options))
+    return results
+
+
+def page_limit(default: int) -> int:
+    """``?limit=``, clamped to 1..MAX_PAGE; a 400 when it is not a whole number."""
+    try:
+        return min(MAX_PAGE, max(1, int(request.args.get("limit", str(default)))))
+    except ValueError:
+        raise BadRequest("limit must be a whole number.") from None
+
+
+def request_body() -> MultiDict[str, str]:
+    """The form fields, or a JSON object's members as fields (lists repeat a field)."""
+    if not request.is_json:
+        return MultiDict(request.form)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("Send a JSON object (or form fields).")
+    fields = MultiDict[str, str]()
+    for name, value in body.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                fields.add(name, "true" if item else "false")
+            elif isinstance(item, str | int | float):
+                fields.add(name, str(item))
+            else:
+                raise BadRequest(f"{name} must be a string, a number or a list of them.")
+    return fields
