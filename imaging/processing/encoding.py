@@ -14,9 +14,6 @@ from imaging.processing.geometry import fit_frame, target_size
 from imaging.processing.header import pillow_boundary
 from imaging.processing.spec import RenderSpec, Rendition
 
-#: Lossy WebP outputs larger than this are encoded with libwebp method 2 (see _webp_method).
-LARGE_WEBP_PIXELS = 16_000_000
-
 
 def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str) -> Rendition:
     """Fit and encode one output of ``decoded``."""
@@ -50,51 +47,33 @@ def _flatten(im: Image.Image, background: str) -> Image.Image:
 def _encode(
     frames: Sequence[Image.Image], decoded: Decoded, spec: RenderSpec, animate: bool
 ) -> bytes:
+    """Save ``frames`` with the options the format registry gives ``spec.format``."""
     out = OUTPUT_FORMATS[spec.format]
-    quality = spec.quality if spec.quality is not None else out.default_quality
-    params: dict[str, Any] = {}
-    if decoded.safe_exif and spec.format in ("jpeg", "webp", "png", "avif"):
+    save = out.save
+    params: dict[str, Any] = dict(save.options)
+    if decoded.safe_exif and save.exif:
         params["exif"] = decoded.safe_exif
-    if spec.format == "jpeg":
-        params.update(quality=quality, progressive=True, optimize=False, subsampling="4:2:0")
-    elif spec.format == "webp":
-        if spec.lossless:
-            params.update(lossless=True, quality=100, method=4)
-        else:
-            params.update(quality=quality, method=_webp_method(frames[0]))
-    elif spec.format == "avif":
-        # libavif would use every core; one conversion per core is the budget (CONVERSION_SLOTS).
-        params.update(quality=quality, speed=7, max_threads=1)
-    elif spec.format == "png":
-        params.update(compress_level=6)
-    elif spec.format == "gif":
+    if spec.lossless and save.lossless is not None:
+        params.update(save.lossless)
+    elif out.default_quality is not None:
+        params["quality"] = spec.quality if spec.quality is not None else out.default_quality
+        if save.large_pixels is not None and frames[0].width * frames[0].height > save.large_pixels:
+            params.update(save.large)
+    if save.palette:
         frames = [_to_palette(f) for f in frames]
     if animate and len(frames) > 1:
         params.update(
+            save.animation,
             save_all=True,
             append_images=list(frames[1:]),
             duration=decoded.durations[: len(frames)],
         )
-        if decoded.loop is not None:
-            params["loop"] = decoded.loop
-        elif spec.format != "gif":
-            params["loop"] = 1  # WebP and APNG count plays: 1 plays once, like the source
-        if spec.format == "gif":
-            params["disposal"] = 2
+        loop = decoded.loop if decoded.loop is not None else save.loop_once
+        if loop is not None:
+            params["loop"] = loop
     buf = io.BytesIO()
     frames[0].save(buf, out.pillow, **params)
     return buf.getvalue()
-
-
-def _webp_method(im: Image.Image) -> int:
-    """libwebp's effort for a lossy image: 4 (its default), or 2 for a very large one.
-
-    From method 3 up, libwebp keeps a token buffer for the whole image: about 4 bytes a pixel
-    (200 MB for 50 MP) on top of its ARGB and YUV copies, and its time grows faster than the
-    pixel count (50 MP: 18 s against 2.4 s). Method 2 gives the same bytes within 2 % at 0.2-0.3 dB
-    less PSNR; it is only used above LARGE_WEBP_PIXELS (README "Benchmarks").
-    """
-    return 2 if im.width * im.height > LARGE_WEBP_PIXELS else 4
 
 
 def _to_palette(im: Image.Image) -> Image.Image:
