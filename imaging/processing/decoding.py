@@ -58,7 +58,6 @@ class Decoded:
     height: int
     orientation_applied: bool
     profile: str
-    icc_profile: bytes | None
     safe_exif: bytes | None
     source_frames: int = 1
     warnings: list[str] = field(default_factory=list)
@@ -155,7 +154,6 @@ def _decode(
         height=height,
         orientation_applied=orientation != 1,
         profile=colour.status,
-        icc_profile=None,
         safe_exif=safe_exif,
         source_frames=probed.frames,
         warnings=warnings_out,

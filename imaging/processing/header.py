@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pillow_heif  # HEIC/HEIF (iPhone photos) come from pillow-heif's plugin.
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from imaging.errors import (
@@ -30,14 +31,9 @@ from imaging.errors import (
 )
 from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, INPUT_FORMATS
 
-try:  # HEIC/HEIF (iPhone photos) come from pillow-heif's plugin.
-    import pillow_heif
-
-    pillow_heif.register_heif_opener(thumbnails=False)
-    # One conversion runs per core (CONVERSION_SLOTS): codecs must not fan out on their own.
-    pillow_heif.options.DECODE_THREADS = 1
-except ImportError:  # pragma: no cover - pillow-heif is a hard requirement; kept for clarity
-    pass
+pillow_heif.register_heif_opener(thumbnails=False)
+# One conversion runs per core (CONVERSION_SLOTS): codecs must not fan out on their own.
+pillow_heif.options.DECODE_THREADS = 1
 
 # A truncated file is refused, never half-decoded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
