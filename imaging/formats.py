@@ -1,15 +1,50 @@
 """The format registry: one table of what we read and write, as data.
 
 The API's validation, the upload page's choices and the README's table are all generated from
-these two mappings, so adding a format is one row here (plus its encoder options in processing).
-This module imports nothing heavy, so the web layer can use it without Pillow.
+these two mappings, so adding a format is one row here, its encoder options included (the way
+Pillow's plugins register their save options): the engine reads them and never branches on a
+format's name. This module imports nothing heavy, so the web layer can use it without Pillow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from imaging.errors import BadRequest
+
+#: Lossy WebP outputs larger than this are saved with libwebp method 2 instead of its default 4.
+#: From method 3 up, libwebp keeps a token buffer for the whole image: about 4 bytes a pixel
+#: (200 MB for 50 MP) on top of its ARGB and YUV copies, and its time grows faster than the
+#: pixel count (50 MP: 18 s against 2.4 s). Method 2 gives the same bytes within 2 % at 0.2-0.3 dB
+#: less PSNR (README "Benchmarks").
+LARGE_WEBP_PIXELS = 16_000_000
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How the engine saves one output format: Pillow ``save()`` keyword arguments, as data.
+
+    Every save gets ``options``; a lossy format (one with a ``default_quality``) also gets
+    ``quality``, unless a lossless save was asked for and the format has ``lossless`` options.
+    """
+
+    options: Mapping[str, object] = field(default_factory=dict)
+    #: Used instead of ``quality`` for lossless=1. None: the flag changes nothing for this format
+    #: (PNG and GIF are lossless anyway; JPEG and AVIF are always lossy here).
+    lossless: Mapping[str, object] | None = None
+    #: A lossy save of more than ``large_pixels`` pixels adds ``large`` (a cheaper effort).
+    large_pixels: int | None = None
+    large: Mapping[str, object] = field(default_factory=dict)
+    #: Whether the EXIF kept by KEEP_COPYRIGHT=1 is written.
+    exif: bool = True
+    #: Frames are quantised to a palette first (GIF has no other mode for colour).
+    palette: bool = False
+    #: Added to the save of an animation.
+    animation: Mapping[str, object] = field(default_factory=dict)
+    #: ``loop`` for an animation that plays once. WebP and APNG count plays, so 1 plays once;
+    #: None leaves ``loop`` out (a GIF without a loop extension plays once).
+    loop_once: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -23,6 +58,7 @@ class OutputFormat:
     default_quality: int | None  # None: lossless by nature
     quality_range: tuple[int, int] = (1, 100)
     label: str = ""
+    save: SaveOptions = field(default_factory=SaveOptions)
 
 
 # Defaults chosen on purpose (see README "Formats"):
@@ -30,12 +66,33 @@ class OutputFormat:
 # - JPEG 85: the usual knee of the size/quality curve; progressive, 4:2:0 chroma.
 # - AVIF 60 (Pillow scale): about JPEG 85 quality at roughly half the bytes; speed 7 keeps it quick.
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
-    "webp": OutputFormat("webp", "WEBP", "image/webp", "webp", True, True, 80, label="WebP"),
-    "jpeg": OutputFormat("jpeg", "JPEG", "image/jpeg", "jpg", False, False, 85, label="JPEG"),
-    "png": OutputFormat("png", "PNG", "image/png", "png", True, True, None, label="PNG"),
-    "avif": OutputFormat("avif", "AVIF", "image/avif", "avif", True, False, 60, label="AVIF"),
-    "gif": OutputFormat("gif", "GIF", "image/gif", "gif", True, True, None, label="GIF"),
-}
+    "webp": OutputFormat(
+        "webp", "WEBP", "image/webp", "webp", True, True, 80, label="WebP",
+        save=SaveOptions(
+            {"method": 4},
+            lossless={"lossless": True, "quality": 100},
+            large_pixels=LARGE_WEBP_PIXELS,
+            large={"method": 2},
+        ),
+    ),
+    "jpeg": OutputFormat(
+        "jpeg", "JPEG", "image/jpeg", "jpg", False, False, 85, label="JPEG",
+        save=SaveOptions({"progressive": True, "optimize": False, "subsampling": "4:2:0"}),
+    ),
+    "png": OutputFormat(
+        "png", "PNG", "image/png", "png", True, True, None, label="PNG",
+        save=SaveOptions({"compress_level": 6}),
+    ),
+    "avif": OutputFormat(
+        "avif", "AVIF", "image/avif", "avif", True, False, 60, label="AVIF",
+        # libavif would use every core; one conversion per core is the budget (CONVERSION_SLOTS).
+        save=SaveOptions({"speed": 7, "max_threads": 1}),
+    ),
+    "gif": OutputFormat(
+        "gif", "GIF", "image/gif", "gif", True, True, None, label="GIF",
+        save=SaveOptions(exif=False, palette=True, animation={"disposal": 2}, loop_once=None),
+    ),
+}  # fmt: skip
 
 #: Other names clients use for the same output format.
 ALIASES: dict[str, str] = {"jpg": "jpeg", "jpe": "jpeg"}

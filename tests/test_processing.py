@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from imaging.errors import (
     TooLarge,
     UnsupportedFormat,
 )
-from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, OUTPUT_FORMATS
+from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, OUTPUT_FORMATS, SaveOptions
 from imaging.processing import Decoded, Limits, RenderSpec, Rendition
 from tests import images
 
@@ -216,6 +217,37 @@ def test_webp_is_lossy_by_default_and_lossless_on_request() -> None:
     lossless = convert_one(images.png(), RenderSpec("webp", lossless=True))
     assert lossy.data[12:16] == b"VP8 "
     assert lossless.data[12:16] == b"VP8L"
+
+
+def test_a_formats_save_options_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    assert convert_one(data, RenderSpec("png")).data == images.encode(
+        source, "PNG", compress_level=6
+    )
+    png = OUTPUT_FORMATS["png"]
+    monkeypatch.setitem(
+        OUTPUT_FORMATS, "png", dataclasses.replace(png, save=SaveOptions({"compress_level": 0}))
+    )
+    assert convert_one(data, RenderSpec("png")).data == images.encode(
+        source, "PNG", compress_level=0
+    )
+
+
+def test_a_very_large_lossy_webp_is_saved_with_less_effort(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    usual = images.encode(source, "WEBP", quality=80, method=4)
+    cheaper = images.encode(source, "WEBP", quality=80, method=2)
+    assert usual != cheaper
+    assert convert_one(data, RenderSpec("webp")).data == usual
+    webp = OUTPUT_FORMATS["webp"]
+    large = dataclasses.replace(webp.save, large_pixels=64 * 48 - 1)  # this image is "large"
+    monkeypatch.setitem(OUTPUT_FORMATS, "webp", dataclasses.replace(webp, save=large))
+    assert convert_one(data, RenderSpec("webp")).data == cheaper
+    assert convert_one(data, RenderSpec("webp", lossless=True)).data == images.encode(
+        source, "WEBP", lossless=True, quality=100, method=4
+    )
 
 
 def test_lossless_webp_keeps_every_pixel() -> None:

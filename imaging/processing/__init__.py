@@ -1,0 +1,39 @@
+"""The conversion engine, and the only package that imports Pillow: probe, decode, render.
+
+Bytes come in, renditions go out, one room per step:
+
+- ``header``: ``probe`` sniffs the real format through an allowlist and checks every limit from
+  the header before a pixel is decoded; the one Pillow error boundary lives here.
+- ``decoding``: ``decode`` orients, keeps animation frames and shrinks on load; ``colour``
+  brings every frame to sRGB; ``shrink`` and the classifier's ``rgb_pixels``.
+- ``geometry``: the fit modes, ``target_size`` and the one resampling pass.
+- ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
+  are data on the format registry (``imaging.formats``).
+- ``spec``: ``RenderSpec`` in, ``Rendition`` out.
+
+The modules are named as nouns so that ``processing.probe`` and ``processing.decode`` stay the
+functions callers use. Import from here; the modules' layout is the package's own business.
+"""
+
+from __future__ import annotations
+
+from imaging.processing.decoding import Decoded, decode, rgb_pixels, shrink
+from imaging.processing.encoding import render
+from imaging.processing.geometry import FIT_MODES, target_size
+from imaging.processing.header import Limits, Probe, probe
+from imaging.processing.spec import RenderSpec, Rendition
+
+__all__ = [
+    "FIT_MODES",
+    "Decoded",
+    "Limits",
+    "Probe",
+    "RenderSpec",
+    "Rendition",
+    "decode",
+    "probe",
+    "render",
+    "rgb_pixels",
+    "shrink",
+    "target_size",
+]

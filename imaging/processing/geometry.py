@@ -1,0 +1,80 @@
+"""Sizes and resampling: the fit modes, the size each output needs, one Lanczos pass to it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from imaging.errors import BadRequest
+from imaging.processing.spec import RenderSpec
+
+FIT_MODES = ("contain", "cover", "fill")
+
+
+def target_size(
+    src_w: int, src_h: int, spec: RenderSpec, max_side: int
+) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """The size to scale to and, for ``cover``, the final crop size.
+
+    Never upscales unless ``spec.upscale``; never exceeds ``max_side``.
+    """
+    if spec.fit not in FIT_MODES:
+        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    if any(v is not None and v < 1 for v in (spec.width, spec.height)):
+        raise BadRequest("width and height must be positive.")
+    tw, th = spec.width, spec.height
+    if tw is None and th is None:
+        scale = min(1.0, max_side / max(src_w, src_h))
+        return (max(1, round(src_w * scale)), max(1, round(src_h * scale))), None
+    fit = spec.fit if tw is not None and th is not None else "contain"
+    if fit == "fill":
+        assert tw is not None
+        assert th is not None
+        if not spec.upscale:
+            tw, th = min(tw, src_w), min(th, src_h)
+        return (min(tw, max_side), min(th, max_side)), None
+    sx = tw / src_w if tw is not None else None
+    sy = th / src_h if th is not None else None
+    scales = [s for s in (sx, sy) if s is not None]
+    scale = max(scales) if fit == "cover" else min(scales)
+    if not spec.upscale:
+        scale = min(scale, 1.0)
+    scale = min(scale, max_side / max(src_w, src_h))
+    size = (max(1, round(src_w * scale)), max(1, round(src_h * scale)))
+    if fit == "cover":
+        assert tw is not None
+        assert th is not None
+        return size, (min(tw, size[0]), min(th, size[1]))
+    return size, None
+
+
+def needed_box(
+    width: int, height: int, specs: Sequence[RenderSpec], max_side: int
+) -> tuple[int, int] | None:
+    """The largest scaled size any spec needs of a ``width`` x ``height`` (oriented) source.
+
+    None when one of them needs the full size, or when there are no specs at all.
+    """
+    best = (0, 0)
+    for spec in specs:
+        (sw, sh), _ = target_size(width, height, spec, max_side)
+        if sw >= width or sh >= height:
+            return None
+        best = (max(best[0], sw), max(best[1], sh))
+    return best if best != (0, 0) else None
+
+
+def fit_frame(im: Image.Image, size: tuple[int, int], crop: tuple[int, int] | None) -> Image.Image:
+    """``im`` resampled to ``size`` (``target_size``'s answer), then cut to ``crop`` if given."""
+    if crop is not None:
+        # Scale to cover, then cut the centre: resize(box=) does both in one resampling pass.
+        sw, sh = size
+        cw, ch = crop
+        fx, fy = im.width / sw, im.height / sh
+        left, top = (sw - cw) / 2 * fx, (sh - ch) / 2 * fy
+        box = (left, top, left + cw * fx, top + ch * fy)
+        return im.resize((cw, ch), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if im.size == size:
+        return im
+    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -1,0 +1,31 @@
+"""What a caller asks the engine for and gets back: ``RenderSpec`` in, ``Rendition`` out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """One output: format and an optional box (``width``/``height``) to fit into."""
+
+    format: str
+    width: int | None = None
+    height: int | None = None
+    fit: str = "contain"
+    quality: int | None = None
+    lossless: bool = False
+    upscale: bool = False
+    animate: bool = True
+
+
+@dataclass(frozen=True)
+class Rendition:
+    format: str
+    mime: str
+    ext: str
+    data: bytes
+    width: int
+    height: int
+    frames: int
+    warning: str | None = None
