@@ -50,6 +50,11 @@ class FlakyStore:
     def public_url(self, key: str) -> str:
         return self.inner.public_url(key)
 
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        return self.inner.read_for_serving(key)
+
     def check(self) -> None:
         if self.down:
             raise StorageUnavailable(detail="injected outage")
@@ -106,6 +111,10 @@ class CountingStore:
 
     def public_url(self, key: str) -> str:
         return self.inner.public_url(key)
+
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        self._count("read_for_serving")
+        return self.inner.read_for_serving(key)
 
     def check(self) -> None:
         self.inner.check()
