@@ -16,7 +16,8 @@ page costs one listing call plus ``limit`` parallel record reads, whatever the c
 new uploads (which sort before every existing id) never shift a cursor.
 
 A marker or variant whose record does not exist is invisible (a reader always goes through the
-record) and is removed by ``sweep`` once its id is older than the grace period.
+record) and is removed by ``sweep`` once its id is older than the grace period. The one record
+the app ever rewrites is a held-back one the admin approves (``Catalog.approve`` says how).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -33,12 +35,14 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from imaging.errors import NotFound, ObjectNotFound
+from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label
 from imaging.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 #: Ids hold (MAX_MS - now_ms) so that newer ids sort first; 13 digits last until the year 2286.
 MAX_MS = 10**13 - 1
@@ -236,6 +240,53 @@ class Catalog:
         """Write the index markers, then the record: the commit point of an upload."""
         for key in record.marker_keys():
             self.store.put(key, b"", content_type="application/octet-stream")
+        self._put_record(record)
+
+    def approve(self, image_id: str) -> ImageRecord:
+        """Let a record SafeSearch held back into the gallery: rewrite it with ``hidden=False``.
+
+        In a create-only store that means deleting ``rec/<id>.json``, then putting the same
+        record with ``hidden: false``. The alternative, an ``approved/<id>`` marker checked at
+        read time, would add a read to every hidden record's lookup, a key for ``delete`` and
+        ``sweep`` to know about, and a second place that says whether an image is visible. The
+        record stays the one source of truth instead, at the price of a moment (two storage
+        calls) with no record, handled thus:
+
+        - a failed put restores the held record (same bytes, so create-only accepts it) and
+          raises StorageUnavailable (503); only if the restore fails too is the record lost, and
+          then its JSON goes to the critical log so an operator can put it back;
+        - the approved record is a pure function of the held one (sorted JSON), so two admins
+          approving at once both succeed: the second put meets identical bytes, which
+          create-only accepts;
+        - approving is idempotent: a record that is not hidden is returned unchanged, nothing
+          written.
+        """
+        held = self.get(image_id)
+        if not held.hidden:
+            return held
+        approved = replace(held, hidden=False)
+        self.store.delete(record_key(image_id))
+        try:
+            self._put_record(approved)
+        except Exception as exc:
+            try:
+                self._put_record(held)
+            except Exception:
+                log.critical(
+                    "approve %s: the record is gone and could not be restored; "
+                    "put it back at %s: %s",
+                    image_id,
+                    record_key(image_id),
+                    held.to_json().decode(),
+                )
+            raise StorageUnavailable(
+                "Storage failed while approving; the image is still held back. Please retry.",
+                detail=f"approve {image_id}: {type(exc).__name__}: {exc}",
+            ) from exc
+        log.info("approve %s: SafeSearch hold lifted by the admin", image_id)
+        return approved
+
+    def _put_record(self, record: ImageRecord) -> None:
         self.store.put(
             record_key(record.id),
             record.to_json(),
