@@ -33,14 +33,18 @@ import secrets
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
-from imaging.labeling import Label
+from imaging.labeling import Label, LabelResult
 from imaging.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from imaging.processing import Probe, Rendition
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,11 @@ def record_key(image_id: str) -> str:
 
 def variant_key(image_id: str, variant: str, ext: str) -> str:
     return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+
+
+def new_delete_key() -> str:
+    """A fresh delete key: shown once to the uploader, while the record keeps only its hash."""
+    return secrets.token_urlsafe(24)
 
 
 def hash_delete_key(delete_key: str) -> str:
@@ -150,9 +159,13 @@ class ImageRecord:
     warnings: tuple[str, ...] = ()
     receipt: dict[str, Any] = field(default_factory=dict)
 
+    def files(self) -> tuple[Variant, ...]:
+        """Every image file of the record: the requested variants, then the thumbnail."""
+        return (*self.variants, self.thumbnail)
+
     def keys(self) -> list[str]:
         """Every object this record owns besides itself."""
-        return [v.key for v in (*self.variants, self.thumbnail)] + self.marker_keys()
+        return [v.key for v in self.files()] + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
@@ -219,6 +232,75 @@ class ImageRecord:
             "warnings": list(self.warnings),
             "receipt": dict(self.receipt),
         }
+
+
+def new_record(
+    source: Probe,
+    renditions: Mapping[str, Rendition],
+    *,
+    labels: LabelResult,
+    label_status: str,
+    hidden: bool,
+    name: str,
+    content_key: str,
+    delete_key: str,
+    conversion: Mapping[str, Any],
+    warnings: Iterable[str] = (),
+) -> ImageRecord:
+    """The record of a new upload under a fresh id, with its variants' keys laid out.
+
+    ``renditions`` maps each variant's name to its bytes; ``"thumb"`` is the gallery thumbnail.
+    ``conversion`` is what decoding did (orientation, colour profile, ...); the receipt adds the
+    source's figures and every variant's size to it. Only the delete key's hash is kept.
+    """
+    image_id = new_id()
+    variants = {
+        variant: Variant(
+            name=variant,
+            format=r.format,
+            key=variant_key(image_id, variant, r.ext),
+            content_type=r.mime,
+            bytes=len(r.data),
+            width=r.width,
+            height=r.height,
+            frames=r.frames,
+        )
+        for variant, r in renditions.items()
+    }
+    receipt = {
+        **conversion,
+        "source_format": source.format,
+        "source_width": source.width,
+        "source_height": source.height,
+        "source_bytes": source.bytes,
+        "source_frames": source.frames,
+        "bytes": {variant: v.bytes for variant, v in variants.items()},
+    }
+    return ImageRecord(
+        id=image_id,
+        name=display_name(name),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source_format=source.format,
+        width=source.width,
+        height=source.height,
+        bytes=source.bytes,
+        variants=tuple(v for variant, v in variants.items() if variant != "thumb"),
+        thumbnail=variants["thumb"],
+        labels=labels.labels,
+        label_status=label_status,
+        safe_search=dict(labels.safe_search),
+        hidden=hidden,
+        content_key=content_key,
+        delete_key_hash=hash_delete_key(delete_key),
+        warnings=tuple(dict.fromkeys(warnings)),
+        receipt=receipt,
+    )
+
+
+def display_name(name: str) -> str:
+    """A display name only: never a path. Control characters go, length is capped."""
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
+    return cleaned[:200] or "untitled"
 
 
 @dataclass(frozen=True)
