@@ -16,7 +16,8 @@ page costs one listing call plus ``limit`` parallel record reads, whatever the c
 new uploads (which sort before every existing id) never shift a cursor.
 
 A marker or variant whose record does not exist is invisible (a reader always goes through the
-record) and is removed by ``sweep`` once its id is older than the grace period.
+record) and is removed by ``sweep`` once its id is older than the grace period. The one record
+the app ever rewrites is a held-back one the admin approves (``Catalog.approve`` says how).
 """
 
 from __future__ import annotations
@@ -26,19 +27,26 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from imaging.errors import NotFound, ObjectNotFound
-from imaging.labeling import Label
+from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
+from imaging.labeling import Label, LabelResult
 from imaging.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from imaging.processing import Probe, Rendition
+
+log = logging.getLogger(__name__)
 
 #: Ids hold (MAX_MS - now_ms) so that newer ids sort first; 13 digits last until the year 2286.
 MAX_MS = 10**13 - 1
@@ -64,6 +72,11 @@ def record_key(image_id: str) -> str:
 
 def variant_key(image_id: str, variant: str, ext: str) -> str:
     return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+
+
+def new_delete_key() -> str:
+    """A fresh delete key: shown once to the uploader, while the record keeps only its hash."""
+    return secrets.token_urlsafe(24)
 
 
 def hash_delete_key(delete_key: str) -> str:
@@ -146,9 +159,13 @@ class ImageRecord:
     warnings: tuple[str, ...] = ()
     receipt: dict[str, Any] = field(default_factory=dict)
 
+    def files(self) -> tuple[Variant, ...]:
+        """Every image file of the record: the requested variants, then the thumbnail."""
+        return (*self.variants, self.thumbnail)
+
     def keys(self) -> list[str]:
         """Every object this record owns besides itself."""
-        return [v.key for v in (*self.variants, self.thumbnail)] + self.marker_keys()
+        return [v.key for v in self.files()] + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
@@ -217,6 +234,75 @@ class ImageRecord:
         }
 
 
+def new_record(
+    source: Probe,
+    renditions: Mapping[str, Rendition],
+    *,
+    labels: LabelResult,
+    label_status: str,
+    hidden: bool,
+    name: str,
+    content_key: str,
+    delete_key: str,
+    conversion: Mapping[str, Any],
+    warnings: Iterable[str] = (),
+) -> ImageRecord:
+    """The record of a new upload under a fresh id, with its variants' keys laid out.
+
+    ``renditions`` maps each variant's name to its bytes; ``"thumb"`` is the gallery thumbnail.
+    ``conversion`` is what decoding did (orientation, colour profile, ...); the receipt adds the
+    source's figures and every variant's size to it. Only the delete key's hash is kept.
+    """
+    image_id = new_id()
+    variants = {
+        variant: Variant(
+            name=variant,
+            format=r.format,
+            key=variant_key(image_id, variant, r.ext),
+            content_type=r.mime,
+            bytes=len(r.data),
+            width=r.width,
+            height=r.height,
+            frames=r.frames,
+        )
+        for variant, r in renditions.items()
+    }
+    receipt = {
+        **conversion,
+        "source_format": source.format,
+        "source_width": source.width,
+        "source_height": source.height,
+        "source_bytes": source.bytes,
+        "source_frames": source.frames,
+        "bytes": {variant: v.bytes for variant, v in variants.items()},
+    }
+    return ImageRecord(
+        id=image_id,
+        name=display_name(name),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source_format=source.format,
+        width=source.width,
+        height=source.height,
+        bytes=source.bytes,
+        variants=tuple(v for variant, v in variants.items() if variant != "thumb"),
+        thumbnail=variants["thumb"],
+        labels=labels.labels,
+        label_status=label_status,
+        safe_search=dict(labels.safe_search),
+        hidden=hidden,
+        content_key=content_key,
+        delete_key_hash=hash_delete_key(delete_key),
+        warnings=tuple(dict.fromkeys(warnings)),
+        receipt=receipt,
+    )
+
+
+def display_name(name: str) -> str:
+    """A display name only: never a path. Control characters go, length is capped."""
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
+    return cleaned[:200] or "untitled"
+
+
 @dataclass(frozen=True)
 class Page:
     records: list[ImageRecord]
@@ -236,6 +322,53 @@ class Catalog:
         """Write the index markers, then the record: the commit point of an upload."""
         for key in record.marker_keys():
             self.store.put(key, b"", content_type="application/octet-stream")
+        self._put_record(record)
+
+    def approve(self, image_id: str) -> ImageRecord:
+        """Let a record SafeSearch held back into the gallery: rewrite it with ``hidden=False``.
+
+        In a create-only store that means deleting ``rec/<id>.json``, then putting the same
+        record with ``hidden: false``. The alternative, an ``approved/<id>`` marker checked at
+        read time, would add a read to every hidden record's lookup, a key for ``delete`` and
+        ``sweep`` to know about, and a second place that says whether an image is visible. The
+        record stays the one source of truth instead, at the price of a moment (two storage
+        calls) with no record, handled thus:
+
+        - a failed put restores the held record (same bytes, so create-only accepts it) and
+          raises StorageUnavailable (503); only if the restore fails too is the record lost, and
+          then its JSON goes to the critical log so an operator can put it back;
+        - the approved record is a pure function of the held one (sorted JSON), so two admins
+          approving at once both succeed: the second put meets identical bytes, which
+          create-only accepts;
+        - approving is idempotent: a record that is not hidden is returned unchanged, nothing
+          written.
+        """
+        held = self.get(image_id)
+        if not held.hidden:
+            return held
+        approved = replace(held, hidden=False)
+        self.store.delete(record_key(image_id))
+        try:
+            self._put_record(approved)
+        except Exception as exc:
+            try:
+                self._put_record(held)
+            except Exception:
+                log.critical(
+                    "approve %s: the record is gone and could not be restored; "
+                    "put it back at %s: %s",
+                    image_id,
+                    record_key(image_id),
+                    held.to_json().decode(),
+                )
+            raise StorageUnavailable(
+                "Storage failed while approving; the image is still held back. Please retry.",
+                detail=f"approve {image_id}: {type(exc).__name__}: {exc}",
+            ) from exc
+        log.info("approve %s: SafeSearch hold lifted by the admin", image_id)
+        return approved
+
+    def _put_record(self, record: ImageRecord) -> None:
         self.store.put(
             record_key(record.id),
             record.to_json(),

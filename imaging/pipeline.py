@@ -1,9 +1,14 @@
-"""ingest(): THE path every upload takes, whatever door it came through.
+"""ingest(): THE path every upload takes, whatever door it came through, as five steps.
 
-probe -> (duplicate?) -> decode + render under a conversion slot, labeling the small copy
-concurrently -> store the variants (create-only) -> save the record LAST (the commit point).
-If anything fails before the commit point, every object already written is removed and the
-caller gets a clear error; a record never points at a missing object.
+1. probe: sniff the real format from the bytes and check every limit on the header alone;
+2. dedupe: the same bytes with the same options give the record they gave before;
+3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
+   slot, while the labeler reads a small copy beside the encodes;
+4. store: write the variants, create-only;
+5. commit: save the record LAST. If anything fails before it, every object already written is
+   removed and the caller gets a clear error; a record never points at a missing object.
+
+The catalog lays out the record and its keys; this module decides only what happens in which order.
 """
 
 from __future__ import annotations
@@ -12,16 +17,15 @@ import dataclasses
 import hashlib
 import json
 import logging
-import secrets
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from imaging import observability, processing
-from imaging.catalog import Catalog, ImageRecord, Variant, hash_delete_key, new_id, variant_key
+from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -32,7 +36,7 @@ from imaging.errors import (
 )
 from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import Labeler, LabelResult
-from imaging.processing import Limits, RenderSpec, Rendition
+from imaging.processing import Limits, Probe, RenderSpec, Rendition
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,14 @@ log = logging.getLogger(__name__)
 FIT_MODES = processing.FIT_MODES
 QUALITY_RANGE = (1, 100)
 LIKELIHOODS = ("UNKNOWN", "VERY_UNLIKELY", "UNLIKELY", "POSSIBLE", "LIKELY", "VERY_LIKELY")
+
+
+def parse_fit(raw: str | None) -> str:
+    """The fit mode ``raw`` names, in any case and spacing (none: ``contain``); else BadRequest."""
+    fit = (raw or "contain").strip().lower()
+    if fit not in FIT_MODES:
+        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    return fit
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,17 @@ class IngestResult:
     duplicate: bool = False
     delete_key: str | None = None  # shown to the uploader once; only its hash is stored
     renditions: dict[str, Rendition] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the render step hands on: the variants' bytes, and what the catalog records of them."""
+
+    renditions: dict[str, Rendition]  # variant name -> bytes; "thumb" is the gallery thumbnail
+    conversion: dict[str, Any]  # what decoding did: the receipt's first half
+    warnings: list[str]
+    labels: LabelResult
+    label_status: str  # ok | empty | error | off
 
 
 class Pipeline:
@@ -109,105 +132,106 @@ class Pipeline:
         observability.record_upload(result.record, duplicate=result.duplicate)
         return result
 
+    def conversion_slot(self) -> Slot:
+        """One of the process's conversion slots, held for a ``with`` block (503 when busy)."""
+        return Slot(self._slots, self.settings.conversion_wait)
+
     def _ingest(self, data: bytes, options: UploadOptions, max_bytes: int | None) -> IngestResult:
+        probed = self._probe(data, max_bytes)
+        content_key = options.content_key(data)
+        existing = self._dedupe(content_key)
+        if existing is not None:
+            return IngestResult(existing, duplicate=True)
+        rendered = self._render(data, probed, options)
+        delete_key = new_delete_key()
+        record = new_record(
+            probed,
+            rendered.renditions,
+            labels=rendered.labels,
+            label_status=rendered.label_status,
+            hidden=self._held_back(rendered.labels),
+            name=options.name,
+            content_key=content_key,
+            delete_key=delete_key,
+            conversion=rendered.conversion,
+            warnings=rendered.warnings,
+        )
+        written = observability.traced("store", self._store)(record, rendered.renditions)
+        observability.traced("commit", self._commit)(record, written)
+        return IngestResult(record, delete_key=delete_key, renditions=rendered.renditions)
+
+    # -- the five steps --------------------------------------------------------------------
+    def _probe(self, data: bytes, max_bytes: int | None) -> Probe:
+        """The real format and size, read from the header, checked against every limit."""
         limits = self.limits
         if max_bytes is not None:
             limits = dataclasses.replace(limits, max_bytes=max_bytes)
-        probed = processing.probe(data, limits)
-        content_key = options.content_key(data)
-        existing = self.catalog.find_duplicate(content_key)
-        if existing is not None:
-            return IngestResult(existing, duplicate=True)
+        return processing.probe(data, limits)
 
-        image_id = new_id()
+    def _dedupe(self, content_key: str) -> ImageRecord | None:
+        """The record these bytes with these options already made, if one is committed."""
+        return self.catalog.find_duplicate(content_key)
+
+    def _render(self, data: bytes, probed: Probe, options: UploadOptions) -> Rendered:
+        """Every requested format plus the thumbnail, with the labels found meanwhile."""
         specs = self._specs(options)
-        label_future: Future[LabelResult] | None = None
-        renditions: dict[str, Rendition] = {}
         started = time.monotonic()
-        with self._conversion_slot(), observability.converting(probed.format):
-            decoded = observability.traced("decode", processing.decode)(
-                data,
-                probed,
-                specs=list(specs.values()),
-                max_side=self.settings.max_output_side,
-                keep_copyright=self.settings.keep_copyright,
-            )
-            # When every output fits one box, scale to it once and render from there: the
-            # thumbnail and the label copy then resample the small pixels, not the source.
-            box = _shared_box([spec for name, spec in specs.items() if name != "thumb"])
-            if box is not None:
-                decoded = processing.shrink(decoded, box, max_side=self.settings.max_output_side)
-            if self.labeler.name != "none":
-                # Label the small copy while the variants encode: labels cost no extra latency.
-                label_copy = self._render(decoded, self._preset_spec("label", "jpeg"))
-                label_future = self._label_pool.submit(
-                    observability.timed_label(self.labeler), label_copy.data
-                )
-            for name, spec in specs.items():
-                renditions[name] = self._render(decoded, spec)
-            receipt = decoded.receipt()
+        with self.conversion_slot(), observability.converting(probed.format):
+            decoded = self._decode(data, probed, specs)
+            labelling = self._start_labelling(decoded)
+            renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
+            conversion = decoded.receipt()
             warnings = list(decoded.warnings)
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
-        result, label_status = self._collect_labels(label_future, started)
+        labels, label_status = self._collect_labels(labelling, started)
+        return Rendered(renditions, conversion, warnings, labels, label_status)
 
-        variants = {
-            name: Variant(
-                name=name,
-                format=r.format,
-                key=variant_key(image_id, name, r.ext),
-                content_type=r.mime,
-                bytes=len(r.data),
-                width=r.width,
-                height=r.height,
-                frames=r.frames,
+    def _store(self, record: ImageRecord, renditions: dict[str, Rendition]) -> list[str]:
+        """Write every variant create-only, in parallel; return their keys.
+
+        On a failure, the variants already written are removed before the error is raised.
+        """
+        written: list[str] = []
+        lock = threading.Lock()
+
+        def put(variant_key: str, rendition: Rendition) -> None:
+            self.store.put(
+                variant_key,
+                rendition.data,
+                content_type=rendition.mime,
+                cache_control=IMMUTABLE_CACHE_CONTROL,
             )
-            for name, r in renditions.items()
-        }
-        receipt.update(
-            source_format=probed.format,
-            source_width=probed.width,
-            source_height=probed.height,
-            source_bytes=probed.bytes,
-            source_frames=probed.frames,
-            bytes={name: v.bytes for name, v in variants.items()},
-        )
-        delete_key = secrets.token_urlsafe(24)
-        record = ImageRecord(
-            id=image_id,
-            name=_display_name(options.name),
-            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            source_format=probed.format,
-            width=probed.width,
-            height=probed.height,
-            bytes=probed.bytes,
-            variants=tuple(v for name, v in variants.items() if name != "thumb"),
-            thumbnail=variants["thumb"],
-            labels=result.labels,
-            label_status=label_status,
-            safe_search=dict(result.safe_search),
-            hidden=self._held_back(result),
-            content_key=content_key,
-            delete_key_hash=hash_delete_key(delete_key),
-            warnings=tuple(dict.fromkeys(warnings)),
-            receipt=receipt,
-        )
-        objects = {variants[n].key: r for n, r in renditions.items()}
-        observability.traced("store", self._commit)(record, objects)
-        return IngestResult(record, delete_key=delete_key, renditions=renditions)
+            with lock:
+                written.append(variant_key)
 
-    # -- steps -----------------------------------------------------------------------------
+        futures = [self._write_pool.submit(put, v.key, renditions[v.name]) for v in record.files()]
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            self.catalog.discard(written)
+            _raise_as_storage_error(first)
+        return written
+
+    def _commit(self, record: ImageRecord, written: list[str]) -> None:
+        """Save the record LAST; on a failure remove its markers and the ``written`` variants."""
+        try:
+            self.catalog.save(record)
+        except BaseException as exc:
+            self.catalog.discard([*written, *record.marker_keys()])
+            _raise_as_storage_error(exc)
+
+    # -- within the steps ------------------------------------------------------------------
     def _specs(self, options: UploadOptions) -> dict[str, RenderSpec]:
         if not options.formats:
             raise BadRequest("Ask for at least one output format.")
-        if options.fit not in FIT_MODES:
-            raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+        fit = parse_fit(options.fit)
         specs = {
             fmt: RenderSpec(
                 format=fmt,
                 width=options.width,
                 height=options.height,
-                fit=options.fit,
+                fit=fit,
                 quality=options.quality if OUTPUT_FORMATS[fmt].default_quality else None,
                 lossless=options.lossless and fmt == "webp",
             )
@@ -220,16 +244,37 @@ class Pipeline:
         p = self.settings.presets[preset]
         return RenderSpec(format=fmt, width=p.width, height=p.height, fit=p.fit, animate=False)
 
-    def _render(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
+    def _decode(
+        self, data: bytes, probed: Probe, specs: dict[str, RenderSpec]
+    ) -> processing.Decoded:
+        decoded = observability.traced("decode", processing.decode)(
+            data,
+            probed,
+            specs=list(specs.values()),
+            max_side=self.settings.max_output_side,
+            keep_copyright=self.settings.keep_copyright,
+        )
+        # When every output fits one box, scale to it once and render from there: the
+        # thumbnail and the label copy then resample the small pixels, not the source.
+        box = _shared_box([spec for name, spec in specs.items() if name != "thumb"])
+        if box is not None:
+            decoded = processing.shrink(decoded, box, max_side=self.settings.max_output_side)
+        return decoded
+
+    def _start_labelling(self, decoded: processing.Decoded) -> Future[LabelResult] | None:
+        """Label the small copy while the variants encode: labels cost no extra latency."""
+        if self.labeler.name == "none":
+            return None
+        label_copy = self._encode(decoded, self._preset_spec("label", "jpeg"))
+        return self._label_pool.submit(observability.timed_label(self.labeler), label_copy.data)
+
+    def _encode(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
         return observability.traced("encode", processing.render, format=spec.format)(
             decoded,
             spec,
             max_side=self.settings.max_output_side,
             background=self.settings.background,
         )
-
-    def _conversion_slot(self) -> Slot:
-        return Slot(self._slots, self.settings.conversion_wait)
 
     def _collect_labels(
         self, future: Future[LabelResult] | None, started: float
@@ -262,40 +307,6 @@ class Pipeline:
             if result.safe_search.get(category, "UNKNOWN") in LIKELIHOODS
         )
 
-    def _commit(self, record: ImageRecord, objects: dict[str, Rendition]) -> None:
-        """Write every variant, then the record; on any failure remove what was written."""
-        written: list[str] = []
-        lock = threading.Lock()
-
-        def put(item: tuple[str, Rendition]) -> None:
-            key, rendition = item
-            self.store.put(
-                key,
-                rendition.data,
-                content_type=rendition.mime,
-                cache_control=IMMUTABLE_CACHE_CONTROL,
-            )
-            with lock:
-                written.append(key)
-
-        try:
-            futures = [self._write_pool.submit(put, item) for item in objects.items()]
-            errors = [f.exception() for f in futures]
-            first = next((e for e in errors if e is not None), None)
-            if first is not None:
-                raise first
-            self.catalog.save(record)
-        except BaseException as exc:
-            self.catalog.discard([*written, *record.marker_keys()])
-            if isinstance(exc, ImagingError):
-                raise
-            if isinstance(exc, Exception):
-                raise StorageUnavailable(
-                    "Storage is unavailable; nothing was saved. Please retry shortly.",
-                    detail=f"{type(exc).__name__}: {exc}",
-                ) from exc
-            raise
-
 
 class Slot:
     """A conversion slot: waits up to ``wait`` seconds, then refuses with 503 Retry-After."""
@@ -314,6 +325,16 @@ class Slot:
         self._semaphore.release()
 
 
+def _raise_as_storage_error(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` on: our own errors as they are, any other failure as StorageUnavailable."""
+    if isinstance(exc, ImagingError) or not isinstance(exc, Exception):
+        raise exc
+    raise StorageUnavailable(
+        "Storage is unavailable; nothing was saved. Please retry shortly.",
+        detail=f"{type(exc).__name__}: {exc}",
+    ) from exc
+
+
 def _shared_box(specs: list[RenderSpec]) -> tuple[int, int] | None:
     """The one box every output fits into, when all are ``contain`` fits with a box."""
     if not specs or any(s.fit != "contain" or s.upscale for s in specs):
@@ -325,9 +346,3 @@ def _shared_box(specs: list[RenderSpec]) -> tuple[int, int] | None:
         max(s.width or big for s in specs),
         max(s.height or big for s in specs),
     )
-
-
-def _display_name(name: str) -> str:
-    """A display name only: never a path. Control characters go, length is capped."""
-    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
-    return cleaned[:200] or "untitled"

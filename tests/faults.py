@@ -12,12 +12,16 @@ from imaging.storage import ObjectStore
 
 
 class FlakyStore:
-    """Delegates to a real store, but the ``fail_on``-th put (1-based) raises StorageUnavailable."""
+    """Delegates to a real store, but the ``fail_on``-th put (1-based) raises StorageUnavailable,
+    and so does every put from the ``fail_from``-th on."""
 
-    def __init__(self, inner: ObjectStore, *, fail_on: int | None = None) -> None:
+    def __init__(
+        self, inner: ObjectStore, *, fail_on: int | None = None, fail_from: int | None = None
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.fail_on = fail_on
+        self.fail_from = fail_from
         self.puts = 0
         self.down = False
         self._lock = threading.Lock()
@@ -27,7 +31,11 @@ class FlakyStore:
     ) -> None:
         with self._lock:
             self.puts += 1
-            failing = self.down or self.puts == self.fail_on
+            failing = (
+                self.down
+                or self.puts == self.fail_on
+                or (self.fail_from is not None and self.puts >= self.fail_from)
+            )
         if failing:
             raise StorageUnavailable(detail=f"injected failure on write {self.puts} ({key})")
         self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
@@ -49,6 +57,11 @@ class FlakyStore:
 
     def public_url(self, key: str) -> str:
         return self.inner.public_url(key)
+
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        return self.inner.read_for_serving(key)
 
     def check(self) -> None:
         if self.down:
@@ -106,6 +119,10 @@ class CountingStore:
 
     def public_url(self, key: str) -> str:
         return self.inner.public_url(key)
+
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        self._count("read_for_serving")
+        return self.inner.read_for_serving(key)
 
     def check(self) -> None:
         self.inner.check()

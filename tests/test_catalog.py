@@ -6,16 +6,21 @@ counting wrapper around the real store where the cost of a page is the point.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from imaging.catalog import Catalog, ImageRecord, Variant, new_id
+from imaging.catalog import Catalog, ImageRecord, Variant, new_id, record_key
+from imaging.errors import NotFound, StorageUnavailable
 from imaging.labeling import Label
 from imaging.storage import ObjectStore
-from tests.faults import CountingStore
+from tests.faults import CountingStore, FlakyStore
 
 START = 1_750_000_000.0  # a fixed "now", so ids (and thus the gallery order) are known
 
@@ -175,3 +180,94 @@ def test_new_ids_sort_newest_first() -> None:
     now = time.time()
 
     assert new_id(now) < new_id(now - 0.001) < new_id(now - 86_400)
+
+
+# -- approval --------------------------------------------------------------------------------
+
+
+def test_approval_lifts_the_hold_and_keeps_the_rest_of_the_record(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    held = record(1, hidden=True)
+    catalog.save(held)
+
+    approved = catalog.approve(held.id)
+
+    assert approved == dataclasses.replace(held, hidden=False)
+    assert catalog.get(held.id) == approved
+    assert names(catalog.page().records) == ["photo-1.jpg"]
+
+
+def test_approving_a_record_that_is_not_held_writes_nothing(counting: CountingStore) -> None:
+    catalog = Catalog(counting)
+    shown = record(1)
+    catalog.save(shown)
+    counting.calls.clear()
+
+    assert catalog.approve(shown.id) == shown
+    assert counting.calls == Counter(get=1)
+
+
+def test_approving_an_unknown_id_is_not_found(any_store: ObjectStore) -> None:
+    with pytest.raises(NotFound, match=r"^No image with that id\.$"):
+        Catalog(any_store).approve(new_id(START))
+
+
+def test_a_failed_approval_restores_the_held_record(any_store: ObjectStore) -> None:
+    flaky = FlakyStore(any_store)
+    catalog = Catalog(flaky)
+    held = record(1, hidden=True)
+    catalog.save(held)
+    flaky.fail_on = flaky.puts + 1  # the approved record's write
+
+    with pytest.raises(StorageUnavailable, match="the image is still held back"):
+        catalog.approve(held.id)
+
+    assert catalog.get(held.id) == held
+    assert catalog.approve(held.id).hidden is False  # a retry goes through
+
+
+def test_a_lost_record_goes_to_the_critical_log_for_an_operator(
+    any_store: ObjectStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyStore(any_store)
+    catalog = Catalog(flaky)
+    held = record(1, hidden=True)
+    catalog.save(held)
+    flaky.fail_from = flaky.puts + 1  # the approved record's write and the restore
+
+    with (
+        caplog.at_level(logging.CRITICAL, logger="imaging.catalog"),
+        pytest.raises(StorageUnavailable),
+    ):
+        catalog.approve(held.id)
+
+    (line,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert record_key(held.id) in line.getMessage()
+    logged = line.getMessage().rsplit(": ", 1)[-1]
+    assert ImageRecord.from_json(logged.encode()) == held
+    assert json.loads(logged)["hidden"] is True
+
+
+class ReadTogether(CountingStore):
+    """Holds each record read until ``parties`` threads have read: approvals that overlap."""
+
+    def __init__(self, inner: ObjectStore, parties: int) -> None:
+        super().__init__(inner)
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def get(self, key: str) -> bytes:
+        data = super().get(key)
+        self.barrier.wait()
+        return data
+
+
+def test_two_admins_approving_at_once_both_succeed(any_store: ObjectStore) -> None:
+    held = record(1, hidden=True)
+    Catalog(any_store).save(held)
+    catalog = Catalog(ReadTogether(any_store, parties=2))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(catalog.approve, [held.id, held.id]))
+
+    assert [r.hidden for r in results] == [False, False]
+    assert Catalog(any_store).get(held.id) == dataclasses.replace(held, hidden=False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -229,6 +231,8 @@ def test_unsafe_keys_are_rejected(any_store: ObjectStore, key: str) -> None:
         any_store.delete(key)
     with pytest.raises(ValueError, match="storage key"):
         any_store.public_url(key)
+    with pytest.raises(ValueError, match="storage key"):
+        any_store.read_for_serving(key)
 
 
 @pytest.mark.parametrize("prefix", ["/", "../", "rec//", "rec/../"])
@@ -307,24 +311,24 @@ def test_local_public_url_uses_public_base_url(tmp_path: Path) -> None:
     assert store.public_url("img/1/a.webp") == "https://cdn.example.com/media/img/1/a.webp"
 
 
-def test_local_open_for_serving_gives_the_file_and_its_content_type(tmp_path: Path) -> None:
+def test_local_read_for_serving_gives_the_bytes_and_their_content_type(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("img/1/a.avif", b"avif bytes", content_type="image/avif")
-    path, content_type = store.open_for_serving("img/1/a.avif")
-    assert path.read_bytes() == b"avif bytes"
+    data, content_type = store.read_for_serving("img/1/a.avif")
+    assert data == b"avif bytes"
     assert content_type == "image/avif"
 
 
-def test_local_open_for_serving_a_missing_key_raises_object_not_found(tmp_path: Path) -> None:
+def test_local_read_for_serving_a_missing_key_raises_object_not_found(tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFound):
-        LocalStore(tmp_path).open_for_serving("img/1/missing.webp")
+        LocalStore(tmp_path).read_for_serving("img/1/missing.webp")
 
 
-def test_local_open_for_serving_refuses_a_path_that_escapes_the_root(tmp_path: Path) -> None:
+def test_local_read_for_serving_refuses_a_path_that_escapes_the_root(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(b"secret")
     store = LocalStore(tmp_path / "media")
     with pytest.raises(ValueError, match="storage key"):
-        store.open_for_serving("../secret")
+        store.read_for_serving("../secret")
 
 
 def test_local_failed_put_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -433,6 +437,23 @@ def test_gcs_public_url_is_the_objects_storage_googleapis_url_by_default() -> No
 def test_gcs_public_url_uses_public_base_url() -> None:
     store = GCSStore("my-bucket", public_base_url="https://cdn.example.com/")
     assert store.public_url("img/1/a.webp") == "https://cdn.example.com/img/1/a.webp"
+
+
+def test_gcs_serves_nothing_through_the_app_the_bucket_serves_its_own_urls(
+    gcs_store: GCSStore,
+) -> None:
+    gcs_store.put("img/1/a.webp", b"webp bytes", content_type=WEBP)
+    with pytest.raises(ObjectNotFound):
+        gcs_store.read_for_serving("img/1/a.webp")
+
+
+def test_gcs_store_needs_only_the_shared_key_rules_not_local_store() -> None:
+    # A fresh interpreter: this one has long imported every backend.
+    code = "import sys, imaging.storage.gcs; print('imaging.storage.local' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_gcs_put_after_a_412_with_the_same_bytes_succeeds_without_rewriting(

@@ -1,8 +1,11 @@
 """The storage seam: the ObjectStore contract and the mapping from STORAGE_BACKEND to a backend.
 
 Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
-create-only, lists keys in ascending byte order and gives each key a public URL. Errors are the
-``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
+create-only, lists keys in ascending byte order and gives each key a public URL; the key rules
+themselves are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
+``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS) answers it with
+ObjectNotFound. Errors are the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists,
+StorageUnavailable (503).
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class ObjectStore(Protocol):
 
     def public_url(self, key: str) -> str:
         """The URL a browser fetches the object from."""
+
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        """The bytes and content type the app's media route sends for ``key``.
+
+        Raise ValueError for a malformed key (it came from a URL) and ObjectNotFound when the
+        object does not exist or this backend serves its objects at their own public URLs.
+        """
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the backend is reachable (readiness probe)."""

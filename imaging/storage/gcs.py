@@ -36,7 +36,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.gclients import PerProcess, anonymous_credentials
-from imaging.storage.local import check_key, check_prefix
+from imaging.storage.keys import check_key, check_prefix
 
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
 #: (requests' exceptions are OSErrors), credential lookups, corrupted downloads. To a client, all
@@ -144,6 +144,17 @@ class GCSStore:
         if self._public_base_url:
             return f"{self._public_base_url}/{path}"
         return f"https://storage.googleapis.com/{self.bucket_name}/{path}"
+
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        """Always ObjectNotFound: the bucket (or the CDN) serves its objects at ``public_url``.
+
+        Proxying them through the app would spend a request thread and the bucket's egress on
+        what a browser can fetch directly, so the media route has nothing to serve on GCS.
+        """
+        check_key(key)
+        raise ObjectNotFound(
+            "No such object.", detail=f"{key!r}: GCS objects are served at their public URLs"
+        )
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the bucket answers a one-object listing."""

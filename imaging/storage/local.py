@@ -6,10 +6,9 @@ name exists, so two writers can never overwrite each other (``os.replace`` would
 sees either no file or the whole file. Content type and Cache-Control live in a sidecar under
 ``.meta/`` when they differ from what the key's extension implies.
 
-No key segment may start with a dot, so temporary files (``.tmp-*``) and the ``.meta`` tree can
-never collide with a key, and ``list`` simply skips dot-names.
-
-This module also holds ``check_key``, the key rules every backend enforces.
+No key segment may start with a dot (``storage.keys.check_key``), so temporary files
+(``.tmp-*``) and the ``.meta`` tree can never collide with a key, and ``list`` simply skips
+dot-names.
 """
 
 from __future__ import annotations
@@ -27,11 +26,7 @@ from urllib.parse import quote
 
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.formats import OUTPUT_FORMATS
-
-#: GCS's limit on an object name; local paths would allow more but keys must work on both.
-MAX_KEY_BYTES = 1024
-#: Most filesystems' limit on one path segment.
-MAX_SEGMENT_BYTES = 255
+from imaging.storage.keys import check_key, check_prefix
 
 #: Content types implied by an extension: the ones we write, so none needs a sidecar.
 EXTENSION_TYPES: dict[str, str] = {
@@ -43,36 +38,6 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _TEMP_PREFIX = ".tmp-"
 _META_DIR = ".meta"
-
-
-def check_key(key: str) -> str:
-    """Return ``key`` if it is a well-formed object key, else raise ValueError.
-
-    Keys are made by the server, never taken from a client, so a bad one is a programming error.
-    Rejected: empty keys and segments, a leading ``/``, segments starting with ``.`` (so ``..``
-    too), backslashes, NUL and other control characters, and names too long for GCS or a disk.
-    """
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"storage key must be a non-empty string, got {key!r}")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise ValueError(f"storage key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
-    if "\\" in key or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise ValueError(f"storage key has a backslash or control character: {key!r}")
-    for segment in key.split("/"):
-        # An empty segment also catches a leading or trailing "/" and "//".
-        if not segment or segment.startswith("."):
-            raise ValueError(f"storage key has an empty or dot segment: {key!r}")
-        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
-            raise ValueError(f"storage key segment longer than {MAX_SEGMENT_BYTES} bytes: {key!r}")
-    return key
-
-
-def check_prefix(prefix: str) -> str:
-    """Return ``prefix`` if some valid key could start with it ("" lists everything)."""
-    if prefix:
-        # "rec/" is fine because "rec/x" is a key; "rec//" and "../" are not.
-        check_key(prefix + "x" if prefix.endswith("/") else prefix)
-    return prefix
 
 
 def content_type_for(key: str) -> str:
@@ -185,16 +150,14 @@ class LocalStore:
             raise StorageUnavailable(detail=f"media root {self.root} is not a writable directory")
 
     # -- serving -------------------------------------------------------------------------------
-    def open_for_serving(self, key: str) -> tuple[Path, str]:
-        """The file holding ``key`` and its content type, for the media blueprint's send_file.
+    def read_for_serving(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the content type ``put`` was given, for the media blueprint.
 
-        Raises ValueError for a malformed key (it came from a URL) and ObjectNotFound when
-        there is no such object.
+        Read whole (variants are at most MAX_OUTPUT_SIDE px): no file stays open on a response
+        when a browser drops the connection mid-transfer. Raises ValueError for a malformed key
+        (it came from a URL) and ObjectNotFound when there is no such object.
         """
-        path = self._path(check_key(key))
-        if not path.is_file():
-            raise ObjectNotFound("No such object.", detail=f"{key!r} not found")
-        return path, self.metadata(key).content_type
+        return self.get(key), self.metadata(key).content_type
 
     def metadata(self, key: str) -> ObjectMetadata:
         """The content type and Cache-Control given to ``put`` (or the extension's type)."""

@@ -10,7 +10,7 @@ from werkzeug.datastructures import MultiDict
 from imaging.config import Settings
 from imaging.errors import BadRequest, MissingFile, TooLarge
 from imaging.formats import parse_format_list
-from imaging.pipeline import FIT_MODES, QUALITY_RANGE, UploadOptions
+from imaging.pipeline import QUALITY_RANGE, UploadOptions, parse_fit
 
 FILE_FIELD = "image"
 
@@ -50,9 +50,7 @@ def read_options(
         formats = settings.default_formats
     if len(formats) > 5:
         raise BadRequest("Ask for at most 5 output formats.")
-    fit = (values.get("fit") or "contain").strip().lower()
-    if fit not in FIT_MODES:
-        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    fit = parse_fit(values.get("fit"))
     name = values.get("name") or filename
     return UploadOptions(
         formats=formats,

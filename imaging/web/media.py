@@ -1,4 +1,5 @@
-"""Serves LocalStore's image files (the embedded default); GCS serves its own in production.
+"""Serves the image files of a store whose public URLs point at the app (LocalStore, the embedded
+default); GCS serves its own in production, so its ``read_for_serving`` answers ObjectNotFound.
 
 Only ``img/`` keys are public: records and index markers are never served. Files go out with
 our own Content-Type (they are our re-encoded output), nosniff, and a year-long immutable cache.
@@ -22,16 +23,11 @@ bp = Blueprint("media", __name__)
 @bp.get("/media/<path:key>")
 def serve(key: str) -> ResponseReturnValue:
     """One stored image file."""
-    store = services().store
-    opener = getattr(store, "open_for_serving", None)
-    if not key.startswith(IMAGE_PREFIX) or opener is None:
+    if not key.startswith(IMAGE_PREFIX):
         raise NotFound("No such image file.")
     try:
-        path, content_type = opener(key)
-        # Read whole (variants are at most MAX_OUTPUT_SIDE px): no file stays open on the
-        # response when a browser drops the connection mid-transfer.
-        data = path.read_bytes()
-    except (ValueError, OSError):
+        data, content_type = services().store.read_for_serving(key)
+    except ValueError:  # a malformed key: it came from the URL
         raise NotFound("No such image file.") from None
     response = Response(data, mimetype=content_type)
     # A key's bytes never change (writes are create-only), so the key itself is the ETag.
