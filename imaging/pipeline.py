@@ -37,6 +37,7 @@ from imaging.errors import (
 from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import Labeler, LabelResult
 from imaging.processing import Limits, Probe, RenderSpec, Rendition
+from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ log = logging.getLogger(__name__)
 FIT_MODES = processing.FIT_MODES
 QUALITY_RANGE = (1, 100)
 LIKELIHOODS = ("UNKNOWN", "VERY_UNLIKELY", "UNLIKELY", "POSSIBLE", "LIKELY", "VERY_LIKELY")
-
-
-def parse_fit(raw: str | None) -> str:
-    """The fit mode ``raw`` names, in any case and spacing (none: ``contain``); else BadRequest."""
-    fit = (raw or "contain").strip().lower()
-    if fit not in FIT_MODES:
-        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
-    return fit
 
 
 @dataclass(frozen=True)

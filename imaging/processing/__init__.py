@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from imaging.processing.decoding import Decoded, decode, rgb_pixels, shrink
 from imaging.processing.encoding import render
-from imaging.processing.geometry import FIT_MODES, target_size
+from imaging.processing.geometry import FIT_MODES, parse_fit, target_size
 from imaging.processing.header import Limits, Probe, probe
 from imaging.processing.spec import RenderSpec, Rendition
 
@@ -31,6 +31,7 @@ __all__ = [
     "RenderSpec",
     "Rendition",
     "decode",
+    "parse_fit",
     "probe",
     "render",
     "rgb_pixels",

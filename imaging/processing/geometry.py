@@ -12,6 +12,17 @@ from imaging.processing.spec import RenderSpec
 FIT_MODES = ("contain", "cover", "fill")
 
 
+def parse_fit(raw: str | None) -> str:
+    """The fit mode ``raw`` names, in any case and spacing (none: ``contain``); else BadRequest.
+
+    The one rule for ``fit``: the form reader, the pipeline and ``target_size`` all ask here.
+    """
+    fit = (raw or "contain").strip().lower()
+    if fit not in FIT_MODES:
+        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    return fit
+
+
 def target_size(
     src_w: int, src_h: int, spec: RenderSpec, max_side: int
 ) -> tuple[tuple[int, int], tuple[int, int] | None]:
@@ -19,8 +30,7 @@ def target_size(
 
     Never upscales unless ``spec.upscale``; never exceeds ``max_side``.
     """
-    if spec.fit not in FIT_MODES:
-        raise BadRequest(f"fit must be one of: {', '.join(FIT_MODES)}.")
+    parse_fit(spec.fit)
     if any(v is not None and v < 1 for v in (spec.width, spec.height)):
         raise BadRequest("width and height must be positive.")
     tw, th = spec.width, spec.height

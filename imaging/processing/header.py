@@ -136,7 +136,7 @@ def probe(data: bytes, limits: Limits) -> Probe:
     if not data:
         raise MissingFile("The uploaded file is empty.")
     if len(data) > limits.max_bytes:
-        raise TooLarge(f"The file is larger than the {limits.max_bytes // (1024 * 1024)} MB limit.")
+        raise TooLarge.over(limits.max_bytes)
     with pillow_boundary(), open_image(data) as im:
         fmt = INPUT_FORMATS.get(im.format or "")
         if fmt is None:  # pragma: no cover - Image.open(formats=...) already enforces this
