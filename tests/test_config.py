@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imaging.config import PRODUCTION_RATE_LIMIT, WEBP_MAX_SIDE, Settings, SettingsError
+from imaging.config import (
+    DEFINITIONS,
+    GROUPS,
+    PRODUCTION_RATE_LIMIT,
+    RULES,
+    WEBP_MAX_SIDE,
+    Settings,
+    SettingsError,
+    configuration_markdown,
+)
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 CLOUD_RUN = {"K_SERVICE": "svc", "STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "SECRET_KEY": "s"}
 EVENTS = {
@@ -262,3 +274,68 @@ def test_replace_validates_the_copy() -> None:
     assert Settings().replace(port=9000).port == 9000
     with pytest.raises(SettingsError, match="MAX_FRAMES must be positive"):
         Settings().replace(max_frames=0)
+
+
+def test_every_check_and_every_rule_has_a_case_above() -> None:
+    problems = [problem for _, problem in REFUSED]
+    checked = {d.env for d in DEFINITIONS if d.check is not None}
+    untested = {env for env in checked if not any(p.startswith(f"{env} ") for p in problems)}
+    assert untested == set(), "add a REFUSED case for each"
+    assert [r.problem for r in RULES if r.problem not in problems] == []
+
+
+# -- the declarations and their docs ------------------------------------------------------
+
+
+def test_every_field_is_declared_as_a_setting_or_internal() -> None:
+    declared = {d.name for d in DEFINITIONS}
+    assert {f.name for f in fields(Settings)} - declared == {"presets", "testing"}
+
+
+def test_every_setting_has_a_meaning_and_a_group() -> None:
+    for d in DEFINITIONS:
+        assert d.doc.strip(), d.env
+        assert d.group in GROUPS, d.env
+    assert {d.group for d in DEFINITIONS} == set(GROUPS)  # no group is left empty
+
+
+def test_every_variable_names_one_setting() -> None:
+    names = [d.env for d in DEFINITIONS]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in names)
+
+
+def test_every_default_reads_back_from_its_own_text() -> None:
+    """The docs show each default as its variable would be written."""
+    for d in DEFINITIONS:
+        shown = d.shown_default()
+        if d.shown or not shown.startswith("`"):
+            continue  # explained in words, or empty
+        text = shown.strip("`").removeprefix("./")
+        assert d.read(text) == d.default, d.env
+
+
+def test_the_configuration_doc_is_generated_from_the_settings() -> None:
+    assert DOC.read_text() == configuration_markdown(), (
+        "docs/configuration.md is stale: run python -m imaging.config > docs/configuration.md"
+    )
+
+
+def test_the_doc_has_one_row_per_setting_under_its_group_with_its_rules() -> None:
+    group = ""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in configuration_markdown().splitlines():
+        if line.startswith("## "):
+            group = line.removeprefix("## ").lower()
+        elif match := re.match(r"^\| `([A-Z0-9_]+)` \|", line):
+            assert match.group(1) not in rows
+            rows[match.group(1)] = (group, line)
+    assert set(rows) == {d.env for d in DEFINITIONS}
+    for d in DEFINITIONS:
+        assert rows[d.env][0] == d.group
+        assert f" | {d.doc} | " in rows[d.env][1]
+        if d.check is not None:
+            assert d.check.allowed() in rows[d.env][1]
+    for rule in RULES:
+        env = next(d.env for d in DEFINITIONS if d.name == rule.setting)
+        assert rule.says in rows[env][1]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 from pathlib import Path
 
-from imaging.config import Settings
 from imaging.formats import OUTPUT_FORMATS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -26,16 +24,6 @@ def test_readme_format_table_is_the_registry() -> None:
     ]
     rows = [line for line in section("formats-table").splitlines() if line.startswith("| `")]
     assert rows == expected
-
-
-def test_readme_documents_every_setting() -> None:
-    table = section("settings-table")
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
-    internal = {"presets", "testing", "on_cloud_run"}
-    env_names = {f.name.upper() for f in fields(Settings) if f.name not in internal}
-    env_names = (env_names - {"UPLOAD_TOKENS"}) | {"UPLOAD_TOKEN"}
-    assert env_names - documented == set(), "settings missing from the README"
-    assert documented - env_names == set(), "README documents settings that do not exist"
 
 
 def test_readme_first_section_has_exactly_two_commands() -> None:
