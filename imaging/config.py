@@ -1,6 +1,8 @@
-"""Settings: every knob of the app, typed and validated once at start-up.
+"""Settings: every knob of the app, declared once with its meaning, typed and validated at start-up.
 
-Each field maps to one environment variable (documented in the README's configuration table).
+Each field is one environment variable, declared with ``setting(default, meaning, group, ...)``:
+its allowed values are a ``Check`` beside it, the rules between settings are ``RULES``, and
+docs/configuration.md is generated from these declarations (``python -m imaging.config``).
 ``Settings.from_env`` is the only place that reads the environment; everything else receives a
 ``Settings`` value, so tests build exactly the configuration they need.
 """
@@ -9,10 +11,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from imaging.errors import ImagingError
 from imaging.formats import OUTPUT_FORMATS, parse_format_list
@@ -46,61 +48,526 @@ DEFAULT_PRESETS: Mapping[str, Preset] = {
     "label": Preset(640, 640, "contain"),
 }
 
+#: The groups settings are documented in, in the docs' order, each with what it is about.
+GROUPS: Mapping[str, str] = {
+    "limits": "What one upload may be, and how much work a process takes on at once.",
+    "output": "What the renditions are when a request does not say.",
+    "storage": "Where images and their records are kept.",
+    "labels": "Who names what is in an image, and what is kept of it.",
+    "security": "Who may upload, delete and approve, and how often.",
+    "direct uploads": "Large files sent by the browser straight to the bucket.",
+    "events": "Conversions started by storage events and Cloud Tasks.",
+    "ops": "Serving, logs, traces and maintenance.",
+}
+
+
+# -- allowed values, as data ---------------------------------------------------------------
+
+
+class Check(Protocol):
+    """The values one setting may take: what is wrong with a value, and how the docs say it."""
+
+    def problems(self, env: str, value: Any) -> list[str]: ...
+
+    def allowed(self) -> str: ...
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``values``; ``bare`` writes keywords (DEBUG, LIKELY) without quotes."""
+
+    values: tuple[str, ...]
+    bare: bool = False
+    optional: bool = False  # empty is allowed too: the feature is off
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        if value in self.values or (self.optional and not value):
+            return []
+        shown = list(self.values) if self.bare else [repr(v) for v in self.values]
+        return [f"{env} must be {_either(shown)}"]
+
+    def allowed(self) -> str:
+        words = [f"`{v}`" for v in self.values] + (["empty (off)"] if self.optional else [])
+        return _either(words)
+
+
+@dataclass(frozen=True)
+class Between:
+    """A number from ``low`` to ``high``, both included; ``unit`` ends the message."""
+
+    low: float
+    high: float
+    unit: str = ""
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        if self.low <= value <= self.high:
+            return []
+        unit = f" {self.unit}" if self.unit else ""
+        return [f"{env} must be between {_number(self.low)} and {_number(self.high)}{unit}"]
+
+    def allowed(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_number(self.low)} to {_number(self.high)}{unit}"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A number no smaller than ``low``; ``words`` says it when "at least N" reads badly."""
+
+    low: float
+    words: str = ""
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        if value >= self.low:
+            return []
+        if self.words:
+            return [f"{env} must be {self.words}"]
+        if self.low == 0:
+            return [f"{env} must not be negative"]
+        return [f"{env} must be at least {_number(self.low)}"]
+
+    def allowed(self) -> str:
+        return f"{_number(self.low)} or more"
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """Empty (off), or text that passes ``test``: it ``must be`` this, as the docs ``show``."""
+
+    test: Callable[[str], bool]
+    must_be: str
+    show: str
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        return [f"{env} must be {self.must_be}"] if value and not self.test(value) else []
+
+    def allowed(self) -> str:
+        return self.show
+
+
+@dataclass(frozen=True)
+class KnownFormats:
+    """At least one format, each one the registry can write."""
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        if not value:
+            return [f"{env} must name at least one format"]
+        unknown = [f for f in value if f not in OUTPUT_FORMATS]
+        return [f"{env} has unknown formats: {', '.join(unknown)}"] if unknown else []
+
+    def allowed(self) -> str:
+        return "comma-separated, from " + ", ".join(f"`{name}`" for name in OUTPUT_FORMATS)
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("https://", "http://"))
+
+
+def _is_queue_name(value: str) -> bool:
+    parts = value.split("/")
+    return (
+        len(parts) == 6 and parts[0::2] == ["projects", "locations", "queues"] and "" not in parts
+    )
+
+
+# -- reading values from text ----------------------------------------------------------------
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _whole(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {raw!r}") from None
+
+
+def _decimal(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+#: How a value is read from its text, by the type of its default (bool before int: it is one),
+#: with how the docs describe such values.
+READERS: tuple[tuple[type, Callable[[str], Any], str], ...] = (
+    (bool, _boolean, "`1` or `0` (also true/false, yes/no, on/off)"),
+    (int, _whole, "whole number"),
+    (float, _decimal, "number"),
+    (Path, Path, "path"),
+    (tuple, _words, "comma-separated list"),
+    (str, str, ""),
+)
+
+
+def _reader(default: object) -> tuple[Callable[[str], Any], str]:
+    for kind, read, described in READERS:
+        if isinstance(default, kind):
+            return read, described
+    raise TypeError(f"no reader for a {type(default).__name__} setting")
+
+
+# -- declarations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One setting as declared: its variable, default, meaning, group and allowed values."""
+
+    default: Any
+    doc: str
+    group: str
+    env: str = ""  # the variable; the field's name in upper case unless declared otherwise
+    name: str = ""  # the field's name, filled in from the dataclass
+    shown: str = ""  # the default as the docs show it, when the value alone would mislead
+    allows: str = ""  # the allowed values as the docs say them, when check and type cannot
+    check: Check | None = None
+    parse: Callable[[str], Any] | None = None  # reads the variable's text; by type if None
+
+    def read(self, raw: str) -> Any:
+        return (self.parse or _reader(self.default)[0])(raw)
+
+    def shown_default(self) -> str:
+        if self.shown:
+            return self.shown
+        value = self.default
+        if isinstance(value, bool):
+            return f"`{int(value)}`"
+        if isinstance(value, Path):
+            return f"`{value}`" if value.is_absolute() else f"`./{value}`"
+        if isinstance(value, float):
+            return f"`{_number(value)}`"
+        if isinstance(value, tuple):
+            return f"`{','.join(value)}`" if value else ""
+        return f"`{value}`" if value != "" else ""
+
+    def allowed(self) -> str:
+        if self.allows:
+            return self.allows
+        return self.check.allowed() if self.check else _reader(self.default)[1]
+
+
+_DEFINITION = "definition"
+_INTERNAL = "internal"
+T = TypeVar("T")
+
+
+def setting(
+    default: T,
+    doc: str,
+    group: str,
+    *,
+    check: Check | None = None,
+    env: str = "",
+    shown: str = "",
+    allows: str = "",
+    parse: Callable[[str], Any] | None = None,
+) -> T:
+    """Declare a setting: its default, one line of meaning, its group and its allowed values."""
+    definition = Definition(
+        default, doc, group, env=env, shown=shown, allows=allows, check=check, parse=parse
+    )
+    declared: T = field(default=default, metadata={_DEFINITION: definition})
+    return declared
+
+
+def _keyword(raw: str) -> str:
+    return raw.upper()
+
+
+def _present(raw: str) -> bool:
+    return True  # any value: Cloud Run sets K_SERVICE to the service's name
+
+
+LIMITS, OUTPUT, STORAGE, LABELS = "limits", "output", "storage", "labels"
+SECURITY, DIRECT, EVENTS, OPS = "security", "direct uploads", "events", "ops"
+
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    secret_key: str = ""
-    storage_backend: str = "local"
-    media_root: Path = Path("instance/media")
-    gcs_bucket: str = ""
-    public_base_url: str = ""
-    allow_local_storage_on_cloud_run: bool = False
-    labeler: str = "local"
-    label_max_results: int = 5
-    label_min_score: float = 0.15
-    label_timeout: float = 10.0
-    model_cache_dir: Path = Path("instance/models")
-    vision_api_endpoint: str = ""
-    safe_search: bool = False
-    safe_search_hide: str = ""
-    max_upload_mb: int = 20
-    direct_upload_threshold_mb: float = 8.0  # 0: the upload page never uses direct uploads
-    direct_upload_max_mb: int = 200
-    upload_url_ttl: int = 900
-    signing_service_account: str = ""
-    max_pixels: int = 50_000_000
-    max_side: int = WEBP_MAX_SIDE
-    max_output_side: int = 4096
-    max_frames: int = 100
-    default_formats: tuple[str, ...] = ("webp",)
-    keep_copyright: bool = False
-    background: str = "#ffffff"
-    presets: Mapping[str, Preset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
-    conversion_slots: int = 0  # 0 = one per CPU core
-    conversion_wait: float = 10.0
-    gc_grace_seconds: int = 3600
-    log_format: str = "text"
-    log_level: str = "INFO"
-    google_cloud_project: str = ""  # names the project in log lines' trace field
-    trace_exporter: str = "none"
-    trace_sample_ratio: float = 0.1
-    upload_tokens: tuple[str, ...] = ()
-    admin_token: str = ""
-    rate_limit: str = ""
-    trusted_proxy_hops: int = 0
-    uploads_bucket: str = ""  # comma-separated: the buckets whose storage events are converted
-    events_audience: str = ""  # the service URL; empty turns /events/storage and /tasks/convert off
-    events_service_account: str = ""
-    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
-    event_workers: int = 2
-    tasks_queue: str = ""  # projects/P/locations/L/queues/Q; empty: convert in-process
-    tasks_target_url: str = ""  # empty: EVENTS_AUDIENCE + /tasks/convert
-    tasks_service_account: str = ""
-    tasks_api_endpoint: str = ""
-    on_cloud_run: bool = False
-    testing: bool = False
+    host: str = setting("127.0.0.1", "address `make run` listens on", OPS)
+    port: int = setting(8080, "port to listen on (Cloud Run sets it)", OPS)
+    secret_key: str = setting(
+        "",
+        "signs sessions and CSRF tokens",
+        SECURITY,
+        shown="generated into `instance/secret_key`",
+    )
+    storage_backend: str = setting(
+        "local",
+        "where images and records live: files under `MEDIA_ROOT` (`local`) or a bucket (`gcs`)",
+        STORAGE,
+        check=OneOf(("local", "gcs")),
+    )
+    media_root: Path = setting(  # noqa: RUF009 (a Path is immutable)
+        Path("instance/media"), "where LocalStore keeps images and the catalog", STORAGE
+    )
+    gcs_bucket: str = setting("", "bucket for `STORAGE_BACKEND=gcs`", STORAGE)
+    public_base_url: str = setting(
+        "",
+        "URL prefix for public image URLs (a CDN or load balancer in front of the bucket)",
+        STORAGE,
+    )
+    allow_local_storage_on_cloud_run: bool = setting(
+        False,
+        "let LocalStore start on Cloud Run (its disk is memory and vanishes: demos only)",
+        STORAGE,
+    )
+    labeler: str = setting(
+        "local",
+        "who labels images: the bundled model (`local`), Cloud Vision (`vision`) or nobody",
+        LABELS,
+        check=OneOf(("local", "vision", "none")),
+    )
+    label_max_results: int = setting(5, "most labels kept per image", LABELS, check=AtLeast(1))
+    label_min_score: float = setting(
+        0.15, "labels scoring below this are dropped", LABELS, check=Between(0, 1)
+    )
+    label_timeout: float = setting(
+        10.0, "seconds an upload waits for labels before saving without them", LABELS
+    )
+    model_cache_dir: Path = setting(  # noqa: RUF009 (a Path is immutable)
+        Path("instance/models"), "where the local labeler caches its ONNX graph", LABELS
+    )
+    vision_api_endpoint: str = setting(
+        "",
+        "Cloud Vision endpoint override (`http://...` uses anonymous credentials: for local "
+        "stand-ins)",
+        LABELS,
+    )
+    safe_search: bool = setting(
+        False, "also ask Vision for SafeSearch, stored in the record", LABELS
+    )
+    safe_search_hide: str = setting(
+        "",
+        "hide images at or above this likelihood until an admin approves them",
+        LABELS,
+        check=OneOf(("POSSIBLE", "LIKELY", "VERY_LIKELY"), bare=True, optional=True),
+        parse=_keyword,
+    )
+    max_upload_mb: int = setting(
+        20,
+        "largest file accepted (below Cloud Run's 32 MiB request cap)",
+        LIMITS,
+        check=Between(1, 1024),
+    )
+    direct_upload_threshold_mb: float = setting(
+        8.0,
+        "the upload page sends files above this straight to storage; `0` turns that off",
+        DIRECT,
+        check=AtLeast(0),
+    )
+    direct_upload_max_mb: int = setting(
+        200,
+        "largest direct upload (it skips Cloud Run's request cap, so it may exceed "
+        "`MAX_UPLOAD_MB`)",
+        DIRECT,
+        check=Between(1, 1024),
+    )
+    upload_url_ttl: int = setting(
+        900,
+        "seconds a direct-upload URL stays valid for starting its PUT",
+        DIRECT,
+        # V4 signed URLs live at most 7 days; under a minute is too short to start a PUT.
+        check=Between(60, 7 * 24 * 3600, "seconds"),
+    )
+    signing_service_account: str = setting(
+        "",
+        "service account whose key signs GCS upload URLs through the IAM signBlob API",
+        DIRECT,
+        shown="(the runtime service account)",
+    )
+    max_pixels: int = setting(
+        50_000_000,
+        "largest image, in pixels, checked before decoding",
+        LIMITS,
+        check=AtLeast(1, "positive"),
+    )
+    max_side: int = setting(
+        WEBP_MAX_SIDE,
+        "longest side, in pixels (WebP's own limit)",
+        LIMITS,
+        check=Between(1, WEBP_MAX_SIDE, "(WebP's limit)"),
+    )
+    max_output_side: int = setting(
+        4096,
+        "longest side of any output; bigger sources are scaled down to it (memory: see the "
+        "benchmarks)",
+        LIMITS,
+        check=Between(1, WEBP_MAX_SIDE),
+    )
+    max_frames: int = setting(
+        100, "most frames in an animation", LIMITS, check=AtLeast(1, "positive")
+    )
+    default_formats: tuple[str, ...] = setting(
+        ("webp",),
+        "output formats when a request names none",
+        OUTPUT,
+        check=KnownFormats(),
+        parse=parse_format_list,
+    )
+    keep_copyright: bool = setting(
+        False,
+        "keep EXIF Artist and Copyright in variants (everything else is always removed)",
+        OUTPUT,
+    )
+    background: str = setting(
+        "#ffffff", "colour transparent pixels are flattened onto for JPEG", OUTPUT
+    )
+    # Not a variable: tests and the benchmarks change the boxes.
+    presets: Mapping[str, Preset] = field(
+        default_factory=lambda: dict(DEFAULT_PRESETS), metadata={_INTERNAL: True}
+    )
+    conversion_slots: int = setting(
+        0,
+        "conversions running at once per process; `0`: one per CPU core",
+        LIMITS,
+        shown="`0` (= CPU cores; under gunicorn, 2 × cores ÷ workers)",
+    )
+    conversion_wait: float = setting(
+        10.0, "seconds a request may wait for a slot before 503", LIMITS
+    )
+    gc_grace_seconds: int = setting(
+        3600, "age after which `flask gc` removes objects without a record", OPS
+    )
+    log_format: str = setting(
+        "text",
+        "log line format",
+        OPS,
+        check=OneOf(("text", "json")),
+        shown="`text` (`json` on Cloud Run)",
+    )
+    log_level: str = setting(
+        "INFO",
+        "least severe level logged",
+        OPS,
+        check=OneOf(("DEBUG", "INFO", "WARNING", "ERROR"), bare=True),
+        parse=_keyword,
+    )
+    google_cloud_project: str = setting(
+        "",
+        "project id, used in log lines' trace field (`projects/<id>/traces/<trace>`) and by "
+        "Cloud Trace",
+        OPS,
+    )
+    trace_exporter: str = setting(
+        "none",
+        "where traces go: nowhere, Cloud Trace (`gcp`) or stderr (`console`)",
+        OPS,
+        check=OneOf(("none", "gcp", "console")),
+    )
+    trace_sample_ratio: float = setting(
+        0.1,
+        "share of requests traced when the caller made no sampling decision",
+        OPS,
+        check=Between(0, 1),
+    )
+    upload_tokens: tuple[str, ...] = setting(
+        (),
+        "comma-separated tokens; when set, uploading needs one",
+        SECURITY,
+        env="UPLOAD_TOKEN",
+    )
+    admin_token: str = setting("", "may delete any image and approve held-back ones", SECURITY)
+    rate_limit: str = setting(
+        "",
+        "uploads per client, e.g. `30/minute`; empty turns it off",
+        SECURITY,
+        shown=f"(none; `{PRODUCTION_RATE_LIMIT}` on Cloud Run)",
+    )
+    trusted_proxy_hops: int = setting(
+        0,
+        "proxies in front whose `X-Forwarded-*` headers are trusted",
+        SECURITY,
+        shown="`0` (1 on Cloud Run)",
+    )
+    uploads_bucket: str = setting(
+        "",
+        "comma-separated buckets whose storage events are converted; events from any other "
+        "bucket get 403",
+        EVENTS,
+    )
+    events_audience: str = setting(
+        "",
+        "this service's URL: the audience of the OIDC tokens on `/events/storage` and "
+        "`/tasks/convert`; empty turns both off (404)",
+        EVENTS,
+        check=Shaped(_is_url, "the service's URL (https://...)", "an `https://` URL"),
+    )
+    events_service_account: str = setting(
+        "",
+        "the only service account (token `email`) allowed to deliver storage events",
+        EVENTS,
+    )
+    oidc_certs_url: str = setting(
+        "https://www.googleapis.com/oauth2/v1/certs",
+        "where the token-signing certificates come from (tests point it at a local issuer)",
+        EVENTS,
+    )
+    event_workers: int = setting(
+        2,
+        "conversions from storage events at once per process, without `TASKS_QUEUE` (as many "
+        "again may wait; beyond that 503)",
+        EVENTS,
+        check=Between(1, 32),
+    )
+    tasks_queue: str = setting(
+        "",
+        "hand each event's conversion to this Cloud Tasks queue instead of converting in the "
+        "event's request",
+        EVENTS,
+        check=Shaped(
+            _is_queue_name,
+            "projects/<p>/locations/<l>/queues/<q>",
+            "`projects/P/locations/L/queues/Q`",
+        ),
+    )
+    tasks_target_url: str = setting(
+        "", "the URL Cloud Tasks calls", EVENTS, shown="`EVENTS_AUDIENCE` + `/tasks/convert`"
+    )
+    tasks_service_account: str = setting(
+        "",
+        "service account whose OIDC token Cloud Tasks sends (and the only one `/tasks/convert` "
+        "accepts)",
+        EVENTS,
+    )
+    tasks_api_endpoint: str = setting(
+        "",
+        "Cloud Tasks endpoint override (`http://...` uses anonymous credentials: for local "
+        "stand-ins)",
+        EVENTS,
+    )
+    on_cloud_run: bool = setting(
+        False,
+        "set by Cloud Run itself, never by hand: any value turns on the Cloud Run defaults "
+        "and rules",
+        OPS,
+        env="K_SERVICE",
+        shown="(set by Cloud Run)",
+        allows="any (Cloud Run sets the service's name)",
+        parse=_present,
+    )
+    # Not a variable: the test suite's apps set it.
+    testing: bool = field(default=False, metadata={_INTERNAL: True})
 
     @property
     def max_upload_bytes(self) -> int:
@@ -123,117 +590,34 @@ class Settings:
         return replace(self, **changes).validated()
 
     def validated(self) -> Settings:
-        problems = []
-        if self.storage_backend not in ("local", "gcs"):
-            problems.append("STORAGE_BACKEND must be 'local' or 'gcs'")
-        if self.storage_backend == "gcs" and not self.gcs_bucket:
-            problems.append("GCS_BUCKET is required when STORAGE_BACKEND=gcs")
-        if self.labeler not in ("local", "vision", "none"):
-            problems.append("LABELER must be 'local', 'vision' or 'none'")
-        if not 1 <= self.max_upload_mb <= 1024:
-            problems.append("MAX_UPLOAD_MB must be between 1 and 1024")
-        if not 1 <= self.direct_upload_max_mb <= 1024:
-            problems.append("DIRECT_UPLOAD_MAX_MB must be between 1 and 1024")
-        if self.direct_upload_threshold_mb < 0:
-            problems.append("DIRECT_UPLOAD_THRESHOLD_MB must not be negative")
-        if not 60 <= self.upload_url_ttl <= 7 * 24 * 3600:
-            # V4 signed URLs live at most 7 days; under a minute is too short to start a PUT.
-            problems.append("UPLOAD_URL_TTL must be between 60 and 604800 seconds")
-        if not 1 <= self.max_side <= WEBP_MAX_SIDE:
-            problems.append(f"MAX_SIDE must be between 1 and {WEBP_MAX_SIDE} (WebP's limit)")
-        if not 1 <= self.max_output_side <= WEBP_MAX_SIDE:
-            problems.append(f"MAX_OUTPUT_SIDE must be between 1 and {WEBP_MAX_SIDE}")
-        if self.max_pixels < 1:
-            problems.append("MAX_PIXELS must be positive")
-        if self.max_frames < 1:
-            problems.append("MAX_FRAMES must be positive")
-        if not 0.0 <= self.label_min_score <= 1.0:
-            problems.append("LABEL_MIN_SCORE must be between 0 and 1")
-        if self.label_max_results < 1:
-            problems.append("LABEL_MAX_RESULTS must be at least 1")
-        if self.log_format not in ("text", "json"):
-            problems.append("LOG_FORMAT must be 'text' or 'json'")
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        if self.trace_exporter not in ("none", "gcp", "console"):
-            problems.append("TRACE_EXPORTER must be 'none', 'gcp' or 'console'")
-        if not 0.0 <= self.trace_sample_ratio <= 1.0:
-            problems.append("TRACE_SAMPLE_RATIO must be between 0 and 1")
-        if self.safe_search_hide and self.safe_search_hide not in (
-            "POSSIBLE",
-            "LIKELY",
-            "VERY_LIKELY",
-        ):
-            problems.append("SAFE_SEARCH_HIDE must be POSSIBLE, LIKELY or VERY_LIKELY")
-        if not self.default_formats:
-            problems.append("DEFAULT_FORMATS must name at least one format")
-        unknown = [f for f in self.default_formats if f not in OUTPUT_FORMATS]
-        if unknown:
-            problems.append(f"DEFAULT_FORMATS has unknown formats: {', '.join(unknown)}")
-        if (
-            self.on_cloud_run
-            and self.storage_backend == "local"
-            and not self.allow_local_storage_on_cloud_run
-        ):
-            problems.append(
-                "STORAGE_BACKEND=local on Cloud Run would keep images in the instance's memory, "
-                "which vanishes when it scales in; set STORAGE_BACKEND=gcs and GCS_BUCKET "
-                "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)"
-            )
-        if self.on_cloud_run and not self.secret_key:
-            problems.append(
-                "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike"
-            )
-        problems += self._event_problems()
+        """``self``, once every setting's check and every rule in ``RULES`` holds."""
+        problems = [
+            problem
+            for definition in DEFINITIONS
+            if definition.check is not None
+            for problem in definition.check.problems(definition.env, getattr(self, definition.name))
+        ]
+        problems += [rule.problem for rule in RULES if rule.broken(self)]
         if problems:
             raise SettingsError("Invalid configuration: " + "; ".join(problems))
         return self
-
-    def _event_problems(self) -> list[str]:
-        problems = []
-        if self.events_audience:
-            if not self.events_audience.startswith(("https://", "http://")):
-                problems.append("EVENTS_AUDIENCE must be the service's URL (https://...)")
-            if not self.events_service_account:
-                # Anyone with a Google account can mint an ID token for any audience.
-                problems.append("EVENTS_AUDIENCE needs EVENTS_SERVICE_ACCOUNT (who may call)")
-            if not self.uploads_bucket:
-                problems.append("EVENTS_AUDIENCE needs UPLOADS_BUCKET (whose events to convert)")
-        if not 1 <= self.event_workers <= 32:
-            problems.append("EVENT_WORKERS must be between 1 and 32")
-        if self.tasks_queue:
-            parts = self.tasks_queue.split("/")
-            if len(parts) != 6 or parts[0::2] != ["projects", "locations", "queues"] or "" in parts:
-                problems.append("TASKS_QUEUE must be projects/<p>/locations/<l>/queues/<q>")
-            if not self.events_audience:
-                problems.append("TASKS_QUEUE needs EVENTS_AUDIENCE (/tasks/convert checks tokens)")
-            if not self.tasks_service_account:
-                problems.append("TASKS_QUEUE needs TASKS_SERVICE_ACCOUNT (the OIDC identity)")
-        return problems
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``) and validate them."""
         env = os.environ if environ is None else environ
-        defaults = cls()
         values: dict[str, Any] = {}
-        try:
-            for f in fields(cls):
-                name = f.name.upper()
-                if f.name in ("presets", "testing", "on_cloud_run", "upload_tokens"):
-                    continue
-                raw = env.get(name)
-                if raw is None or raw == "":
-                    continue
-                values[f.name] = _coerce(f.name, raw, getattr(defaults, f.name))
-        except ValueError as exc:
-            raise SettingsError(f"Invalid configuration: {exc}") from None
-        except ImagingError as exc:
-            raise SettingsError(f"Invalid configuration: {exc.public_message}") from None
-        tokens = env.get("UPLOAD_TOKEN", "")
-        values["upload_tokens"] = tuple(t.strip() for t in tokens.split(",") if t.strip())
-        values["on_cloud_run"] = bool(env.get("K_SERVICE"))
-        settings = replace(defaults, **values)
+        for definition in DEFINITIONS:
+            raw = env.get(definition.env)
+            if raw is None or raw == "":
+                continue  # unset and empty alike keep the default
+            try:
+                values[definition.name] = definition.read(raw)
+            except ValueError as exc:
+                raise SettingsError(f"Invalid configuration: {definition.env} {exc}") from None
+            except ImagingError as exc:
+                raise SettingsError(f"Invalid configuration: {exc.public_message}") from None
+        settings = replace(cls(), **values)
         if settings.on_cloud_run and "RATE_LIMIT" not in env:
             # On the open internet by default: limit uploads unless told otherwise
             # (RATE_LIMIT= with an empty value turns it off explicitly).
@@ -243,33 +627,75 @@ class Settings:
         return settings.validated()
 
 
-def _coerce(name: str, raw: str, default: Any) -> Any:
-    label = name.upper()
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{label} must be a boolean (1/0, true/false), got {raw!r}")
-    if isinstance(default, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{label} must be a whole number, got {raw!r}") from None
-    if isinstance(default, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{label} must be a number, got {raw!r}") from None
-    if isinstance(default, Path):
-        return Path(raw)
-    if isinstance(default, tuple):
-        if name == "default_formats":
-            return parse_format_list(raw)
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
-    if name in ("safe_search_hide", "log_level"):
-        return raw.upper()
-    return raw
+#: Every declared setting, in the order of its fields.
+DEFINITIONS: tuple[Definition, ...] = tuple(
+    replace(f.metadata[_DEFINITION], name=f.name, env=f.metadata[_DEFINITION].env or f.name.upper())
+    for f in fields(Settings)
+    if _DEFINITION in f.metadata
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule between settings: ``broken`` tells, ``problem`` explains, ``says`` is for docs."""
+
+    setting: str  # the field whose docs row states the rule
+    says: str
+    broken: Callable[[Settings], bool]
+    problem: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "gcs_bucket",
+        "required when `STORAGE_BACKEND=gcs`",
+        lambda s: s.storage_backend == "gcs" and not s.gcs_bucket,
+        "GCS_BUCKET is required when STORAGE_BACKEND=gcs",
+    ),
+    Rule(
+        "storage_backend",
+        "`local` on Cloud Run only with `ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1`",
+        lambda s: (
+            s.on_cloud_run
+            and s.storage_backend == "local"
+            and not s.allow_local_storage_on_cloud_run
+        ),
+        "STORAGE_BACKEND=local on Cloud Run would keep images in the instance's memory, "
+        "which vanishes when it scales in; set STORAGE_BACKEND=gcs and GCS_BUCKET "
+        "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)",
+    ),
+    Rule(
+        "secret_key",
+        "**required on Cloud Run**",
+        lambda s: s.on_cloud_run and not s.secret_key,
+        "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike",
+    ),
+    Rule(
+        "events_service_account",
+        "required with `EVENTS_AUDIENCE`",
+        # Anyone with a Google account can mint an ID token for any audience.
+        lambda s: bool(s.events_audience) and not s.events_service_account,
+        "EVENTS_AUDIENCE needs EVENTS_SERVICE_ACCOUNT (who may call)",
+    ),
+    Rule(
+        "uploads_bucket",
+        "required with `EVENTS_AUDIENCE`",
+        lambda s: bool(s.events_audience) and not s.uploads_bucket,
+        "EVENTS_AUDIENCE needs UPLOADS_BUCKET (whose events to convert)",
+    ),
+    Rule(
+        "events_audience",
+        "required with `TASKS_QUEUE`",
+        lambda s: bool(s.tasks_queue) and not s.events_audience,
+        "TASKS_QUEUE needs EVENTS_AUDIENCE (/tasks/convert checks tokens)",
+    ),
+    Rule(
+        "tasks_service_account",
+        "required with `TASKS_QUEUE`",
+        lambda s: bool(s.tasks_queue) and not s.tasks_service_account,
+        "TASKS_QUEUE needs TASKS_SERVICE_ACCOUNT (the OIDC identity)",
+    ),
+)
 
 
 def _local_secret(instance_dir: Path) -> str:
@@ -288,3 +714,44 @@ def _local_secret(instance_dir: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(candidate)
     return candidate
+
+
+# -- the generated docs --------------------------------------------------------------------
+
+DOCS_COMMAND = "python -m imaging.config > docs/configuration.md"
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md: every setting by group, from the declarations above."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from the declarations in `imaging/config.py`; after changing a setting there,",
+        f"run `{DOCS_COMMAND}` (`tests/test_config.py` fails while this file is stale).",
+        "",
+        "Every setting is an environment variable; outside tests a `.env` file fills in those",
+        "not set. Settings are checked once at start-up: with any value out of bounds the app",
+        "does not start, and its error names every problem at once.",
+    ]
+    rules: dict[str, list[str]] = {}
+    for rule in RULES:
+        rules.setdefault(rule.setting, []).append(rule.says)
+    for group, about in GROUPS.items():
+        lines += [
+            "",
+            f"## {group.capitalize()}",
+            "",
+            about,
+            "",
+            "| variable | default | meaning | allowed values |",
+            "|---|---|---|---|",
+        ]
+        for d in DEFINITIONS:
+            if d.group == group:
+                allowed = "; ".join(filter(None, [d.allowed(), *rules.get(d.name, [])]))
+                lines.append(f"| `{d.env}` | {d.shown_default()} | {d.doc} | {allowed} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_markdown(), end="")

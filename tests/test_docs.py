@@ -13,7 +13,6 @@ import importlib.util
 import re
 import shlex
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,16 +42,6 @@ def test_readme_format_table_is_the_registry() -> None:
     assert rows == expected
 
 
-def test_readme_documents_every_setting() -> None:
-    table = section("settings-table")
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
-    internal = {"presets", "testing", "on_cloud_run"}
-    env_names = {f.name.upper() for f in fields(Settings) if f.name not in internal}
-    env_names = (env_names - {"UPLOAD_TOKENS"}) | {"UPLOAD_TOKEN"}
-    assert env_names - documented == set(), "settings missing from the README"
-    assert documented - env_names == set(), "README documents settings that do not exist"
-
-
 def test_readme_first_section_has_exactly_two_commands() -> None:
     first = README.split("## Get started", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", first, re.S)
@@ -66,10 +55,6 @@ def test_readme_first_section_has_exactly_two_commands() -> None:
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOC_IDS = [str(p.relative_to(ROOT)) for p in DOCS]
-
-#: Docs written on another branch, which the README links to already. A link to one is accepted
-#: until it exists; ``test_pending_docs_are_still_pending`` fails once it does, to end this.
-PENDING = {ROOT / "docs" / "configuration.md"}
 
 #: The app specs the docs may give ``flask --app``: both build the app with ``create_app()``.
 APP_SPECS = {"cloud_image_app", "cloud_image_app:create_app()"}
@@ -163,9 +148,6 @@ def link_problems(path: Path, text: str) -> list[str]:
         if not file_part:  # an anchor in this very document
             if anchor not in anchors(text):
                 problems.append(f"{target}: no heading #{anchor} in {path.name}")
-        elif linked in PENDING and not linked.exists():
-            if anchor:
-                problems.append(f"{target}: an anchor into a doc that does not exist yet")
         elif not linked.exists():
             problems.append(f"{target}: no such file")
         elif anchor and (linked.suffix != ".md" or anchor not in anchors(read(linked))):
@@ -326,11 +308,6 @@ def test_the_docs_are_found() -> None:
     assert {"README.md", "architecture.md", "deploy.md", "operations.md"} <= names
 
 
-def test_pending_docs_are_still_pending() -> None:
-    landed = [str(p.relative_to(ROOT)) for p in PENDING if p.exists()]
-    assert landed == [], f"{landed} exist now: remove them from PENDING in tests/test_docs.py"
-
-
 @pytest.mark.parametrize("path", DOCS, ids=DOC_IDS)
 def test_every_link_and_anchor_exists(path: Path) -> None:
     assert link_problems(path, read(path)) == []
@@ -395,10 +372,10 @@ def test_repeated_headings_are_numbered_like_github() -> None:
     assert anchors("## API\n\n## API\n\n## API\n") == {"api", "api-1", "api-2"}
 
 
-def test_a_link_into_a_pending_doc_is_accepted_but_not_an_anchor_into_it() -> None:
+def test_an_anchor_into_another_doc_must_be_one_of_its_headings() -> None:
     assert link_problems(DOC, "[settings](configuration.md)\n") == []
-    assert link_problems(DOC, "[one](configuration.md#host)\n") == [
-        "configuration.md#host: an anchor into a doc that does not exist yet"
+    assert link_problems(DOC, "[one](configuration.md#no-such-heading)\n") == [
+        "configuration.md#no-such-heading: no heading #no-such-heading in configuration.md"
     ]
 
 

@@ -9,7 +9,6 @@ import re
 import pytest
 from flask.testing import FlaskClient
 
-from imaging.config import Settings
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
@@ -157,12 +156,6 @@ def test_uploads_over_the_rate_limit_get_429_with_retry_after(make_app: AppFacto
 def test_reads_are_not_rate_limited(make_app: AppFactory) -> None:
     client = make_app(rate_limit="1/minute").test_client()
     assert all(client.get("/api/images").status_code == 200 for _ in range(5))
-
-
-def test_cloud_run_limits_uploads_by_default() -> None:
-    env = {"K_SERVICE": "svc", "STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "SECRET_KEY": "s"}
-    assert Settings.from_env(env).rate_limit == "30/minute"
-    assert Settings.from_env({**env, "RATE_LIMIT": ""}).rate_limit == ""
 
 
 def test_display_names_are_escaped_in_pages(local_client: FlaskClient) -> None:
