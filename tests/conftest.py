@@ -18,6 +18,7 @@ from imaging.config import Settings
 from imaging.labeling import Labeler
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
+from tests.uploads import UploadActions
 
 pytest_plugins = [
     "tests.gcs_emulator",
@@ -66,21 +67,21 @@ AppFactory = Callable[..., Flask]
 
 @pytest.fixture
 def make_app(settings: Settings, local_store: LocalStore) -> AppFactory:
-    """Build an app with settings overrides: ``make_app(max_upload_mb=1, storage=...)``.
-
-    ``labeler_backend`` injects a Labeler object; ``labeler="local"`` sets the LABELER setting.
+    """Build an app: keyword arguments are Settings fields (``make_app(max_upload_mb=1)``,
+    ``labeler="local"`` sets LABELER); the two objects to inject instead of building them are
+    ``storage=`` (an ObjectStore) and ``labeler_impl=`` (a Labeler), named apart from the setting.
     """
 
     def build(
         *,
         storage: ObjectStore | None = None,
-        labeler_backend: Labeler | None = None,
+        labeler_impl: Labeler | None = None,
         **changes: Any,
     ) -> Flask:
         return create_app(
             settings.replace(**changes) if changes else settings,
             storage=storage if storage is not None else local_store,
-            labeler=labeler_backend,
+            labeler=labeler_impl,
         )
 
     return build
@@ -94,6 +95,12 @@ def app(make_app: AppFactory, store: ObjectStore) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def uploads(client: FlaskClient) -> UploadActions:
+    """Uploads through ``client`` (on both storage backends): ``uploads.ok(data, "a.png")``."""
+    return UploadActions(client)
 
 
 @pytest.fixture

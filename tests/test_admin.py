@@ -20,6 +20,7 @@ from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.faults import FlakyStore
+from tests.uploads import upload_ok
 from tests.vision_server import VisionServer
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -60,13 +61,7 @@ def client(make_held_app: HeldAppFactory, store: ObjectStore) -> FlaskClient:
 
 
 def upload(client: FlaskClient, name: str = "held.jpg") -> dict[str, Any]:
-    response = client.post(
-        "/api/images",
-        data={"image": (io.BytesIO(images.jpeg(40, 30)), name)},
-        content_type="multipart/form-data",
-    )
-    assert response.status_code == 201, response.get_data(as_text=True)
-    body: dict[str, Any] = response.get_json()
+    body: dict[str, Any] = upload_ok(client, images.jpeg(40, 30), name)
     return body
 
 

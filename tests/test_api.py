@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -12,21 +11,11 @@ from imaging.errors import ObjectNotFound
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
+from tests.uploads import UploadActions, post_image
 
 
-def upload(
-    client: FlaskClient,
-    data: bytes,
-    filename: str = "photo.jpg",
-    url: str = "/api/images",
-    **fields: Any,
-) -> Any:
-    form: dict[str, Any] = {"image": (io.BytesIO(data), filename), **fields}
-    return client.post(url, data=form, content_type="multipart/form-data")
-
-
-def test_upload_answers_201_with_the_record(client: FlaskClient) -> None:
-    response = upload(client, images.jpeg(80, 60), format="webp,jpg")
+def test_upload_answers_201_with_the_record(uploads: UploadActions) -> None:
+    response = uploads.post(images.jpeg(80, 60), format="webp,jpg")
     assert response.status_code == 201
     body = response.get_json()
     assert body["name"] == "photo.jpg"
@@ -42,18 +31,18 @@ def test_upload_answers_201_with_the_record(client: FlaskClient) -> None:
     assert response.headers["Location"].endswith(f"/api/images/{body['id']}")
 
 
-def test_default_format_is_webp(client: FlaskClient) -> None:
-    body = upload(client, images.png()).get_json()
+def test_default_format_is_webp(uploads: UploadActions) -> None:
+    body = uploads.post(images.png()).get_json()
     assert [v["format"] for v in body["variants"]] == ["webp"]
 
 
-def test_width_and_height_bound_the_variants(client: FlaskClient) -> None:
-    body = upload(client, images.jpeg(400, 200), format="png", width="100").get_json()
+def test_width_and_height_bound_the_variants(uploads: UploadActions) -> None:
+    body = uploads.post(images.jpeg(400, 200), format="png", width="100").get_json()
     assert (body["variants"][0]["width"], body["variants"][0]["height"]) == (100, 50)
 
 
-def test_seed_convert_form_works_unchanged(client: FlaskClient) -> None:
-    response = upload(client, images.png(), "logo.png", url="/convert", name="logo2", format="jpg")
+def test_seed_convert_form_works_unchanged(uploads: UploadActions) -> None:
+    response = uploads.post(images.png(), "logo.png", url="/convert", name="logo2", format="jpg")
     assert response.status_code == 201
     body = response.get_json()
     assert body["name"] == "logo2"
@@ -102,8 +91,8 @@ def test_missing_file_is_400(client: FlaskClient) -> None:
     }
 
 
-def test_empty_file_is_400(client: FlaskClient) -> None:
-    response = upload(client, b"", "empty.png")
+def test_empty_file_is_400(uploads: UploadActions) -> None:
+    response = uploads.post(b"", "empty.png")
     assert response.status_code == 400
 
 
@@ -137,8 +126,8 @@ def test_request_over_the_body_limit_is_413_before_parsing(make_app: AppFactory)
     assert response.get_json()["message"].startswith("The upload is larger than")
 
 
-def test_not_an_image_is_415_naming_the_accepted_formats(client: FlaskClient) -> None:
-    response = upload(client, b"<html><script>alert(1)</script></html>", "evil.png")
+def test_not_an_image_is_415_naming_the_accepted_formats(uploads: UploadActions) -> None:
+    response = uploads.post(b"<html><script>alert(1)</script></html>", "evil.png")
     assert response.status_code == 415
     body = response.get_json()
     assert body["error"] == "unsupported_format"
@@ -148,30 +137,30 @@ def test_not_an_image_is_415_naming_the_accepted_formats(client: FlaskClient) ->
 
 def test_image_over_the_pixel_limit_is_422(make_app: AppFactory) -> None:
     client = make_app(max_pixels=1000).test_client()
-    response = upload(client, images.png(64, 48))
+    response = post_image(client, images.png(64, 48))
     assert response.status_code == 422
     assert response.get_json()["error"] == "limit_exceeded"
 
 
 def test_image_over_the_side_limit_is_422(make_app: AppFactory) -> None:
     client = make_app(max_side=50).test_client()
-    assert upload(client, images.png(64, 48)).status_code == 422
+    assert post_image(client, images.png(64, 48)).status_code == 422
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("format", "bmp"), ("width", "wide"), ("width", "0"), ("quality", "101"), ("fit", "zoom")],
 )
-def test_bad_option_is_400_with_a_message(client: FlaskClient, field: str, value: str) -> None:
-    response = upload(client, images.png(), **{field: value})
+def test_bad_option_is_400_with_a_message(uploads: UploadActions, field: str, value: str) -> None:
+    response = uploads.post(images.png(), **{field: value})
     assert response.status_code == 400
     assert (
         field in response.get_json()["message"].lower() or value in response.get_json()["message"]
     )
 
 
-def test_listing_is_newest_first_with_a_cursor(client: FlaskClient) -> None:
-    ids = [upload(client, images.jpeg(20 + i, 20)).get_json()["id"] for i in range(5)]
+def test_listing_is_newest_first_with_a_cursor(client: FlaskClient, uploads: UploadActions) -> None:
+    ids = [uploads.post(images.jpeg(20 + i, 20)).get_json()["id"] for i in range(5)]
     first = client.get("/api/images?limit=2").get_json()
     assert [i["id"] for i in first["images"]] == ids[::-1][:2]
     second = client.get(f"/api/images?limit=2&cursor={first['next_cursor']}").get_json()
@@ -181,16 +170,18 @@ def test_listing_is_newest_first_with_a_cursor(client: FlaskClient) -> None:
     assert last["next_cursor"] is None
 
 
-def test_cursor_is_stable_while_new_uploads_arrive(client: FlaskClient) -> None:
-    ids = [upload(client, images.jpeg(20 + i, 20)).get_json()["id"] for i in range(3)]
+def test_cursor_is_stable_while_new_uploads_arrive(
+    client: FlaskClient, uploads: UploadActions
+) -> None:
+    ids = [uploads.post(images.jpeg(20 + i, 20)).get_json()["id"] for i in range(3)]
     first = client.get("/api/images?limit=1").get_json()
-    upload(client, images.jpeg(99, 20))
+    uploads.post(images.jpeg(99, 20))
     second = client.get(f"/api/images?limit=1&cursor={first['next_cursor']}").get_json()
     assert [i["id"] for i in second["images"]] == [ids[1]]
 
 
-def test_show_returns_the_record(client: FlaskClient) -> None:
-    created = upload(client, images.jpeg()).get_json()
+def test_show_returns_the_record(client: FlaskClient, uploads: UploadActions) -> None:
+    created = uploads.post(images.jpeg()).get_json()
     shown = client.get(f"/api/images/{created['id']}").get_json()
     assert shown["id"] == created["id"]
     assert "delete_key" not in shown
@@ -203,9 +194,9 @@ def test_unknown_id_is_404(client: FlaskClient) -> None:
 
 
 def test_delete_removes_the_record_and_every_variant(
-    client: FlaskClient, store: ObjectStore
+    client: FlaskClient, uploads: UploadActions, store: ObjectStore
 ) -> None:
-    created = upload(client, images.jpeg(), format="webp,png").get_json()
+    created = uploads.post(images.jpeg(), format="webp,png").get_json()
     keys = [k for k in store.list(f"img/{created['id']}/")]
     assert len(keys) == 3  # webp, png, thumb
     response = client.delete(
@@ -220,11 +211,11 @@ def test_delete_removes_the_record_and_every_variant(
 
 
 def test_duplicate_upload_returns_the_existing_record(
-    client: FlaskClient, store: ObjectStore
+    uploads: UploadActions, store: ObjectStore
 ) -> None:
     data = images.jpeg(70, 50)
-    first = upload(client, data, format="webp")
-    again = upload(client, data, "other-name.jpg", format="webp")
+    first = uploads.post(data, format="webp")
+    again = uploads.post(data, "other-name.jpg", format="webp")
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.get_json()["id"] == first.get_json()["id"]
@@ -232,10 +223,10 @@ def test_duplicate_upload_returns_the_existing_record(
     assert len(store.list("rec/")) == 1
 
 
-def test_same_bytes_with_other_options_is_a_new_image(client: FlaskClient) -> None:
+def test_same_bytes_with_other_options_is_a_new_image(uploads: UploadActions) -> None:
     data = images.jpeg(70, 50)
-    first = upload(client, data, format="webp").get_json()
-    other = upload(client, data, format="png").get_json()
+    first = uploads.post(data, format="webp").get_json()
+    other = uploads.post(data, format="png").get_json()
     assert other["id"] != first["id"]
 
 
@@ -253,11 +244,11 @@ def test_ids_minted_in_one_millisecond_still_sort_newest_first() -> None:
 
 def test_outputs_never_exceed_max_output_side(make_app: AppFactory) -> None:
     client = make_app(max_output_side=40).test_client()
-    body = upload(client, images.jpeg(80, 60), format="webp,png").get_json()
+    body = post_image(client, images.jpeg(80, 60), format="webp,png").get_json()
     assert {(v["width"], v["height"]) for v in body["variants"]} == {(40, 30)}
     assert (body["width"], body["height"]) == (80, 60)  # the record keeps the source's size
 
 
 def test_a_box_larger_than_max_output_side_is_400(make_app: AppFactory) -> None:
     client = make_app(max_output_side=40).test_client()
-    assert upload(client, images.jpeg(80, 60), width="41").status_code == 400
+    assert post_image(client, images.jpeg(80, 60), width="41").status_code == 400

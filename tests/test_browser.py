@@ -19,6 +19,7 @@ from skimage import data as samples
 from imaging.formats import accepted_inputs_sentence
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
+from tests.uploads import upload_ok
 
 pytestmark = pytest.mark.browser
 
@@ -47,13 +48,7 @@ def photo_file(tmp_path: Path, name: str, pixels: np.ndarray[Any, Any]) -> Path:
 
 def upload_via_api(app: Flask, data: bytes, name: str, formats: str = "webp") -> dict[str, Any]:
     """Seed the gallery through the JSON API of the very app the browser is looking at."""
-    response = app.test_client().post(
-        "/api/images",
-        data={"image": (io.BytesIO(data), name), "format": formats},
-        content_type="multipart/form-data",
-    )
-    assert response.status_code == 201, response.get_data(as_text=True)
-    body: dict[str, Any] = response.get_json()
+    body: dict[str, Any] = upload_ok(app.test_client(), data, name, format=formats)
     return body
 
 

@@ -27,6 +27,7 @@ from imaging.observability import TraceContext, parse_trace_headers
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
+from tests.uploads import post_image
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"
 CLOUD_TRACE_HEADER = {"X-Cloud-Trace-Context": f"{TRACE_ID}/1;o=1"}
@@ -35,12 +36,7 @@ CLOUD_TRACE_HEADER = {"X-Cloud-Trace-Context": f"{TRACE_ID}/1;o=1"}
 def upload(
     client: FlaskClient, data: bytes, headers: dict[str, str] | None = None, **fields: str
 ) -> TestResponse:
-    return client.post(
-        "/api/images",
-        data={"image": (io.BytesIO(data), "photo.jpg"), **fields},
-        content_type="multipart/form-data",
-        headers=headers or {},
-    )
+    return post_image(client, data, headers=headers, **fields)
 
 
 def metric(client: FlaskClient, sample: str, **labels: str) -> float:

@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from tests import images
 from tests.conftest import AppFactory
+from tests.uploads import upload_ok
 
 
 def csrf(client: FlaskClient) -> str:
@@ -21,13 +22,7 @@ def csrf(client: FlaskClient) -> str:
 
 
 def upload_via_api(client: FlaskClient, data: bytes, name: str) -> dict[str, object]:
-    response = client.post(
-        "/api/images",
-        data={"image": (io.BytesIO(data), name)},
-        content_type="multipart/form-data",
-    )
-    assert response.status_code == 201
-    body: dict[str, object] = response.get_json()
+    body: dict[str, object] = upload_ok(client, data, name)
     return body
 
 

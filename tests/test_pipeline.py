@@ -25,14 +25,11 @@ from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.faults import FlakyStore
+from tests.uploads import post_image
 
 
-def post(client: FlaskClient, data: bytes, **fields: str) -> tuple[int, dict[str, object]]:
-    response = client.post(
-        "/api/images",
-        data={"image": (io.BytesIO(data), "x.jpg"), **fields},
-        content_type="multipart/form-data",
-    )
+def post(client: FlaskClient, data: bytes, **fields: Any) -> tuple[int, dict[str, object]]:
+    response = post_image(client, data, "x.jpg", **fields)
     return response.status_code, response.get_json()
 
 
@@ -325,7 +322,7 @@ def test_storage_down_gives_503_with_retry_after(make_app: AppFactory, store: Ob
 
 
 def test_labeler_failure_keeps_the_upload_with_label_status_error(make_app: AppFactory) -> None:
-    client = make_app(labeler_backend=RaisingLabeler()).test_client()
+    client = make_app(labeler_impl=RaisingLabeler()).test_client()
     status, body = post(client, images.jpeg())
     assert status == 201
     assert body["label_status"] == "error"
@@ -334,7 +331,7 @@ def test_labeler_failure_keeps_the_upload_with_label_status_error(make_app: AppF
 
 def test_hanging_labeler_is_abandoned_after_the_label_timeout(make_app: AppFactory) -> None:
     labeler = HangingLabeler()
-    client = make_app(labeler_backend=labeler, label_timeout=0.5).test_client()
+    client = make_app(labeler_impl=labeler, label_timeout=0.5).test_client()
     try:
         started = time.monotonic()
         status, body = post(client, images.jpeg())

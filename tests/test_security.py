@@ -12,15 +12,11 @@ from flask.testing import FlaskClient
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
+from tests.uploads import post_image
 
 
 def post(client: FlaskClient, headers: dict[str, str] | None = None, **fields: str) -> object:
-    return client.post(
-        "/api/images",
-        data={"image": (io.BytesIO(images.jpeg()), "a.jpg"), **fields},
-        content_type="multipart/form-data",
-        headers=headers or {},
-    )
+    return post_image(client, images.jpeg(), "a.jpg", headers=headers, **fields)
 
 
 def csrf(client: FlaskClient, path: str) -> str:
