@@ -15,7 +15,6 @@ import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from imaging import observability
 from imaging.backfill import convert_batch_command
 from imaging.catalog import Catalog
 from imaging.config import Settings, SettingsError
@@ -31,6 +30,7 @@ from imaging.web import (
     pages,
     register_error_handlers,
     register_security,
+    requestlog,
     uploads,
 )
 from imaging.web import events as event_doors
@@ -69,7 +69,7 @@ def create_app(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
     # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
-    observability.init_app(app, settings)
+    requestlog.init_app(app, settings)
 
     store = storage if storage is not None else build_store(settings)
     labels = labeler if labeler is not None else build_labeler(settings)

@@ -8,7 +8,10 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from imaging import observability
+from imaging.catalog import Catalog
 from imaging.config import Settings
-from imaging.observability import TraceContext, parse_trace_headers
+from imaging.labeling import NullLabeler
+from imaging.observability import TraceContext, context, parse_trace_headers
+from imaging.pipeline import Pipeline, UploadOptions
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
@@ -345,6 +351,50 @@ def test_log_lines_take_the_span_they_were_written_in(
     assert request_span.context is not None
     assert line["logging.googleapis.com/trace"] == TRACE_ID  # no project configured: bare id
     assert line["logging.googleapis.com/spanId"] == f"{request_span.context.span_id:016x}"
+
+
+# -- without Flask ---------------------------------------------------------------------------------
+
+
+def test_the_core_imports_without_flask() -> None:
+    code = (
+        "import sys, imaging.observability, imaging.pipeline, imaging.catalog, imaging.processing\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('flask', 'werkzeug')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_log_lines_outside_a_request_take_the_request_scope() -> None:
+    record = logging.LogRecord("imaging.job", logging.INFO, __file__, 1, "converted", (), None)
+    caller = TraceContext(TRACE_ID, "00f067aa0ba902b7", sampled=True)
+    assert not observability.TextFormatter().format(record).endswith("]")
+    assert "request_id" not in json.loads(observability.CloudLoggingFormatter().format(record))
+    with context.request_scope("job-7", caller):
+        assert observability.TextFormatter().format(record).endswith(" converted [job-7]")
+        entry = json.loads(observability.CloudLoggingFormatter("demo").format(record))
+    assert entry["request_id"] == "job-7"
+    assert entry["logging.googleapis.com/trace"] == f"projects/demo/traces/{TRACE_ID}"
+    assert entry["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
+    assert context.request_id() is None
+
+
+def test_an_ingest_outside_flask_names_its_image_in_the_request_scope(
+    settings: Settings, local_store: LocalStore
+) -> None:
+    pipeline = Pipeline(settings, local_store, NullLabeler(), Catalog(local_store))
+    with context.request_scope("job-7") as scope:
+        result = pipeline.ingest(images.jpeg(40, 30), UploadOptions(formats=("webp",)))
+    assert scope.image_ids == [result.record.id]
+    outside = pipeline.ingest(images.jpeg(30, 40), UploadOptions(formats=("webp",)))
+    assert not outside.duplicate
+    assert context.image_ids() == []
 
 
 # -- health ----------------------------------------------------------------------------------------
