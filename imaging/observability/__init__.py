@@ -19,6 +19,7 @@ from imaging.observability.logs import (
     CloudLoggingFormatter,
     TextFormatter,
     configure_logging,
+    escape_controls,
     redact_query,
     uses_json_logs,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "count_error",
     "count_upload",
     "current_trace",
+    "escape_controls",
     "exposition",
     "parse_trace_headers",
     "record_upload",
