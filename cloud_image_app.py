@@ -15,7 +15,6 @@ import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from imaging import observability
 from imaging.config import Settings, SettingsError
 from imaging.doors.backfill import convert_batch_command
 from imaging.labeling import Labeler
@@ -30,6 +29,7 @@ from imaging.web import (
     pages,
     register_error_handlers,
     register_security,
+    requestlog,
     uploads,
 )
 from imaging.web.security import init_rate_limits
@@ -67,7 +67,7 @@ def create_app(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
     # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
-    observability.init_app(app, settings)
+    requestlog.init_app(app, settings)
 
     install(app, build_services(settings, store=storage, labeler=labeler))
     for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, deliveries.bp, admin.bp):

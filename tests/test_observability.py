@@ -8,7 +8,10 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from imaging import observability
+from imaging.catalog import Catalog
 from imaging.config import Settings
-from imaging.observability import TraceContext, parse_trace_headers
+from imaging.labeling import NullLabeler
+from imaging.observability import TraceContext, context, parse_trace_headers
+from imaging.pipeline import Pipeline, UploadOptions
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
@@ -194,6 +200,67 @@ def test_logs_are_plain_text_unless_json_is_asked_for(
         json.loads(line)
 
 
+#: How each of our text lines begins: time, level, logger.
+TEXT_LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[\w.]+ ")
+
+
+def test_a_request_path_cannot_forge_a_text_log_line(
+    make_app: AppFactory, settings: Settings, capture_logs: LogCapture
+) -> None:
+    logs = capture_logs(settings)  # log_format="text"
+    response = make_app().test_client().get("/nothing%0aFAKE%20LOG%20LINE")
+    assert response.status_code == 404
+    lines = logs.getvalue().splitlines()
+    (line,) = [ln for ln in lines if "imaging.request" in ln]
+    assert "GET /nothing\\nFAKE LOG LINE 404" in line
+    assert all(TEXT_LINE_START.match(ln) for ln in lines), lines
+
+
+@pytest.mark.parametrize(
+    "control", ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1b[2J", "\x1e", "\x85", "\u2028", "\u2029"]
+)
+def test_text_logs_escape_every_line_break_and_control_character(control: str) -> None:
+    record = logging.LogRecord(
+        "imaging.test", logging.WARNING, __file__, 1, "got %s", (f"a{control}FAKE",), None
+    )
+    (line,) = observability.TextFormatter().format(record).splitlines()
+    assert line.endswith(" imaging.test got a" + control.encode("unicode_escape").decode() + "FAKE")
+
+
+def test_a_traceback_stays_multi_line_but_its_exception_message_does_not(
+    settings: Settings, capture_logs: LogCapture
+) -> None:
+    logs = capture_logs(settings)
+    try:
+        try:
+            raise KeyError("first\nFAKE LOG LINE")
+        except KeyError as exc:
+            raise ValueError("bad path /nothing\nFAKE LOG LINE") from exc
+    except ValueError:
+        logging.getLogger("imaging.test").exception("failed on %s", "x\ny")
+    head, *stack = logs.getvalue().splitlines()
+    assert head.endswith(" imaging.test failed on x\\ny")
+    assert "Traceback (most recent call last):" in stack
+    assert any(ln.startswith('  File "') for ln in stack)
+    assert "ValueError: bad path /nothing\\nFAKE LOG LINE" in stack
+    assert "KeyError: 'first\\nFAKE LOG LINE'" in stack
+    assert not any(ln.startswith("FAKE") for ln in stack)
+
+
+def test_an_exception_formatted_first_by_another_handler_is_still_escaped() -> None:
+    try:
+        raise ValueError("bad path /nothing\nFAKE LOG LINE")
+    except ValueError:
+        record = logging.LogRecord(
+            "imaging.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    logging.Formatter().format(record)  # fills record.exc_text, the cache every handler shares
+    assert "\nFAKE LOG LINE" in (record.exc_text or "")
+    lines = observability.TextFormatter().format(record).splitlines()
+    assert lines[-1] == "ValueError: bad path /nothing\\nFAKE LOG LINE"
+    assert not any(ln.startswith("FAKE") for ln in lines)
+
+
 def test_logs_are_json_on_cloud_run(settings: Settings) -> None:
     assert observability.uses_json_logs(settings.replace(log_format="json"))
     # Cloud Run is detected from K_SERVICE; such settings need GCS, so build them unchecked.
@@ -341,6 +408,50 @@ def test_log_lines_take_the_span_they_were_written_in(
     assert request_span.context is not None
     assert line["logging.googleapis.com/trace"] == TRACE_ID  # no project configured: bare id
     assert line["logging.googleapis.com/spanId"] == f"{request_span.context.span_id:016x}"
+
+
+# -- without Flask ---------------------------------------------------------------------------------
+
+
+def test_the_core_imports_without_flask() -> None:
+    code = (
+        "import sys, imaging.observability, imaging.pipeline, imaging.catalog, imaging.processing\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('flask', 'werkzeug')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_log_lines_outside_a_request_take_the_request_scope() -> None:
+    record = logging.LogRecord("imaging.job", logging.INFO, __file__, 1, "converted", (), None)
+    caller = TraceContext(TRACE_ID, "00f067aa0ba902b7", sampled=True)
+    assert not observability.TextFormatter().format(record).endswith("]")
+    assert "request_id" not in json.loads(observability.CloudLoggingFormatter().format(record))
+    with context.request_scope("job-7", caller):
+        assert observability.TextFormatter().format(record).endswith(" converted [job-7]")
+        entry = json.loads(observability.CloudLoggingFormatter("demo").format(record))
+    assert entry["request_id"] == "job-7"
+    assert entry["logging.googleapis.com/trace"] == f"projects/demo/traces/{TRACE_ID}"
+    assert entry["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
+    assert context.request_id() is None
+
+
+def test_an_ingest_outside_flask_names_its_image_in_the_request_scope(
+    settings: Settings, local_store: LocalStore
+) -> None:
+    pipeline = Pipeline(settings, local_store, NullLabeler(), Catalog(local_store))
+    with context.request_scope("job-7") as scope:
+        result = pipeline.ingest(images.jpeg(40, 30), UploadOptions(formats=("webp",)))
+    assert scope.image_ids == [result.record.id]
+    outside = pipeline.ingest(images.jpeg(30, 40), UploadOptions(formats=("webp",)))
+    assert not outside.duplicate
+    assert context.image_ids() == []
 
 
 # -- health ----------------------------------------------------------------------------------------
