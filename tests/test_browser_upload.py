@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flask import Flask, request
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 from skimage import data as samples
 
 from tests.browser import ConsoleLog
@@ -37,7 +37,7 @@ def jpeg_with_position(pixels: np.ndarray[Any, Any]) -> bytes:
     return buf.getvalue()
 
 
-def file_payload(name: str, data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
+def file_payload(name: str, data: bytes, mime: str = "image/jpeg") -> FilePayload:
     return {"name": name, "mimeType": mime, "buffer": data}
 
 
