@@ -36,7 +36,11 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev
+# axe-core for the accessibility browser tests, exactly as package-lock.json pins it.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+pytest: $(VENV)/.dev node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Benchmarks print figures; they are not tests.

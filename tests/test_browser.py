@@ -187,6 +187,10 @@ def test_a_card_opens_the_detail_page_whose_copy_button_copies_the_full_url(
     page.goto(live_server.url)
 
     page.get_by_test_id("gallery-card").click()
+    # A card opens the lightbox in place; its info panel (`i`) links to the detail page.
+    expect(page.get_by_test_id("lightbox")).to_be_visible()
+    page.keyboard.press("i")
+    page.get_by_test_id("lightbox-details").click()
     expect(page).to_have_url(f"{live_server.url}/images/{created['id']}")
     urls = page.get_by_test_id("variant-url")
     expect(urls).to_have_count(2)

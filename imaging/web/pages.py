@@ -71,6 +71,7 @@ def upload() -> ResponseReturnValue:
         accepted_inputs=accepted_inputs_sentence(),
         max_side=settings.max_output_side,
         fits=list(FIT_MODES),
+        upload_token_required=bool(settings.upload_tokens),
     )
 
 

@@ -162,6 +162,7 @@
       setState(item, 'queued');
       setStatus(item, 'Ready to upload');
       showLocalPreview(item);
+      noteLocation(item);
     }
     items.push(item);
     list.appendChild(el);
@@ -177,6 +178,17 @@
     // HEIC and friends do not decode in most browsers: no preview, no fuss.
     img.addEventListener('error', function () { URL.revokeObjectURL(url); }, { once: true });
     img.src = url;
+  }
+
+  // A phone photo often knows where it was taken; say before upload that public copies drop it.
+  function noteLocation(item) {
+    if (!window.exifGps) return;
+    window.exifGps.hasPosition(item.file).then(function (hasPosition) {
+      if (!hasPosition) return;
+      var notice = part(item, '.upload-location');
+      notice.textContent = 'This photo records where it was taken: public copies will not contain its location.';
+      notice.classList.remove('d-none');
+    });
   }
 
   function readOptions() {
@@ -423,12 +435,28 @@
     zone.classList.remove('is-dragover');
     addFiles(event.dataTransfer.files);
   });
-  // A file dropped just beside the zone must not navigate away from the page.
-  ['dragover', 'drop'].forEach(function (type) {
-    window.addEventListener(type, function (event) {
-      if (carriesFiles(event) && !zone.contains(event.target)) event.preventDefault();
-    });
+  // Files dropped anywhere on the page join the queue too (and never navigate away from it).
+  window.addEventListener('dragover', function (event) {
+    if (!carriesFiles(event) || zone.contains(event.target)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
   });
+  window.addEventListener('drop', function (event) {
+    if (!carriesFiles(event) || zone.contains(event.target)) return;
+    event.preventDefault();
+    addFiles(event.dataTransfer.files);
+  });
+
+  // Ctrl/Cmd+V of an image (a screenshot, a copied file) queues it; pasted text is left alone.
+  document.addEventListener('paste', function (event) {
+    var files = event.clipboardData && event.clipboardData.files;
+    if (!files || !files.length) return;
+    event.preventDefault();
+    addFiles(files);
+  });
+
+  // For "Copy as curl" (copy-curl.js): the options exactly as an upload from this page sends them.
+  window.uploadPage = { readOptions: readOptions };
 
   // Files chosen before the script ran (slow network, back/forward cache) join the queue.
   if (input.files && input.files.length) {
