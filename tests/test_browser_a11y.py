@@ -35,7 +35,10 @@ def axe_source() -> str:
 
 
 def blocking_violations(page: Page, axe_source: str) -> list[str]:
-    """Run axe on the page as it is now; the serious and critical findings, readable."""
+    """Run axe on the page once it settles; the serious and critical findings, readable."""
+    # Colours measured mid-transition (a button just clicked fading to its hover colour) are
+    # neither the before nor the after a person sees: wait for every CSS transition to end.
+    page.wait_for_function("() => document.getAnimations().every((a) => a.playState !== 'running')")
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(axe_source)
     found: list[dict[str, Any]] = page.evaluate("() => axe.run(document).then((r) => r.violations)")
@@ -64,7 +67,7 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     scheme: str,
 ) -> None:
     page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
-    server = serve(make_app(labeler_backend=TabbyLabeler()))
+    server = serve(make_app(labeler_impl=TabbyLabeler()))
     found: dict[str, list[str]] = {}
 
     page.goto(server.url)
@@ -150,7 +153,7 @@ def test_the_keyboard_alone_reaches_every_action_of_the_upload_page(
 def test_the_keyboard_alone_reaches_every_action_of_the_gallery_and_its_lightbox(
     page: Page, make_app: AppFactory, serve: Callable[[Flask], LiveServer]
 ) -> None:
-    server = serve(make_app(labeler_backend=TabbyLabeler()))
+    server = serve(make_app(labeler_impl=TabbyLabeler()))
     seed(server)
     page.goto(server.url)
 

@@ -55,7 +55,7 @@ def seeded_gallery(make_app: AppFactory, serve: Callable[[Flask], LiveServer]) -
     """Serve an app holding three photos; their records in gallery order (newest first)."""
 
     def seed() -> tuple[LiveServer, list[dict[str, Any]]]:
-        server = serve(make_app(labeler_backend=TabbyLabeler()))
+        server = serve(make_app(labeler_impl=TabbyLabeler()))
         photos = [
             ("chelsea.jpg", samples.chelsea()),
             ("coffee.jpg", samples.coffee()),

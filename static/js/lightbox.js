@@ -47,20 +47,8 @@
   var returnFocus = null;
   var preloaded = [];
 
-  function formatBytes(n) {
-    if (n < 1024) return n === 1 ? '1 byte' : n + ' bytes';
-    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
-    return (n / (1024 * 1024)).toFixed(1) + ' MiB';
-  }
-
-  function safeUrl(url) {
-    try {
-      var resolved = new URL(url, location.href);
-      return resolved.protocol === 'http:' || resolved.protocol === 'https:' ? resolved.href : null;
-    } catch (e) {
-      return null;
-    }
-  }
+  var formatBytes = window.display.formatBytes;
+  var safeUrl = window.display.safeUrl;
 
   // The largest variant a browser can show (fewest bytes among equals); the thumbnail otherwise.
   function bestView(image) {

@@ -47,12 +47,7 @@
 
   zone.classList.add('is-enhanced');
 
-  function formatBytes(n) {
-    // Binary units, as the pages print sizes (Jinja's filesizeformat(true)) and limits are set.
-    if (n < 1024) return n === 1 ? '1 byte' : n + ' bytes';
-    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
-    return (n / (1024 * 1024)).toFixed(1) + ' MiB';
-  }
+  var formatBytes = window.display.formatBytes;
 
   function extension(name) {
     var dot = name.lastIndexOf('.');
@@ -71,15 +66,7 @@
     return null;
   }
 
-  // Only http(s) URLs from the server become links or image sources.
-  function safeUrl(url) {
-    try {
-      var resolved = new URL(url, location.href);
-      return resolved.protocol === 'http:' || resolved.protocol === 'https:' ? resolved.href : null;
-    } catch (e) {
-      return null;
-    }
-  }
+  var safeUrl = window.display.safeUrl;
 
   function galleryLink(slug) {
     var url = new URL(galleryUrl, location.href);
