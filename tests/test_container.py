@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from PIL import Image
 
@@ -364,3 +366,51 @@ def test_every_variable_the_guide_uses_is_set_in_the_guide() -> None:
     assigned = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.M))
     used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", text))
     assert used - assigned == set()
+
+
+def test_a_direct_put_of_exactly_the_announced_size_is_accepted_by_the_production_server(
+    container: Container,
+) -> None:
+    """The page announces a file's exact size; under gunicorn that PUT once answered 413."""
+    data = images.png(300, 200)
+    ticket_request = urllib.request.Request(
+        f"{container.url}/api/uploads",
+        data=json.dumps({"content_type": "image/png", "size": len(data)}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(ticket_request, timeout=30) as response:
+        ticket = json.loads(response.read())
+    put = urllib.request.Request(
+        ticket["url"], data=data, headers=ticket["headers"], method=ticket["method"]
+    )
+    with urllib.request.urlopen(put, timeout=30) as response:
+        assert response.status == 201
+        assert json.loads(response.read())["bytes"] == len(data)
+    complete = urllib.request.Request(ticket["complete_url"], data=b"", method="POST")
+    with urllib.request.urlopen(complete, timeout=60) as response:
+        assert response.status == 201
+        record = json.loads(response.read())
+    assert stored_completely(container.media_root, record)
+
+
+def test_a_chunked_direct_put_one_byte_over_the_ticket_is_refused_by_the_production_server(
+    container: Container,
+) -> None:
+    """The one byte of slack given to Werkzeug's cap is not slack for the ticket's bound."""
+    data = images.png(120, 80)
+    ticket = requests.post(
+        f"{container.url}/api/uploads",
+        json={"content_type": "image/png", "size": len(data)},
+        timeout=30,
+    ).json()
+
+    def one_byte_too_many() -> Iterator[bytes]:  # no Content-Length: chunked
+        yield data
+        yield b"!"
+
+    refused = requests.put(
+        ticket["url"], data=one_byte_too_many(), headers=ticket["headers"], timeout=30
+    )
+    assert refused.status_code == 413
+    assert not (container.media_root / "tmp" / ticket["upload_id"]).exists()
