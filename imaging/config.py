@@ -321,6 +321,13 @@ class Settings:
     media_root: Path = setting(  # noqa: RUF009 (a Path is immutable)
         Path("instance/media"), "where LocalStore keeps images and the catalog", STORAGE
     )
+    min_free_disk_mb: int = setting(
+        64,
+        "free space LocalStore's disk must keep; below it `/readyz` answers 503 "
+        "(a full disk fails uploads part-way)",
+        STORAGE,
+        check=AtLeast(0),
+    )
     gcs_bucket: str = setting("", "bucket for `STORAGE_BACKEND=gcs`", STORAGE)
     public_base_url: str = setting(
         "",

@@ -104,6 +104,12 @@ class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
 
+class DiskFull(StorageUnavailable):
+    """The local disk has less free space than MIN_FREE_DISK_MB: not ready for uploads."""
+
+    code = "disk_full"
+
+
 class ObjectNotFound(NotFound):
     """A storage key that does not exist."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from imaging.config import Settings
 from imaging.labeling import NullLabeler
 from imaging.observability import TraceContext, context, parse_trace_headers
 from imaging.pipeline import Pipeline, UploadOptions
+from imaging.storage import build_store
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
@@ -481,3 +483,26 @@ def test_readyz_is_503_naming_storage_when_the_media_directory_is_gone(
     assert body["status"] == "unavailable"
     assert body["checks"]["storage"] == "storage_unavailable"
     assert body["checks"]["labeler"] == "ok"
+
+
+def test_readyz_is_503_naming_a_full_disk_below_the_free_space_floor(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """A full disk fails uploads part-way: readiness says so before traffic is sent there."""
+    store = LocalStore(tmp_path / "full", min_free_bytes=store_free(tmp_path) + (1 << 40))
+    response = make_app(storage=store).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["storage"] == "disk_full"
+    roomy = LocalStore(tmp_path / "roomy", min_free_bytes=1024)
+    assert make_app(storage=roomy).test_client().get("/readyz").status_code == 200
+
+
+def test_the_free_space_floor_comes_from_min_free_disk_mb(settings: Settings) -> None:
+    store = build_store(settings.replace(min_free_disk_mb=7))
+    assert isinstance(store, LocalStore)
+    assert store.min_free_bytes == 7 * 1024 * 1024
+
+
+def store_free(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize

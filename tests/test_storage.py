@@ -7,6 +7,7 @@ backend can show: local atomic files and serving, GCS retries, 412s, outages and
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -534,3 +535,19 @@ def test_gcs_client_is_made_on_first_use_and_credential_failures_are_unavailable
     store = GCSStore("bucket", timeout=1.0, deadline=1.0)
     with pytest.raises(StorageUnavailable):
         store.get("img/1/a.webp")
+
+
+def test_a_gcs_clients_connection_pool_holds_a_gallery_pages_parallel_reads(
+    gcs_store: GCSStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """24 parallel record reads (a gallery page) once overflowed requests' pool of 10."""
+    from imaging.catalog import Catalog
+    from imaging.storage.gcs import CONNECTION_POOL_SIZE
+
+    for n in range(24):
+        gcs_store.put(f"rec/{n:021d}.json", b"{}", content_type="application/json")
+    session = gcs_store._bucket.get().client._http
+    assert session.get_adapter("http://x")._pool_maxsize == CONNECTION_POOL_SIZE >= 24 + 8
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        list(Catalog(gcs_store)._pool.map(gcs_store.get, [f"rec/{n:021d}.json" for n in range(24)]))
+    assert "Connection pool is full" not in caplog.text

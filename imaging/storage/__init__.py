@@ -60,4 +60,8 @@ def build_store(settings: Settings) -> ObjectStore:
         return GCSStore(settings.gcs_bucket, public_base_url=settings.public_base_url)
     from imaging.storage.local import LocalStore
 
-    return LocalStore(settings.media_root, public_base_url=settings.public_base_url or "/media")
+    return LocalStore(
+        settings.media_root,
+        public_base_url=settings.public_base_url or "/media",
+        min_free_bytes=settings.min_free_disk_mb * 1024 * 1024,
+    )

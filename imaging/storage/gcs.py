@@ -72,7 +72,7 @@ class GCSStore:
         # Retries transient failures (429, 5xx, connection resets, timeouts) with exponential
         # backoff, giving up after ``deadline`` seconds in all.
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
-        self._bucket = PerProcess(lambda: (client or default_client()).bucket(bucket))
+        self._bucket = PerProcess(lambda: with_pool(client or default_client()).bucket(bucket))
         self._signing_credentials: Any = None  # ADC, looked up on the first signed URL
         self._signing_lock = threading.Lock()
 
@@ -270,6 +270,23 @@ class GCSStore:
             raise StorageUnavailable(
                 detail=f"gcs {action} {key!r} in {self.bucket_name!r} failed: {exc!r}"
             ) from exc
+
+
+#: HTTP connections one client keeps per host. requests' default (10) is below what a gallery
+#: page reads at once (the catalog's 24 parallel record reads) plus an upload's parallel writes
+#: (8): the rest were opened and dropped again ("Connection pool is full" in the logs).
+CONNECTION_POOL_SIZE = 32
+
+
+def with_pool(client: Client, size: int = CONNECTION_POOL_SIZE) -> Client:
+    """``client`` with an HTTP connection pool of ``size`` per host (for https and http)."""
+    from requests.adapters import HTTPAdapter
+
+    adapter = HTTPAdapter(pool_connections=size, pool_maxsize=size)
+    session = client._http  # the AuthorizedSession every request of this client goes through
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return client
 
 
 def default_client() -> Client:

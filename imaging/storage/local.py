@@ -24,7 +24,7 @@ from itertools import islice
 from pathlib import Path
 from urllib.parse import quote
 
-from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.formats import OUTPUT_FORMATS
 from imaging.storage.keys import check_key, check_prefix
 
@@ -61,9 +61,12 @@ class LocalStore:
 
     name = "local"
 
-    def __init__(self, root: Path | str, *, public_base_url: str = "/media") -> None:
+    def __init__(
+        self, root: Path | str, *, public_base_url: str = "/media", min_free_bytes: int = 0
+    ) -> None:
         # Resolved once, so a later chdir cannot move the store.
         self.root = Path(root).resolve()
+        self.min_free_bytes = min_free_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._meta_root = self.root / _META_DIR
         self._public_base_url = public_base_url.rstrip("/")
@@ -148,6 +151,18 @@ class LocalStore:
         """Raise StorageUnavailable unless the root is a directory we may write to."""
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(detail=f"media root {self.root} is not a writable directory")
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            # A full disk fails uploads part-way (and 503s them): stop taking traffic instead.
+            raise DiskFull(
+                detail=f"media root {self.root} has {free} bytes free, "
+                f"under the floor of {self.min_free_bytes} (MIN_FREE_DISK_MB)"
+            )
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the media root's filesystem."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
 
     # -- serving -------------------------------------------------------------------------------
     def read_for_serving(self, key: str) -> tuple[bytes, str]:
