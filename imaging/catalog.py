@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
-from imaging.storage import ObjectStore
+from imaging.storage import ObjectStore, SweepsLeftovers
 
 if TYPE_CHECKING:
     from imaging.processing import Probe, Rendition
@@ -463,7 +463,9 @@ class Catalog:
         """Remove variants and markers that have no record and are older than the grace period.
 
         They are what an upload leaves when its process dies between the first write and the
-        commit. Younger ones may belong to an upload in flight, so they are left alone.
+        commit. Younger ones may belong to an upload in flight, so they are left alone. A store
+        whose writers leave debris outside its keys (LocalStore's ``.tmp-*`` files and empty
+        directories after a kill -9 or a full disk) sweeps that too.
         """
         now = time.time() if now is None else now
         committed = set(self.iter_ids())
@@ -477,6 +479,8 @@ class Catalog:
                     continue
                 self.store.delete(key)
                 removed.append(key)
+        if isinstance(self.store, SweepsLeftovers):
+            removed += self.store.sweep_leftovers(grace_seconds=grace_seconds, now=now)
         return removed
 
 

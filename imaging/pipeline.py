@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from imaging import observability, processing
-from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record
+from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record, record_key
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -207,11 +207,16 @@ class Pipeline:
         return written
 
     def _commit(self, record: ImageRecord, written: list[str]) -> None:
-        """Save the record LAST; on a failure remove its markers and the ``written`` variants."""
+        """Save the record LAST; on a failure remove it, its markers and the ``written`` variants.
+
+        The record goes too: a put that failed may still have landed (a lost response on GCS, a
+        sidecar that a full disk refused after the link), and the caller is told nothing was
+        saved, so nothing may stay listed.
+        """
         try:
             self.catalog.save(record)
         except BaseException as exc:
-            self.catalog.discard([*written, *record.marker_keys()])
+            self.catalog.discard([record_key(record.id), *written, *record.marker_keys()])
             _raise_as_storage_error(exc)
 
     # -- within the steps ------------------------------------------------------------------

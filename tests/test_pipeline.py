@@ -384,3 +384,24 @@ def test_gc_command_reports_what_it_removed(make_app: AppFactory, store: ObjectS
     assert result.exit_code == 0
     assert f"removed img/{orphan}/webp.webp" in result.output
     assert "1 orphaned object(s) removed" in result.output
+
+
+def test_a_full_disk_at_the_records_sidecar_leaves_no_record_behind_the_503(
+    make_app: AppFactory, local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact amount of free space that let rec/<id>.json link and its sidecar fail."""
+    write = local_store._replace
+
+    def full_at_the_record(path: Path, data: bytes) -> None:
+        if "/rec/" in str(path):
+            raise OSError(28, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(local_store, "_replace", full_at_the_record)
+    client = make_app(storage=local_store).test_client()
+    status, body = post(client, images.jpeg(), format="webp")
+    assert status == 503
+    assert body["error"] == "storage_unavailable"
+    assert local_store.list("rec/") == []
+    assert all_keys(local_store) == []
+    assert client.get("/api/images").get_json()["images"] == []

@@ -551,3 +551,50 @@ def test_a_gcs_clients_connection_pool_holds_a_gallery_pages_parallel_reads(
     with caplog.at_level(logging.WARNING, logger="urllib3"):
         list(Catalog(gcs_store)._pool.map(gcs_store.get, [f"rec/{n:021d}.json" for n in range(24)]))
     assert "Connection pool is full" not in caplog.text
+
+
+# -- all or nothing, and the debris a killed writer leaves (issue 14, items 12 and 14) ----------
+def test_a_put_whose_sidecar_cannot_be_written_leaves_no_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills between the object's link and its sidecar once left the object."""
+    store = LocalStore(tmp_path)
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_replace", disk_full)
+    with pytest.raises(StorageUnavailable):
+        store.put("rec/x.json", b"{}", content_type="application/json", cache_control="no-store")
+    with pytest.raises(ObjectNotFound):
+        store.get("rec/x.json")
+    assert store.list("rec/") == []
+
+
+def test_gc_sweeps_old_temp_files_and_empty_directories_but_not_young_ones(
+    tmp_path: Path,
+) -> None:
+    from imaging.catalog import Catalog
+
+    store = LocalStore(tmp_path)
+    old = 1_000_000.0
+    stale_dir = tmp_path / "img" / "0000000000001deadbeef"
+    stale_dir.mkdir(parents=True)
+    stale_temp = stale_dir / ".tmp-0123456789abcdef"
+    stale_temp.write_bytes(b"half a write")
+    empty = tmp_path / "img" / "0000000000002deadbeef"
+    empty.mkdir()
+    young = tmp_path / "rec" / ".tmp-fedcba9876543210"
+    young.parent.mkdir()
+    young.write_bytes(b"in flight")
+    for path in (stale_temp, stale_dir, empty):
+        os.utime(path, (old, old))
+    assert store.list("img/") == []  # invisible to every listing, so the key sweep misses them
+
+    removed = Catalog(store).sweep(grace_seconds=3600, now=young.stat().st_mtime + 10)
+
+    assert "img/0000000000001deadbeef/.tmp-0123456789abcdef" in removed
+    assert "img/0000000000002deadbeef/" in removed
+    assert not stale_temp.exists()
+    assert not empty.exists()
+    assert young.exists()

@@ -10,7 +10,7 @@ StorageUnavailable (503).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from imaging.config import Settings
@@ -50,6 +50,14 @@ class ObjectStore(Protocol):
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the backend is reachable (readiness probe)."""
+
+
+@runtime_checkable
+class SweepsLeftovers(Protocol):
+    """A store whose writers can leave debris outside its keys (LocalStore's temp files)."""
+
+    def sweep_leftovers(self, *, grace_seconds: float, now: float) -> list[str]:
+        """Remove such debris older than ``grace_seconds``; what was removed."""
 
 
 def build_store(settings: Settings) -> ObjectStore:

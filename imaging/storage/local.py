@@ -14,6 +14,7 @@ dot-names.
 from __future__ import annotations
 
 import bisect
+import builtins
 import contextlib
 import json
 import os
@@ -77,8 +78,10 @@ class LocalStore:
     ) -> None:
         """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
         path = self._path(check_key(key))
+        created = False
         try:
             self._create(path, data)
+            created = True
         except FileExistsError:
             if self._read_existing(key, path) != data:
                 raise ObjectExists(
@@ -101,6 +104,12 @@ class LocalStore:
                 # A sidecar left by a crash between a delete's two unlinks must not stick.
                 meta_path.unlink(missing_ok=True)
         except OSError as exc:
+            # All or nothing: an object whose sidecar could not be written (a full disk) is
+            # taken back, so a failed put never leaves a record or a variant behind.
+            if created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    self._prune_empty_parents(path.parent)
             raise StorageUnavailable(detail=f"local put {key!r} metadata failed: {exc!r}") from exc
 
     def get(self, key: str) -> bytes:
@@ -173,6 +182,29 @@ class LocalStore:
         (it came from a URL) and ObjectNotFound when there is no such object.
         """
         return self.get(key), self.metadata(key).content_type
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def sweep_leftovers(self, *, grace_seconds: float, now: float) -> builtins.list[str]:
+        """Remove what a killed writer leaves and listings never show: ``.tmp-*`` files and
+        empty directories, once older than the grace period. Returns their paths."""
+        removed: builtins.list[str] = []
+        for dirpath, _, filenames in os.walk(self.root, topdown=False):
+            directory = Path(dirpath)
+            for name in filenames:
+                if not name.startswith(_TEMP_PREFIX):
+                    continue
+                temp = directory / name
+                with contextlib.suppress(FileNotFoundError):
+                    if now - temp.stat().st_mtime >= grace_seconds:
+                        temp.unlink()
+                        removed.append(str(temp.relative_to(self.root)))
+            if directory in (self.root, self._meta_root):
+                continue
+            with contextlib.suppress(OSError):  # not empty, or just used again
+                if now - directory.stat().st_mtime >= grace_seconds:
+                    directory.rmdir()
+                    removed.append(f"{directory.relative_to(self.root)}/")
+        return removed
 
     def metadata(self, key: str) -> ObjectMetadata:
         """The content type and Cache-Control given to ``put`` (or the extension's type)."""
