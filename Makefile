@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip-tools lives outside the project's venv: only `make lock` needs it.
 LOCK_VENV ?= $(or $(TMPDIR),/tmp)/cloud-image-app-lock-venv
 
-.PHONY: run test lint typecheck pytest bench gc clean lock
+.PHONY: run test lint typecheck pytest bench screenshots gc clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.catalog
 	$(BIN)/python -m benchmarks.http
+	$(BIN)/python -m benchmarks.pages
+
+## Re-make docs/screenshots/*.png from a freshly seeded app in headless Chromium.
+screenshots: $(VENV)/.dev
+	$(BIN)/python scripts/screenshots
 
 ## Sweep variants left without a record by a crashed upload.
 gc: $(VENV)/.runtime
