@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from limits import parse_many
+
 from imaging.errors import ImagingError
 from imaging.formats import OUTPUT_FORMATS, parse_format_list
 
@@ -169,6 +171,23 @@ class KnownFormats:
 
 def _is_url(value: str) -> bool:
     return value.startswith(("https://", "http://"))
+
+
+def _is_rate_limit(value: str) -> bool:
+    try:
+        return bool(parse_many(value))
+    except ValueError:
+        return False
+
+
+#: The storages flask-limiter may count in here: one process, or Redis shared by all.
+LIMITER_STORAGE_SCHEMES = ("memory://", "redis://", "rediss://")
+
+
+def _is_limiter_storage(value: str) -> bool:
+    return value == "memory://" or (
+        value.startswith(LIMITER_STORAGE_SCHEMES[1:]) and len(value.split("://", 1)[1]) > 0
+    )
 
 
 def _is_queue_name(value: str) -> bool:
@@ -425,6 +444,14 @@ class Settings:
     max_frames: int = setting(
         100, "most frames in an animation", LIMITS, check=AtLeast(1, "positive")
     )
+    max_files_per_request: int = setting(
+        10,
+        "most files one upload request may carry (page form, `POST /api/images`, `/convert`); "
+        "more is a 413 before any conversion",
+        LIMITS,
+        # Werkzeug's MAX_FORM_PARTS (64) bounds the parts of any form anyway.
+        check=Between(1, 60),
+    )
     default_formats: tuple[str, ...] = setting(
         ("webp",),
         "output formats when a request names none",
@@ -497,9 +524,23 @@ class Settings:
     admin_token: str = setting("", "may delete any image and approve held-back ones", SECURITY)
     rate_limit: str = setting(
         "",
-        "uploads per client, e.g. `30/minute`; empty turns it off",
+        "upload work per client, e.g. `30/minute`: each upload costs files × formats, from one "
+        "budget shared by every upload door; other writes (and all of admin) count requests "
+        "per route; empty turns it off",
         SECURITY,
         shown=f"(none; `{PRODUCTION_RATE_LIMIT}` on Cloud Run)",
+        check=Shaped(_is_rate_limit, "a limit such as 30/minute", "`<n>/<period>`, `;`-separated"),
+    )
+    rate_limit_storage_uri: str = setting(
+        "memory://",
+        "where rate-limit budgets are counted: `memory://` keeps one per process; "
+        "`redis://host:6379/0` (or `rediss://`) shares one across every process and instance",
+        SECURITY,
+        check=Shaped(
+            _is_limiter_storage,
+            "memory:// or a redis:// or rediss:// URI",
+            "`memory://`, `redis://...`, `rediss://...`",
+        ),
     )
     trusted_proxy_hops: int = setting(
         0,

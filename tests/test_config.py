@@ -172,6 +172,13 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"upload_url_ttl": 59}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
     ({"upload_url_ttl": 604801}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
     ({"max_side": 0}, "MAX_SIDE must be between 1 and 16383 (WebP's limit)"),
+    ({"max_files_per_request": 0}, "MAX_FILES_PER_REQUEST must be between 1 and 60"),
+    ({"max_files_per_request": 61}, "MAX_FILES_PER_REQUEST must be between 1 and 60"),
+    ({"rate_limit": "lots"}, "RATE_LIMIT must be a limit such as 30/minute"),
+    (
+        {"rate_limit_storage_uri": "mongodb://db"},
+        "RATE_LIMIT_STORAGE_URI must be memory:// or a redis:// or rediss:// URI",
+    ),
     ({"max_side": WEBP_MAX_SIDE + 1}, "MAX_SIDE must be between 1 and 16383 (WebP's limit)"),
     ({"max_output_side": 0}, "MAX_OUTPUT_SIDE must be between 1 and 16383"),
     ({"max_output_side": WEBP_MAX_SIDE + 1}, "MAX_OUTPUT_SIDE must be between 1 and 16383"),

@@ -414,3 +414,25 @@ def test_a_chunked_direct_put_one_byte_over_the_ticket_is_refused_by_the_product
     )
     assert refused.status_code == 413
     assert not (container.media_root / "tmp" / ticket["upload_id"]).exists()
+
+
+def test_the_deploy_counts_upload_budgets_where_the_guide_says() -> None:
+    """Both deploys pass RATE_LIMIT_STORAGE_URI through; the guide's Memorystore URI is valid."""
+
+    def env(args: list[str]) -> dict[str, str]:
+        value = flags(args[3:])["set-env-vars"]
+        return dict(pair.partition("=")[::2] for pair in value.split(","))
+
+    assert env(step(cloudbuild(), "deploy")["args"])["RATE_LIMIT_STORAGE_URI"] == (
+        "${_RATE_LIMIT_STORAGE_URI}"
+    )
+    assert env(documented_deploy_command())["RATE_LIMIT_STORAGE_URI"] == "$RATE_LIMIT_STORAGE_URI"
+    default = cloudbuild()["substitutions"]["_RATE_LIMIT_STORAGE_URI"]
+    text = DEPLOY_DOC.read_text()
+    assigned = re.findall(r"^RATE_LIMIT_STORAGE_URI=(\S+)", text, re.M)
+    assert assigned == [default, "redis://$REDIS_HOST:6379/0"]
+    for uri in (default, assigned[1].replace("$REDIS_HOST", "10.0.0.3")):
+        assert Settings.from_env({"RATE_LIMIT_STORAGE_URI": uri}).rate_limit_storage_uri == uri
+    assert "_RATE_LIMIT_STORAGE_URI=$RATE_LIMIT_STORAGE_URI" in text
+    # Memorystore has only a private address: the service needs VPC egress to reach it.
+    assert "--vpc-egress=private-ranges-only" in text

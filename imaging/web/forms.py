@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import request
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import FileStorage, MultiDict
 
 from imaging.config import Settings
 from imaging.errors import BadRequest, MissingFile, TooLarge
@@ -21,9 +21,25 @@ class UploadedFile:
     data: bytes
 
 
+#: The most output formats one request may ask for.
+MAX_FORMATS = 5
+
+
+def sent_files(settings: Settings) -> list[FileStorage]:
+    """The ``image`` field's files, at most MAX_FILES_PER_REQUEST of them (else a 413, before
+    anything is read or converted: each file is seconds of CPU in every format asked for)."""
+    files = [f for f in request.files.getlist(FILE_FIELD) if f.filename or f.content_length]
+    if len(files) > settings.max_files_per_request:
+        raise TooLarge(
+            f"Send at most {settings.max_files_per_request} files in one request "
+            f"(this one has {len(files)})."
+        )
+    return files
+
+
 def read_files(settings: Settings) -> list[UploadedFile]:
     """Every file in the ``image`` field, read with the per-file size limit enforced."""
-    files = [f for f in request.files.getlist(FILE_FIELD) if f.filename or f.content_length]
+    files = sent_files(settings)
     if not files:
         raise MissingFile(f"No file was sent. Send the image in the form field '{FILE_FIELD}'.")
     out = []
@@ -44,12 +60,7 @@ def read_options(
     """
     if values is None:
         values = request.values
-    formats_raw = ",".join(values.getlist("format")) or ",".join(settings.default_formats)
-    formats = parse_format_list(formats_raw)
-    if not formats:
-        formats = settings.default_formats
-    if len(formats) > 5:
-        raise BadRequest("Ask for at most 5 output formats.")
+    formats = requested_formats(settings, values)
     fit = parse_fit(values.get("fit"))
     name = values.get("name") or filename
     return UploadOptions(
@@ -61,6 +72,15 @@ def read_options(
         lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),
         name=name,
     )
+
+
+def requested_formats(settings: Settings, values: MultiDict[str, str]) -> tuple[str, ...]:
+    """The ``format`` fields (default: DEFAULT_FORMATS); more than MAX_FORMATS is a 400."""
+    formats_raw = ",".join(values.getlist("format")) or ",".join(settings.default_formats)
+    formats = parse_format_list(formats_raw) or settings.default_formats
+    if len(formats) > MAX_FORMATS:
+        raise BadRequest(f"Ask for at most {MAX_FORMATS} output formats.")
+    return formats
 
 
 def _int(raw: str | None, field: str, low: int, high: int) -> int | None:

@@ -3,9 +3,12 @@
 - ``UPLOAD_TOKEN`` (comma-separated, so tokens can be rotated): the API needs
   ``Authorization: Bearer <token>``; the upload page asks once and keeps only the token's hash
   in the (signed, HttpOnly) session, never the token and never in a URL.
-- ``RATE_LIMIT`` (e.g. ``30/minute``): every write (and all of admin) is limited per client
-  address, taken from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with
-  TRUSTED_PROXY_HOPS, on by default on Cloud Run). Over the limit: 429 with ``Retry-After``.
+- ``RATE_LIMIT`` (e.g. ``30/minute``) is a budget of work per client address (taken from
+  ``X-Forwarded-For`` only behind a trusted proxy: ProxyFix with TRUSTED_PROXY_HOPS, on by
+  default on Cloud Run). Every upload door (UPLOAD_DOORS) draws on one shared budget, each
+  request costing files × formats, the renditions it asks for; the other writes (and all of
+  admin) count requests per route. Over the limit: 429 with ``Retry-After``. The budgets live in
+  RATE_LIMIT_STORAGE_URI: ``memory://`` (one per process) or Redis (one for every instance).
 All comparisons of secrets are constant-time.
 """
 
@@ -13,16 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
-from flask import Blueprint, Flask, request, session
+from flask import Blueprint, Flask, g, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse_many
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
-from imaging.errors import Forbidden, Unauthorized
+from imaging.errors import Forbidden, ImagingError, TooLarge, Unauthorized
 from imaging.web import check_csrf
+from imaging.web.forms import requested_formats, sent_files
+from imaging.web.presentation import request_body
 
 SESSION_KEY = "upload_token_sha256"
 
@@ -97,17 +105,81 @@ def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | 
         raise Forbidden("That delete key does not belong to this image.")
 
 
+#: Every endpoint that converts, all drawing on the one upload budget. Direct-upload tickets
+#: are not here: a ticket converts nothing (its completion pays), so it counts as a request.
+UPLOAD_DOORS = (
+    "api.create",
+    "api.convert",
+    "pages.upload_post",
+    "uploads.complete",
+    "uploads.page_complete",
+)
+#: Completions convert the one file already uploaded.
+COMPLETION_DOORS = ("uploads.complete", "uploads.page_complete")
+
+
+def upload_work(settings: Settings) -> int:
+    """What the current upload request costs: files × formats, the renditions it asks for.
+
+    Renditions, not pixels: the count is known before a byte is decoded, and MAX_PIXELS
+    bounds what one rendition may cost. A request the readers will refuse anyway (too many
+    files, a bad format list) costs nothing here; the view answers it with the reason.
+    """
+    try:
+        values = MultiDict(CombinedMultiDict([request_body(), request.args]))
+        files = 1 if request.endpoint in COMPLETION_DOORS else len(sent_files(settings))
+        return files * len(requested_formats(settings, values))
+    except ImagingError:
+        return 0
+
+
+def budget_of(settings: Settings) -> int:
+    """The most work one request may cost: the smallest amount in RATE_LIMIT."""
+    return min(item.amount for item in parse_many(settings.rate_limit))
+
+
 def init_rate_limits(app: Flask, settings: Settings, *blueprints: str) -> None:
-    """Limit every write of the named blueprints per client, in memory (one process's view)."""
+    """Charge every upload door by work from one budget per client; limit the other writes of
+    the named blueprints per request. Counted in RATE_LIMIT_STORAGE_URI."""
     if not settings.rate_limit:
         return
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri="memory://",
+        storage_uri=settings.rate_limit_storage_uri or "memory://",
         headers_enabled=True,
         default_limits=[],
+        # Storage down (Redis unreachable): the failure is logged and the request goes on
+        # unlimited, never a 500; MAX_FILES_PER_REQUEST and CONVERSION_SLOTS still bound it.
+        swallow_errors=True,
     )
+    budget = budget_of(settings)
+
+    @app.before_request
+    def price_upload() -> None:
+        if request.endpoint not in UPLOAD_DOORS:
+            return
+        g.upload_work = upload_work(settings)
+        if g.upload_work > budget:
+            raise TooLarge(
+                f"This request asks for {g.upload_work} conversions (files × formats); "
+                f"this server allows at most {budget} at once ({settings.rate_limit} per "
+                "client). Send fewer files or formats per request."
+            )
+
+    upload_budget = limiter.shared_limit(
+        settings.rate_limit,
+        scope="uploads",
+        cost=lambda: int(g.get("upload_work", 1)),
+        error_message=(
+            f"Too many conversions: this server converts at most {settings.rate_limit} "
+            "images (files × formats) per client. Wait and try again."
+        ),
+    )
+    for endpoint in UPLOAD_DOORS:
+        # A limit on the view itself overrides its blueprint's per-request limit below.
+        view: Callable[..., Any] = app.view_functions[endpoint]
+        app.view_functions[endpoint] = upload_budget(view)
     for name in blueprints:
         # Writes are limited everywhere; the admin blueprint entirely, so its token cannot be
         # guessed through a GET either. Gallery reads stay unlimited.
