@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -178,9 +179,10 @@ def inputs() -> list[Input]:
 
 WRK_SCRIPT = r"""
 -- Written by benchmarks/peers.py. args: body file, MARK offset (0-based, -1: GET),
--- CRC start before MARK (0: none), content type.
+-- CRC start before MARK (0: none), content type, this run's number (so no two runs send
+-- the same bytes: the app's duplicate index would answer a repeat without converting).
 local bit = require("bit")
-local counter, prefix, suffix, crc_head, content_type = 0, nil, nil, nil, nil
+local counter, prefix, suffix, crc_head, run = 0, nil, nil, nil, 0
 local crc_table = {}
 for i = 0, 255 do
   local c = i
@@ -212,6 +214,7 @@ end
 
 function init(args)
   local offset, crc_from = tonumber(args[2]), tonumber(args[3])
+  run = tonumber(args[5])
   if offset < 0 then return end
   local f = assert(io.open(args[1], "rb"))
   local body = f:read("*a")
@@ -230,7 +233,7 @@ end
 function request()
   if prefix == nil then return wrk.format() end
   counter = counter + 1
-  local unique = string.format("%04x%012x", id, counter)
+  local unique = string.format("%06x%02x%08x", run, id, counter)
   local middle = unique
   if crc_head then middle = unique .. crc32(crc_head .. unique) end
   return wrk.format(nil, nil, nil, prefix .. middle .. suffix)
@@ -263,9 +266,42 @@ class Measure:
     rps: float
     p95_ms: float
     errors: int
+    cpu_ms: float  # the server's CPU time (all its processes) per answered request
 
 
-def run_wrk(wrk: str, script: Path, target: Target, seconds: float) -> Measure:
+TICK = os.sysconf("SC_CLK_TCK")
+RUNS = itertools.count(1)  # numbers each wrk run, so each sends bytes no run sent before
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU time of the process trees under ``roots``, reaped children included.
+
+    On a shared machine req/s moves with the neighbours' load; CPU per request barely does, and
+    with every server keeping both cores busy, throughput is cores / CPU per request.
+    """
+    stats: dict[int, tuple[int, list[str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (int(fields[1]), fields)
+    tree, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    ticks = 0
+    for pid in tree:
+        if pid in stats:
+            fields = stats[pid][1]
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / TICK
+
+
+def run_wrk(
+    wrk: str, script: Path, target: Target, seconds: float, roots: list[int] | None = None
+) -> Measure:
     argv = [
         wrk,
         f"-c{CONNECTIONS}",
@@ -281,15 +317,20 @@ def run_wrk(wrk: str, script: Path, target: Target, seconds: float) -> Measure:
         str(target.offset),
         str(target.crc_from),
         target.content_type,
+        str(next(RUNS)),
     ]
+    cpu_before = cpu_seconds(roots or [])
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    cpu = cpu_seconds(roots or []) - cpu_before
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK-JSON ")]
     if not lines:
         raise RuntimeError(f"wrk printed no figures:\n{done.stdout}\n{done.stderr}")
     figures = json.loads(lines[-1].removeprefix("WRK-JSON "))
     errors = sum(figures[k] for k in ("connect", "read", "write", "status", "timeout"))
     good = figures["requests"] - figures["status"]
-    return Measure(good / (figures["duration_us"] / 1e6), figures["p95_us"] / 1000, errors)
+    rps = good / (figures["duration_us"] / 1e6)
+    # Requests still in flight when wrk stops were partly paid for: a small overestimate.
+    return Measure(rps, figures["p95_us"] / 1000, errors, 1000 * cpu / max(good, 1))
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -343,7 +384,7 @@ def spawn(
     return process
 
 
-def start_app(stack: contextlib.ExitStack, scratch: Path, labeler: str) -> str:
+def start_app(stack: contextlib.ExitStack, scratch: Path, labeler: str) -> tuple[str, int]:
     """The Dockerfile's CMD on LocalStore under a scratch MEDIA_ROOT (tests/container.py)."""
     from tests import container
 
@@ -357,7 +398,7 @@ def start_app(stack: contextlib.ExitStack, scratch: Path, labeler: str) -> str:
         env["MODEL_CACHE_DIR"] = str(models)
     running = container.start_container(scratch, **env)
     stack.callback(container.stop, running)
-    return running.url
+    return running.url, running.process.pid
 
 
 THUMBOR_CONF = """\
@@ -407,15 +448,17 @@ http {{
 
 def start_thumbor(
     stack: contextlib.ExitStack, scratch: Path, thumbor: Path, nginx: str, files: Path
-) -> str:
+) -> tuple[str, list[int]]:
     """Two single-process thumbor servers (one per core) behind nginx."""
     scratch.mkdir(parents=True)
     conf = scratch / "thumbor.conf"
     conf.write_text(THUMBOR_CONF.format(root=str(files), quality=QUALITY))
     ports = [free_port() for _ in range(os.cpu_count() or 1)]
+    pids = []
     for i, port in enumerate(ports):
         argv = [str(thumbor), "-i", "127.0.0.1", "-p", str(port), "-c", str(conf), "-l", "warning"]
         process = spawn(stack, argv, scratch / f"thumbor-{i}.log")
+        pids.append(process.pid)
         wait_http(f"http://127.0.0.1:{port}/healthcheck", "thumbor", process)
     port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{p};" for p in ports)
@@ -424,7 +467,7 @@ def start_thumbor(
     argv = [nginx, "-p", str(scratch), "-c", str(scratch / "nginx.conf"), "-g", "daemon off;"]
     process = spawn(stack, argv, scratch / "nginx.log")
     wait_http(f"http://127.0.0.1:{port}/healthcheck", "nginx", process)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", [*pids, process.pid]
 
 
 SHARP_SERVER = """\
@@ -461,7 +504,7 @@ if (cluster.isPrimary) {
 """
 
 
-def start_sharp(stack: contextlib.ExitStack, scratch: Path, home: Path) -> str:
+def start_sharp(stack: contextlib.ExitStack, scratch: Path, home: Path) -> tuple[str, int]:
     """sharp's cluster: 2 workers (one per core) converting each POSTed image."""
     scratch.mkdir(parents=True)
     script = home / "server.js"
@@ -471,7 +514,7 @@ def start_sharp(stack: contextlib.ExitStack, scratch: Path, home: Path) -> str:
     argv = [node, str(script), str(port), str(os.cpu_count() or 1), str(SIDE), str(QUALITY)]
     process = spawn(stack, argv, scratch / "sharp.log", cwd=home)
     wait_http(f"http://127.0.0.1:{port}/", "sharp", process)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", process.pid
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -483,6 +526,7 @@ class Column:
     note: str  # a version, or why it was skipped
     targets: dict[str, Target] = field(default_factory=dict)  # by input name
     rounds: dict[str, list[Measure]] = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)  # the server's processes, for its CPU time
 
 
 def multipart_body(item: Input, boundary: str) -> bytes:
@@ -572,6 +616,18 @@ def ratios(columns: list[Column], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(columns: list[Column], names: list[str]) -> str:
+    lines = ["| server CPU ms per request (median) | " + " | ".join(c.name for c in columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
+    for name in names:
+        cells = []
+        for column in columns:
+            rounds = column.rounds.get(name)
+            cells.append(f"{statistics.median(m.cpu_ms for m in rounds):.0f}" if rounds else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def noise(columns: list[Column], names: list[str]) -> str:
     lines = ["| req/s min-max over rounds | " + " | ".join(c.name for c in columns) + " |"]
     lines.append("|---|" + "---:|" * len(columns))
@@ -632,7 +688,8 @@ def main(argv: list[str] | None = None) -> None:
         multipart_type = f"multipart/form-data; boundary={boundary}"
         say("starting the servers...")
         for column, labeler in zip(columns[:2], ("none", "local"), strict=True):
-            url = start_app(stack, scratch / f"app-{labeler}", labeler)
+            url, pid = start_app(stack, scratch / f"app-{labeler}", labeler)
+            column.pids.append(pid)
             for i, item in enumerate(items):
                 body = multipart_body(item, boundary)
                 path = scratch / f"app-{labeler}-{i}.body"
@@ -640,12 +697,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"{url}/api/images", body, path, multipart_type, item.crc_from
                 )
         if thumbor is not None and nginx is not None:
-            url = start_thumbor(stack, scratch / "thumbor", thumbor, nginx, files)
+            url, columns[2].pids = start_thumbor(stack, scratch / "thumbor", thumbor, nginx, files)
             operation = f"unsafe/fit-in/{SIDE}x{SIDE}/filters:format(webp):quality({QUALITY})"
             for item in items:
                 columns[2].targets[item.name] = Target(f"{url}/{operation}/{item.filename}")
         if sharp_home is not None:
-            url = start_sharp(stack, scratch / "sharp", sharp_home)
+            url, pid = start_sharp(stack, scratch / "sharp", sharp_home)
+            columns[3].pids.append(pid)
             for i, item in enumerate(items):
                 columns[3].targets[item.name] = upload_target(
                     url,
@@ -663,17 +721,20 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(rounds):
             for item in items:
                 for column in active:
-                    measure = run_wrk(wrk, script, column.targets[item.name], seconds)
+                    target = column.targets[item.name]
+                    measure = run_wrk(wrk, script, target, seconds, column.pids)
                     column.rounds.setdefault(item.name, []).append(measure)
                     say(
                         f"round {r + 1}/{rounds} {item.name:20} {column.name:21} "
-                        f"{measure.rps:6.1f} req/s  p95 {measure.p95_ms:5.0f} ms"
+                        f"{measure.rps:6.1f} req/s  p95 {measure.p95_ms:5.0f} ms  "
+                        f"CPU {measure.cpu_ms:4.0f} ms/req"
                         + (f"  {measure.errors} errors" if measure.errors else "")
                     )
     versions = [f"thumbor {thumbor_note}" if thumbor else "thumbor skipped"]
     versions.append(f"sharp {sharp_note}" if sharp_home else "sharp skipped")
     versions.append(f"wrk at c={CONNECTIONS}, {rounds} interleaved rounds x {seconds:g} s")
-    print(f"\n{table(columns, names)}\n\n{ratios(columns, names)}\n\n{noise(columns, names)}\n")
+    print(f"\n{table(columns, names)}\n\n{ratios(columns, names)}\n")
+    print(f"{cpu_table(columns, names)}\n\n{noise(columns, names)}\n")
     print(machine(load_before, versions))
 
 
