@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip-tools lives outside the project's venv: only `make lock` needs it.
 LOCK_VENV ?= $(or $(TMPDIR),/tmp)/cloud-image-app-lock-venv
 
-.PHONY: run test lint typecheck pytest bench screenshots gc clean lock
+.PHONY: run test lint typecheck pytest bench bench-peers screenshots gc clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: $(VENV)/.dev
 ## Re-make docs/screenshots/*.png from a freshly seeded app in headless Chromium.
 screenshots: $(VENV)/.dev
 	$(BIN)/python scripts/screenshots
+
+## The app against thumbor and sharp, side by side (installs them under ~/.cache, outside the
+## repo; PEERS_ARGS=--quick for a short run). Not part of `make test`.
+bench-peers: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 ## Sweep variants left without a record by a crashed upload.
 gc: $(VENV)/.runtime

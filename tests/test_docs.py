@@ -66,6 +66,8 @@ OTHER_VARIABLES = {
     "STORAGE_EMULATOR_HOST": "google-cloud-storage's emulator switch",
     "VIPS_CONCURRENCY": "libvips' thread count, in the benchmarks",
     "RECORD_FIGURES": "tests/test_load.py writes its table there",
+    "PEERS_CACHE_DIR": "where benchmarks/peers.py installs thumbor and sharp",
+    "PEERS_ARGS": "make bench-peers' arguments to benchmarks/peers.py",
     "COMMIT_SHA": "a Cloud Build substitution",
     "MAX_FORM_MEMORY_SIZE": "Flask's limit on a form field, set in cloud_image_app.py",
     "VERY_LIKELY": "a SafeSearch likelihood (a value)",
