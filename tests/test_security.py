@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -168,3 +169,65 @@ def test_display_names_are_escaped_in_pages(local_client: FlaskClient) -> None:
     page = local_client.get("/").get_data(as_text=True)
     assert "<img src=x onerror" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in page
+
+
+# -- hostile input is a 4xx, never a 500 (issue 14, item 7) ---------------------------------------
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("path", ["/unlock", "/upload/direct"])
+def test_a_non_ascii_csrf_token_is_403_not_500(locked: FlaskClient, path: str) -> None:
+    csrf(locked, "/unlock")  # a session with a CSRF token to compare against
+    response = locked.post(
+        path,
+        data={"token": "new-token", "csrf_token": "jeton-volé-ü"},
+        headers={"X-CSRF-Token": "ü"},
+    )
+    assert response.status_code == 403
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_a_non_ascii_bearer_token_is_403_not_500(locked: FlaskClient) -> None:
+    response = post(locked, {"Authorization": "Bearer jeton-volé"})
+    assert response.status_code == 403  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", ["/api/uploads", "/api/images", "/convert"])
+def test_deeply_nested_json_is_a_400(local_client: FlaskClient, path: str) -> None:
+    response = local_client.post(path, data=DEEP_JSON, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] in ("bad_request", "missing_file")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},  # a Pub/Sub push
+        {"Content-Type": "application/cloudevents+json"},  # a structured CloudEvent
+    ],
+)
+def test_a_deeply_nested_event_body_is_a_bad_request(headers: dict[str, str]) -> None:
+    from imaging.doors.events import parse_delivery
+    from imaging.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        parse_delivery(headers, DEEP_JSON)
+
+
+def test_a_pubsub_message_with_deeply_nested_data_is_a_bad_request() -> None:
+    from imaging.doors.events import parse_delivery
+    from imaging.errors import BadRequest
+
+    envelope = {"message": {"data": base64.b64encode(DEEP_JSON).decode(), "attributes": {}}}
+    with pytest.raises(BadRequest):
+        parse_delivery({"Content-Type": "application/json"}, json.dumps(envelope).encode())
+
+
+def test_every_json_body_is_read_by_one_reader_that_answers_400() -> None:
+    from imaging.errors import BadRequest
+    from imaging.untrusted import read_json
+
+    for hostile in (DEEP_JSON, b"{", b"\xff", b"1" * 5000):
+        with pytest.raises(BadRequest):
+            read_json(hostile)

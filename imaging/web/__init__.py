@@ -6,7 +6,6 @@ Pillow or of a storage backend's internals. Everything else happens in ``pipelin
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from typing import Any
@@ -19,6 +18,7 @@ from imaging import observability
 from imaging.config import Settings
 from imaging.errors import Forbidden, ImagingError, limit_message
 from imaging.services import Services, services_of
+from imaging.untrusted import same_secret
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def check_csrf() -> None:
     """Page forms carry the session's token (field or X-CSRF-Token header)."""
     expected = session.get("csrf_token")
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
-    if not isinstance(expected, str) or not hmac.compare_digest(expected, sent):
+    if not isinstance(expected, str) or not same_secret(sent, expected):
         raise Forbidden(
             "The form expired or did not come from this site. Reload the page and try again."
         )

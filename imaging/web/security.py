@@ -12,7 +12,6 @@ All comparisons of secrets are constant-time.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import cast
 
 from flask import Blueprint, Flask, request, session
@@ -22,6 +21,7 @@ from flask_limiter.util import get_remote_address
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
 from imaging.errors import Forbidden, Unauthorized
+from imaging.untrusted import same_secret
 from imaging.web import check_csrf
 
 SESSION_KEY = "upload_token_sha256"
@@ -35,7 +35,7 @@ def matches_any(candidate: str, tokens: tuple[str, ...]) -> bool:
     """Constant-time against every configured token (no early exit that leaks which matched)."""
     found = False
     for token in tokens:
-        found |= hmac.compare_digest(candidate.encode(), token.encode())
+        found |= same_secret(candidate, token)
     return found
 
 
@@ -82,9 +82,7 @@ def unlock_session(settings: Settings, token: str) -> None:
 
 def is_admin(settings: Settings) -> bool:
     token = bearer_token() or ""
-    return bool(settings.admin_token) and hmac.compare_digest(
-        token.encode(), settings.admin_token.encode()
-    )
+    return bool(settings.admin_token) and same_secret(token, settings.admin_token)
 
 
 def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:
