@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask
@@ -35,7 +37,10 @@ from imaging.web import (
     register_security,
     uploads,
 )
-from imaging.web.security import init_rate_limits
+from imaging.web.security import HttpsSessionInterface, init_rate_limits
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 #: Room for the multipart envelope and the small form fields around one file.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -47,6 +52,23 @@ class BodyJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return read_json(s)
+
+
+class PublicOrigin:
+    """WSGI middleware: the request's scheme and host are the configured public URL's.
+
+    Every absolute URL (``url_for(..., _external=True)``, ``request.host_url``) and the session
+    cookie's Secure flag then follow PUBLIC_URL, never a header the client chose.
+    """
+
+    def __init__(self, app: WSGIApplication, origin: str) -> None:
+        parts = urlsplit(origin)
+        self.app, self.scheme, self.host = app, parts.scheme, parts.netloc
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["wsgi.url_scheme"] = self.scheme
+        environ["HTTP_HOST"] = self.host
+        return self.app(environ, start_response)
 
 
 def create_app(
@@ -72,11 +94,16 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.on_cloud_run,
         TESTING=settings.testing,
     )
+    app.session_interface = HttpsSessionInterface()
+    if settings.public_origin:
+        app.wsgi_app = PublicOrigin(app.wsgi_app, settings.public_origin)  # type: ignore[method-assign]
     if settings.on_cloud_run or settings.trusted_proxy_hops:
-        # Cloud Run's front end terminates TLS: trust its X-Forwarded-* so URLs say https.
+        # Cloud Run's front end terminates TLS: trust its X-Forwarded-For and -Proto so client
+        # addresses are real and URLs say https. Never X-Forwarded-Host: a client sets it at
+        # will and proxies pass it on, so it would choose the host of the URLs we hand out.
         hops = settings.trusted_proxy_hops or 1
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=0
         )
     # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
     observability.init_app(app, settings)

@@ -50,6 +50,8 @@ from prometheus_client import (
 )
 
 from imaging.config import Settings
+from imaging.errors import Forbidden, Unauthorized
+from imaging.untrusted import bearer, same_secret
 
 if TYPE_CHECKING:
     from imaging.catalog import ImageRecord
@@ -162,6 +164,17 @@ def converting(source_format: str) -> Iterator[None]:
     finally:
         IN_FLIGHT.dec()
         CONVERSION_SECONDS.labels(source_format).observe(time.perf_counter() - started)
+
+
+def check_scraper(settings: Settings) -> None:
+    """With METRICS_TOKEN set, only a scraper sending it as a bearer token reads the metrics."""
+    if not settings.metrics_token:
+        return
+    sent = bearer(request.headers.get("Authorization", ""))
+    if sent is None:
+        raise Unauthorized("Metrics need a token: send 'Authorization: Bearer ...'.")
+    if not same_secret(sent, settings.metrics_token):
+        raise Forbidden("That metrics token is not valid.")
 
 
 def metrics() -> Response:
@@ -516,4 +529,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(_start_request)
     app.after_request(_log_request)
     app.teardown_request(_end_request)
-    app.add_url_rule("/metrics", "metrics", metrics)
+
+    def scrape() -> Response:
+        """The Prometheus metrics, for whoever may scrape them."""
+        check_scraper(settings)
+        return metrics()
+
+    app.add_url_rule("/metrics", "metrics", scrape)

@@ -36,3 +36,9 @@ def same_secret(sent: str, expected: str) -> bool:
     return hmac.compare_digest(
         sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
     )
+
+
+def bearer(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None

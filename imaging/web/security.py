@@ -1,8 +1,10 @@
 """Who may upload and delete, and how often: upload tokens, per-client rate limits.
 
 - ``UPLOAD_TOKEN`` (comma-separated, so tokens can be rotated): the API needs
-  ``Authorization: Bearer <token>``; the upload page asks once and keeps only the token's hash
-  in the (signed, HttpOnly) session, never the token and never in a URL.
+  ``Authorization: Bearer <token>``; the upload page asks once and keeps only an HMAC of the
+  token keyed with SECRET_KEY in the (signed, HttpOnly, Secure over HTTPS) session, never the
+  token, never a plain hash (the session is readable by whoever holds the cookie, and a weak
+  token's sha256 could be guessed offline) and never in a URL.
 - ``RATE_LIMIT`` (e.g. ``30/minute``): every write (and all of admin) is limited per client
   address, taken from ``X-Forwarded-For`` only behind a trusted proxy (ProxyFix with
   TRUSTED_PROXY_HOPS, on by default on Cloud Run). Over the limit: 429 with ``Retry-After``.
@@ -12,23 +14,35 @@ All comparisons of secrets are constant-time.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import cast
 
-from flask import Blueprint, Flask, request, session
+from flask import Blueprint, Flask, has_request_context, request, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
 from imaging.errors import Forbidden, Unauthorized
-from imaging.untrusted import same_secret
+from imaging.untrusted import bearer, same_secret
 from imaging.web import check_csrf
 
-SESSION_KEY = "upload_token_sha256"
+SESSION_KEY = "upload_token_hmac"
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_mac(settings: Settings, token: str) -> str:
+    """What an unlocked session holds: guessing the token from it needs SECRET_KEY too."""
+    key = hashlib.sha256(b"imaging.session.upload-token|" + settings.secret_key.encode()).digest()
+    return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+class HttpsSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, whose cookie is Secure whenever the request came over
+    HTTPS (its scheme after ProxyFix or PUBLIC_URL), not only where SESSION_COOKIE_SECURE says."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
 
 
 def matches_any(candidate: str, tokens: tuple[str, ...]) -> bool:
@@ -40,9 +54,7 @@ def matches_any(candidate: str, tokens: tuple[str, ...]) -> bool:
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return bearer(request.headers.get("Authorization", ""))
 
 
 def require_api_upload(settings: Settings) -> None:
@@ -63,7 +75,7 @@ def page_upload_allowed(settings: Settings) -> bool:
     held = session.get(SESSION_KEY)
     if not isinstance(held, str):
         return False
-    return matches_any(held, tuple(token_hash(t) for t in settings.upload_tokens))
+    return matches_any(held, tuple(token_mac(settings, t) for t in settings.upload_tokens))
 
 
 def require_page_upload(settings: Settings) -> None:
@@ -77,7 +89,7 @@ def require_page_upload(settings: Settings) -> None:
 def unlock_session(settings: Settings, token: str) -> None:
     if not matches_any(token, settings.upload_tokens):
         raise Forbidden("That upload token is not valid.")
-    session[SESSION_KEY] = token_hash(token)
+    session[SESSION_KEY] = token_mac(settings, token)
 
 
 def is_admin(settings: Settings) -> bool:
