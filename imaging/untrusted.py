@@ -14,8 +14,13 @@ from typing import Any
 from imaging.errors import BadRequest
 
 
+class UnreadableJSON(BadRequest, ValueError):
+    """A 400 that is also the ValueError Flask expects from a JSON provider's ``loads`` (so
+    ``get_json(silent=True)`` still answers None for it)."""
+
+
 def read_json(data: str | bytes | bytearray) -> Any:
-    """The JSON value in ``data``; BadRequest (400) for anything that is not one.
+    """The JSON value in ``data``; UnreadableJSON (400) for anything that is not one.
 
     ``json.loads`` raises RecursionError on deeply nested arrays (``[[[[...``), which no
     ``except ValueError`` catches, and ValueError for bad syntax, bad UTF-8 or an integer with
@@ -24,7 +29,7 @@ def read_json(data: str | bytes | bytearray) -> Any:
     try:
         return json.loads(data)
     except (RecursionError, ValueError) as exc:
-        raise BadRequest(
+        raise UnreadableJSON(
             "The body is not valid JSON (or is nested too deeply).", detail=type(exc).__name__
         ) from None
 
