@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imaging.config import Settings, SettingsError
@@ -20,6 +24,7 @@ from imaging.doors.backfill import convert_batch_command
 from imaging.labeling import Labeler
 from imaging.services import build_services, install, services_of
 from imaging.storage import ObjectStore
+from imaging.untrusted import read_json
 from imaging.web import (
     admin,
     api,
@@ -32,10 +37,38 @@ from imaging.web import (
     requestlog,
     uploads,
 )
-from imaging.web.security import init_rate_limits
+from imaging.web.security import HttpsSessionInterface, init_rate_limits
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 #: Room for the multipart envelope and the small form fields around one file.
 FORM_OVERHEAD_BYTES = 256 * 1024
+
+
+class BodyJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, read through ``untrusted.read_json``: a body nested too deeply for Python's
+    parser (RecursionError, which ``get_json(silent=True)`` does not catch) is a 400, not a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return read_json(s)
+
+
+class PublicOrigin:
+    """WSGI middleware: the request's scheme and host are the configured public URL's.
+
+    Every absolute URL (``url_for(..., _external=True)``, ``request.host_url``) and the session
+    cookie's Secure flag then follow PUBLIC_URL, never a header the client chose.
+    """
+
+    def __init__(self, app: WSGIApplication, origin: str) -> None:
+        parts = urlsplit(origin)
+        self.app, self.scheme, self.host = app, parts.scheme, parts.netloc
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["wsgi.url_scheme"] = self.scheme
+        environ["HTTP_HOST"] = self.host
+        return self.app(environ, start_response)
 
 
 def create_app(
@@ -48,6 +81,7 @@ def create_app(
     if settings is None:
         settings = load_settings()
     app = Flask(__name__)
+    app.json = BodyJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
@@ -60,11 +94,16 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.on_cloud_run,
         TESTING=settings.testing,
     )
+    app.session_interface = HttpsSessionInterface()
+    if settings.public_origin:
+        app.wsgi_app = PublicOrigin(app.wsgi_app, settings.public_origin)  # type: ignore[method-assign]
     if settings.on_cloud_run or settings.trusted_proxy_hops:
-        # Cloud Run's front end terminates TLS: trust its X-Forwarded-* so URLs say https.
+        # Cloud Run's front end terminates TLS: trust its X-Forwarded-For and -Proto so client
+        # addresses are real and URLs say https. Never X-Forwarded-Host: a client sets it at
+        # will and proxies pass it on, so it would choose the host of the URLs we hand out.
         hops = settings.trusted_proxy_hops or 1
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=0
         )
     # Before the other hooks: every request, even one they refuse, gets its id, trace and log line.
     requestlog.init_app(app, settings)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
 from imaging.storage import ObjectStore, SweepsLeftovers
+from imaging.untrusted import same_secret
 
 if TYPE_CHECKING:
     from imaging.processing import Probe, Rendition
@@ -176,7 +176,7 @@ class ImageRecord:
 
     def accepts_delete_key(self, delete_key: str) -> bool:
         """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
-        return bool(self.delete_key_hash) and hmac.compare_digest(
+        return bool(self.delete_key_hash) and same_secret(
             hash_delete_key(delete_key), self.delete_key_hash
         )
 

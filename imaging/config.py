@@ -190,6 +190,12 @@ def _is_limiter_storage(value: str) -> bool:
     )
 
 
+def _is_origin(value: str) -> bool:
+    scheme, _, rest = value.partition("://")
+    host = rest.removesuffix("/")
+    return scheme in ("https", "http") and bool(host) and not any(c in host for c in "/?#@ ")
+
+
 def _is_queue_name(value: str) -> bool:
     parts = value.split("/")
     return (
@@ -544,9 +550,27 @@ class Settings:
     )
     trusted_proxy_hops: int = setting(
         0,
-        "proxies in front whose `X-Forwarded-*` headers are trusted",
+        "proxies in front whose `X-Forwarded-For` and `-Proto` are trusted (`X-Forwarded-Host` "
+        "never is): 1 on Cloud Run, 2 behind a load balancer in front of Cloud Run",
         SECURITY,
         shown="`0` (1 on Cloud Run)",
+    )
+    public_url: str = setting(
+        "",
+        "this service's own URL (`https://host`): every absolute URL in an answer is built from "
+        "it, whatever `Host` or `X-Forwarded-Host` a request carries",
+        SECURITY,
+        shown="(the request's `Host`; `EVENTS_AUDIENCE` on Cloud Run when set)",
+        check=Shaped(
+            _is_origin,
+            "an origin such as https://images.example.com (no path)",
+            "an `https://` origin, no path",
+        ),
+    )
+    metrics_token: str = setting(
+        "",
+        "when set, `GET /metrics` needs `Authorization: Bearer <token>` (401 without, 403 wrong)",
+        SECURITY,
     )
     uploads_bucket: str = setting(
         "",
@@ -632,6 +656,16 @@ class Settings:
     @property
     def slots(self) -> int:
         return self.conversion_slots or (os.cpu_count() or 1)
+
+    @property
+    def public_origin(self) -> str:
+        """Where clients reach this service, or "" to take the request's Host header.
+
+        On Cloud Run, EVENTS_AUDIENCE is the service's URL already; without either, Cloud Run's
+        front end sets Host itself (it routes by it), so only a self-hosted server needs one.
+        """
+        origin = self.public_url or (self.events_audience if self.on_cloud_run else "")
+        return origin.rstrip("/")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated (handy in tests)."""

@@ -207,6 +207,14 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike",
     ),
     (
+        {"public_url": "https://images.example.com/app"},
+        "PUBLIC_URL must be an origin such as https://images.example.com (no path)",
+    ),
+    (
+        {"public_url": "images.example.com"},
+        "PUBLIC_URL must be an origin such as https://images.example.com (no path)",
+    ),
+    (
         {**EVENTS, "events_audience": "svc.example"},
         "EVENTS_AUDIENCE must be the service's URL (https://...)",
     ),

@@ -20,7 +20,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +227,8 @@ def test_sigterm_lets_an_in_flight_upload_finish_and_gunicorn_exits_cleanly(
 
 
 def test_urls_say_https_behind_a_tls_terminating_proxy(make_app: AppFactory) -> None:
-    client = make_app(trusted_proxy_hops=1).test_client()
+    # The host comes from PUBLIC_URL (X-Forwarded-Host is never trusted: see the next tests).
+    client = make_app(trusted_proxy_hops=1, public_url="https://images.example.com").test_client()
     response = client.post(
         "/api/images",
         data={"image": (io.BytesIO(images.jpeg()), "photo.jpg")},
@@ -248,6 +249,39 @@ def test_without_a_trusted_proxy_forwarded_headers_are_ignored(make_app: AppFact
         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example.com"},
     )
     assert response.get_json()["detail_url"].startswith("http://localhost/")
+
+
+def ticket_urls(client: Any, **headers: str) -> list[str]:
+    response = client.post(
+        "/api/uploads", json={"content_type": "image/png", "size": 1000}, headers=headers
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    return [body["url"], body["complete_url"]]
+
+
+def test_a_forwarded_host_never_chooses_the_host_of_our_urls(make_app: AppFactory) -> None:
+    client = make_app(trusted_proxy_hops=1).test_client()
+    urls = ticket_urls(client, **{"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"})
+    assert all(url.startswith("https://localhost/") for url in urls), urls
+
+
+def test_the_public_url_chooses_the_host_of_our_urls_whatever_the_request_says(
+    make_app: AppFactory,
+) -> None:
+    client = make_app(public_url="https://images.example.com/").test_client()
+    urls = ticket_urls(client, Host="evil.example", **{"X-Forwarded-Host": "evil.example"})
+    assert all(url.startswith("https://images.example.com/api/uploads/") for url in urls), urls
+
+
+def test_on_cloud_run_the_public_url_defaults_to_the_events_audience() -> None:
+    audience = "https://cloud-image-app-abc-ew.a.run.app"
+    on_run = Settings(on_cloud_run=True, events_audience=audience)
+    assert on_run.public_origin == audience
+    assert Settings(events_audience=audience).public_origin == ""  # elsewhere: the Host header
+    assert replace(on_run, public_url="https://images.example.com").public_origin == (
+        "https://images.example.com"
+    )
 
 
 # -- the pipeline and the guide --------------------------------------------------------------------
@@ -349,6 +383,40 @@ def test_the_deploy_sets_the_same_environment_as_the_guide_and_only_real_setting
     gunicorn = {"WEB_CONCURRENCY", "GUNICORN_THREADS"}
     assert deployed <= settings | gunicorn
     assert {"STORAGE_BACKEND", "GCS_BUCKET"} <= deployed  # Settings refuse local disk there
+
+
+def secrets_of(args: list[str]) -> dict[str, str]:
+    """``--set-secrets`` as variable -> secret:version."""
+    return dict(pair.partition("=")[::2] for pair in flags(args[3:])["set-secrets"].split(","))
+
+
+def test_the_deploy_takes_the_upload_token_from_secret_manager_as_the_guide_does() -> None:
+    deployed = secrets_of(step(cloudbuild(), "deploy")["args"])
+    documented = secrets_of(documented_deploy_command())
+    assert set(deployed) == set(documented) == {"SECRET_KEY", "UPLOAD_TOKEN"}
+    assert deployed["UPLOAD_TOKEN"] == "${_UPLOAD_TOKEN_SECRET}:latest"
+    assert documented["UPLOAD_TOKEN"] == "$UPLOAD_TOKEN_SECRET:latest"
+    env = flags(step(cloudbuild(), "deploy")["args"][3:])["set-env-vars"]
+    assert "UPLOAD_TOKEN" not in {pair.partition("=")[0] for pair in env.split(",")}
+    # The guide creates the secret it deploys with, and lets the runtime account read it.
+    guide = DEPLOY_DOC.read_text()
+    assert 'gcloud secrets create "$UPLOAD_TOKEN_SECRET"' in guide
+    assert 'add-iam-policy-binding "$UPLOAD_TOKEN_SECRET"' in guide
+
+
+def test_the_deploy_trusts_one_proxy_and_two_behind_the_guides_load_balancer() -> None:
+    build = cloudbuild()
+    env = flags(step(build, "deploy")["args"][3:])["set-env-vars"]
+    assert "TRUSTED_PROXY_HOPS=${_TRUSTED_PROXY_HOPS}" in env.split(",")
+    assert build["substitutions"]["_TRUSTED_PROXY_HOPS"] == "1"  # Cloud Run's front end
+    documented = flags(documented_deploy_command()[3:])["set-env-vars"].split(",")
+    assert "TRUSTED_PROXY_HOPS=1" in documented
+    # Section 8 deploys behind a load balancer: two hops, and the domain as PUBLIC_URL.
+    lb = DEPLOY_DOC.read_text().partition("### 8.")[2]
+    (substitutions,) = re.findall(r'--substitutions="([^"]+)"', lb)
+    values = dict(pair.partition("=")[::2] for pair in substitutions.split(","))
+    assert values["_TRUSTED_PROXY_HOPS"] == "2"
+    assert values["_PUBLIC_URL"] == "https://$DOMAIN"
 
 
 def test_concurrency_matches_gunicorn_workers_times_threads() -> None:

@@ -8,19 +8,29 @@ sizes, unknown fit modes, names full of control characters and markup). Whatever
 - a refusal is JSON with ``error`` and ``message``; an acceptance is a committed record;
 - no answer carries a traceback or a server path, and a refused upload leaves no object behind.
 
+Then every route of the app's url_map, with every method it allows, gets hostile headers
+(non-ASCII, huge, control characters in Authorization, X-CSRF-Token, Content-Type, Cookie and
+X-Forwarded-*) and hostile JSON (deep nesting, huge numbers, wrong types): only documented
+statuses, never a 500, never a traceback, in process and (a bounded set) against gunicorn run as
+the Dockerfile runs it.
+
 Runs are derandomized (same examples every run, no example database), so CI cannot flake on a
 rare draw; a failure prints the smallest input that reproduces it.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
+import random
+import re
 import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
@@ -30,6 +40,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
+from imaging.config import Settings
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import FIT_MODES
 from imaging.storage.local import LocalStore
@@ -288,3 +299,232 @@ def test_the_seeds_themselves_are_accepted(fuzz_client: FlaskClient) -> None:
         post(fuzz_client, seed, {}, f"seed-{i}").status_code for i, seed in enumerate(SEEDS)
     ]
     assert statuses == [201] * len(SEEDS)
+
+
+# -- every route, hostile headers and JSON (issue 14, item 7) -------------------------------------
+
+#: What any route may answer; 500 is never one of them.
+ROUTE_STATUSES = {200, 201, 204, 302, 303, 304, 400, 401, 403, 404, 405, 409, 410, 413, 415}
+ROUTE_STATUSES |= {422, 429, 503}
+HEADER_NAMES = (
+    "Authorization",
+    "X-CSRF-Token",
+    "Content-Type",
+    "Cookie",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Delete-Key",
+    "Accept",
+)
+#: Header values an attacker can put on the wire: any byte but CR, LF and NUL (which no server
+#: passes on), read as Latin-1 the way WSGI servers hand them over.
+header_text = st.text(st.characters(min_codepoint=1, max_codepoint=255, exclude_characters="\r\n"))
+header_values = st.one_of(
+    header_text.map(lambda v: v[:200]),
+    st.sampled_from(
+        [
+            "Bearer jeton-volé",
+            "Bearer \x01\x7f\x1b[31m",
+            "Bearer " + "A" * 20_000,
+            "Basic Zm9vOmJhcg==",
+            "bearer",
+            "application/json; charset=utf-8\x00",
+            "application/json; charset=klingon",
+            "multipart/form-data; boundary=",
+            "multipart/form-data; boundary=\xff\xfe",
+            "application/cloudevents+json",
+            "session=" + "x" * 5000,
+            "session=eyJ\xe9.\x01.zz; csrf=\x7f",
+            "1.2.3.4, ü, ::1, 999.999.999.999",
+            "https, http, gopher",
+            "evil.example",
+            "text/html;q=\xff, application/json;q=NaN",
+            "Ã©" * 4000,
+        ]
+    ),
+)
+DEEP = "[" * 50_000 + "]" * 50_000
+HOSTILE_JSON = (
+    DEEP,
+    '{"a":' * 20_000 + "1" + "}" * 20_000,
+    "1" * 5000,
+    '{"size": ' + "9" * 5000 + "}",
+    '{"size": 1e999, "content_type": "image/png"}',
+    '{"size": -1, "content_type": ["image/png"]}',
+    '{"content_type": {"$ne": 1}, "size": "x"}',
+    '{"name": "\\ud800", "format": [[[]]]}',
+    "[]",
+    "null",
+    '"text"',
+    "{",
+    "\xff\xfe",
+)
+json_bodies = st.one_of(
+    st.sampled_from(HOSTILE_JSON),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    ).map(json.dumps),
+)
+#: A value for every kind of URL variable: ids, keys, upload ids.
+PATH_VALUES = ("x", "0000000000000-abcdef", "..%2f..%2fetc", "img/x/a.webp", "%00", "é")
+
+
+def route_calls(app: Any) -> list[tuple[str, str]]:
+    """(method, URL template) for every rule of the app, every method it allows."""
+    calls = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods or ()):
+            calls.append((method, rule.rule))
+    return sorted(set(calls))
+
+
+def fill(template: str, value: str) -> str:
+    return re.sub(r"<(?:[^:>]+:)?[^>]+>", value, template)
+
+
+@pytest.fixture(scope="module")
+def route_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FlaskClient]:
+    """An open app and a locked one (upload, admin and metrics tokens), built once."""
+    from cloud_image_app import create_app
+
+    base = Settings(
+        secret_key="fuzz",
+        labeler="none",
+        testing=True,
+        media_root=tmp_path_factory.mktemp("routes") / "media",
+    )
+    locked = base.replace(
+        upload_tokens=("t0ken",), admin_token="admin", metrics_token="m", trusted_proxy_hops=1
+    )
+    return {
+        "open": create_app(base).test_client(),
+        "locked": create_app(locked).test_client(),
+    }
+
+
+def check_route_answer(response: TestResponse, what: str) -> None:
+    text = response.get_data(as_text=True)
+    assert response.status_code in ROUTE_STATUSES, f"{what}: {response.status_code} {text[:500]}"
+    for leak in LEAKS:
+        assert leak not in text, f"{what}: {text[:500]}"
+    if response.status_code >= 400 and response.is_json and response.data:
+        body = response.get_json()
+        assert isinstance(body.get("error"), str), what
+        assert isinstance(body.get("message"), str), what
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.data(),
+    which=st.sampled_from(["open", "locked"]),
+    headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=5),
+    body=st.one_of(st.none(), json_bodies),
+    path_value=st.sampled_from(PATH_VALUES),
+)
+def test_every_route_answers_hostile_headers_and_json_with_a_documented_status(
+    route_apps: dict[str, FlaskClient],
+    data: st.DataObject,
+    which: str,
+    headers: dict[str, str],
+    body: str | None,
+    path_value: str,
+) -> None:
+    client = route_apps[which]
+    method, template = data.draw(st.sampled_from(route_calls(client.application)))
+    if body is not None and "Content-Type" not in headers:
+        headers = {**headers, "Content-Type": "application/json"}
+    url = fill(template, path_value)
+    response = client.open(url, method=method, headers=headers, data=body)
+    event(f"{method} {template} -> {response.status_code}")
+    check_route_answer(response, f"{method} {url} {headers!r}")
+
+
+def test_every_route_answers_every_hostile_json_body_with_a_documented_status(
+    route_apps: dict[str, FlaskClient],
+) -> None:
+    # Exhaustive, not drawn: each hostile body meets every route and method, both apps.
+    for which, client in route_apps.items():
+        for method, template in route_calls(client.application):
+            if method in ("GET", "HEAD", "OPTIONS"):
+                continue
+            url = fill(template, "x")
+            for body in HOSTILE_JSON:
+                for content_type in ("application/json", "application/cloudevents+json"):
+                    response = client.open(
+                        url, method=method, data=body, headers={"Content-Type": content_type}
+                    )
+                    check_route_answer(response, f"{which} {method} {url} {body[:40]!r}")
+
+
+def test_the_route_fuzzer_reaches_every_route_and_method(
+    route_apps: dict[str, FlaskClient],
+) -> None:
+    # Guards the fuzzer's premise: it draws from the whole url_map, the doors included.
+    calls = route_calls(route_apps["open"].application)
+    assert ("POST", "/api/uploads") in calls
+    assert ("POST", "/events/storage") in calls
+    assert ("PUT", "/api/uploads/<upload_id>/data") in calls
+    assert ("DELETE", "/api/images/<image_id>") in calls
+    assert len(calls) >= 2 * len(list(route_apps["open"].application.url_map.iter_rules()))
+
+
+# -- the same, bounded, against the production server ---------------------------------------------
+
+
+def raw_request(
+    url: str, method: str, path: str, headers: dict[str, bytes], body: bytes
+) -> tuple[int, bytes]:
+    """One request with headers as raw bytes (http.client would refuse non-Latin-1 text)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_gunicorn_answers_hostile_requests_to_every_route_without_a_500(
+    tmp_path: Path, route_apps: dict[str, FlaskClient]
+) -> None:
+    from tests.test_container import start_container, stop
+
+    # Uploads open, so bodies are read rather than refused at the token check.
+    running = start_container(tmp_path, ADMIN_TOKEN="admin", METRICS_TOKEN="m")
+    draw = random.Random(14)  # bounded and repeatable: the same requests every run
+    hostile = [  # bytes on the wire: UTF-8, control characters, huge, a forged session
+        "Bearer jeton-volé".encode(),
+        b"\x01\x7f\x1b[31m\xff",
+        "Ã©".encode() * 2000,
+        b"session=eyJ\xe9.\x01.zz; csrf=\x7f",
+    ]
+    try:
+        for method, template in route_calls(route_apps["open"].application):
+            bodies = ("",) if method in ("GET", "HEAD", "OPTIONS") else HOSTILE_JSON
+            for text in bodies:  # every hostile body to every route that takes one
+                headers = {name: draw.choice(hostile) for name in draw.sample(HEADER_NAMES, 3)}
+                headers["Content-Type"] = b"application/json"
+                body = text.encode("utf-8", "surrogatepass")
+                path = fill(template, draw.choice(["x", "0000000000000-abcdef"]))
+                status, answer = raw_request(running.url, method, path, headers, body)
+                what = f"{method} {path} {sorted(headers)}: {status} {answer[:300]!r}"
+                assert status in ROUTE_STATUSES, what
+                assert b"Traceback" not in answer, what
+                assert b'File "' not in answer, what
+    finally:
+        stop(running)
+    assert "Traceback" not in running.logs()

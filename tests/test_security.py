@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -164,3 +166,183 @@ def test_display_names_are_escaped_in_pages(local_client: FlaskClient) -> None:
     page = local_client.get("/").get_data(as_text=True)
     assert "<img src=x onerror" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in page
+
+
+# -- hostile input is a 4xx, never a 500 (issue 14, item 7) ---------------------------------------
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("path", ["/unlock", "/upload/direct"])
+def test_a_non_ascii_csrf_token_is_403_not_500(locked: FlaskClient, path: str) -> None:
+    csrf(locked, "/unlock")  # a session with a CSRF token to compare against
+    response = locked.post(
+        path,
+        data={"token": "new-token", "csrf_token": "jeton-volé-ü"},
+        headers={"X-CSRF-Token": "ü"},
+    )
+    assert response.status_code == 403
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_a_non_ascii_bearer_token_is_403_not_500(locked: FlaskClient) -> None:
+    response = post(locked, {"Authorization": "Bearer jeton-volé"})
+    assert response.status_code == 403  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", ["/api/uploads", "/api/images", "/convert"])
+def test_deeply_nested_json_is_a_400(local_client: FlaskClient, path: str) -> None:
+    response = local_client.post(path, data=DEEP_JSON, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] in ("bad_request", "missing_file")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},  # a Pub/Sub push
+        {"Content-Type": "application/cloudevents+json"},  # a structured CloudEvent
+    ],
+)
+def test_a_deeply_nested_event_body_is_a_bad_request(headers: dict[str, str]) -> None:
+    from imaging.doors.events import parse_delivery
+    from imaging.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        parse_delivery(headers, DEEP_JSON)
+
+
+def test_a_pubsub_message_with_deeply_nested_data_is_a_bad_request() -> None:
+    from imaging.doors.events import parse_delivery
+    from imaging.errors import BadRequest
+
+    envelope = {"message": {"data": base64.b64encode(DEEP_JSON).decode(), "attributes": {}}}
+    with pytest.raises(BadRequest):
+        parse_delivery({"Content-Type": "application/json"}, json.dumps(envelope).encode())
+
+
+def test_every_json_body_is_read_by_one_reader_that_answers_400() -> None:
+    from imaging.errors import BadRequest
+    from imaging.untrusted import read_json
+
+    for hostile in (DEEP_JSON, b"{", b"\xff", b"1" * 5000):
+        with pytest.raises(BadRequest):
+            read_json(hostile)
+
+
+# -- the session cookie (issue 14, item 10) --------------------------------------------------------
+
+
+def session_of(client: FlaskClient) -> dict[str, object]:
+    app = client.application
+    cookie = client.get_cookie(app.config.get("SESSION_COOKIE_NAME", "session"))
+    assert cookie is not None
+    data = app.session_interface.get_signing_serializer(app).loads(cookie.value)  # type: ignore[attr-defined]
+    assert isinstance(data, dict)
+    return data
+
+
+def test_the_session_holds_no_plain_hash_of_the_token(locked: FlaskClient) -> None:
+    locked.post("/unlock", data={"token": "new-token", "csrf_token": csrf(locked, "/unlock")})
+    held = json.dumps(session_of(locked))
+    assert hashlib.sha256(b"new-token").hexdigest() not in held  # guessable offline
+    assert "new-token" not in held
+
+
+def test_a_session_unlocked_under_another_secret_key_is_not_unlocked(
+    make_app: AppFactory,
+) -> None:
+    # What the session holds is keyed with SECRET_KEY: copied into an app with another key
+    # (and so re-signed there), it does not open the upload page.
+    first = make_app(upload_tokens=("t0ken",), secret_key="one").test_client()
+    first.post("/unlock", data={"token": "t0ken", "csrf_token": csrf(first, "/unlock")})
+    held = session_of(first)
+    other = make_app(upload_tokens=("t0ken",), secret_key="two").test_client()
+    with other.session_transaction() as session:
+        session.update(held)
+    assert other.get("/upload").status_code == 302
+    with first.session_transaction() as session:
+        session.update(held)
+    assert first.get("/upload").status_code == 200
+
+
+def test_session_cookies_are_secure_whenever_the_request_came_over_https(
+    make_app: AppFactory,
+) -> None:
+    client = make_app(trusted_proxy_hops=1).test_client()
+    plain = client.get("/unlock")
+    assert "Secure" not in plain.headers["Set-Cookie"]
+    proxied = make_app(trusted_proxy_hops=1).test_client()
+    over_https = proxied.get("/unlock", headers={"X-Forwarded-Proto": "https"})
+    assert "; Secure" in over_https.headers["Set-Cookie"]
+    direct = make_app().test_client().get("/unlock", base_url="https://localhost")
+    assert "; Secure" in direct.headers["Set-Cookie"]
+
+
+# -- headers and metrics (issue 14, item 11) -------------------------------------------------------
+
+
+def csp_sources(policy: str, directive: str) -> list[str]:
+    for part in policy.split(";"):
+        name, *sources = part.split()
+        if name == directive:
+            return sources
+    raise AssertionError(f"no {directive} in {policy}")
+
+
+def test_images_and_fetches_are_allowed_only_from_us_locally(local_client: FlaskClient) -> None:
+    policy = local_client.get("/").headers["Content-Security-Policy"]
+    assert csp_sources(policy, "img-src") == ["'self'", "data:", "blob:"]
+    assert csp_sources(policy, "connect-src") == ["'self'"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "storage"),
+    [
+        ({"storage_backend": "gcs", "gcs_bucket": "b"}, ["https://storage.googleapis.com"]),
+        (
+            {"storage_backend": "gcs", "gcs_bucket": "b", "public_base_url": "https://cdn.x/img"},
+            ["https://storage.googleapis.com", "https://cdn.x"],
+        ),
+        ({"public_base_url": "https://cdn.x/"}, ["https://cdn.x"]),
+    ],
+)
+def test_images_and_fetches_are_allowed_only_from_us_and_our_storage(
+    changes: dict[str, str], storage: list[str]
+) -> None:
+    from imaging.config import Settings
+    from imaging.web import content_security_policy
+
+    policy = content_security_policy(Settings(**changes))  # type: ignore[arg-type]
+    assert csp_sources(policy, "img-src") == ["'self'", "data:", "blob:", *storage]
+    assert csp_sources(policy, "connect-src") == ["'self'", *storage]
+    assert "https:" not in policy.split()
+
+
+def test_metrics_need_the_metrics_token_when_one_is_set(make_app: AppFactory) -> None:
+    client = make_app(metrics_token="scrape-me").test_client()
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get(
+        "/metrics", headers={"Authorization": "Bearer guess-é", "Accept": "application/json"}
+    )
+    assert wrong.status_code == 403
+    assert wrong.get_json()["error"] == "forbidden"
+    right = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert right.status_code == 200
+    assert b"# TYPE" in right.data
+
+
+def test_metrics_are_open_without_a_metrics_token(local_client: FlaskClient) -> None:
+    assert local_client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/security.md"])
+def test_the_docs_state_the_form_limits_the_code_enforces(
+    local_client: FlaskClient, doc: str
+) -> None:
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parent.parent / doc).read_text().split())
+    config = local_client.application.config
+    assert f"at most {config['MAX_FORM_PARTS']} parts" in text
+    assert f"at most {config['MAX_FORM_MEMORY_SIZE'] // 1024} KiB" in text

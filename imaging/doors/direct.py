@@ -54,6 +54,7 @@ from imaging.errors import (
 from imaging.formats import INPUT_FORMATS
 from imaging.pipeline import IngestResult, Pipeline, Slot, UploadOptions
 from imaging.storage import ObjectStore
+from imaging.untrusted import same_secret
 
 _CLAIM_SUFFIX = ".put"
 
@@ -342,8 +343,8 @@ class UploadSessions:
     def _expiry(self, upload_id: str) -> int:
         """The expiry an upload id carries; 404 unless this app minted it."""
         match = _UPLOAD_ID.match(upload_id)
-        if match is None or not hmac.compare_digest(
-            self._mac(f"{match['expires']}-{match['nonce']}"), match["mac"]
+        if match is None or not same_secret(
+            match["mac"], self._mac(f"{match['expires']}-{match['nonce']}")
         ):
             raise NotFound("No upload with that id.")
         return int(match["expires"])

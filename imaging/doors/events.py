@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 import threading
@@ -37,6 +36,7 @@ from imaging.doors.convert import ObjectConverter, WorkerPool
 from imaging.doors.sources import ObjectRef
 from imaging.doors.tasks import TaskQueue
 from imaging.errors import BadRequest, Forbidden, Unauthorized, Unavailable
+from imaging.untrusted import read_json
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> StorageEvent:
     ):
         return _from_cloudevent(lowered, body)
     try:
-        envelope = json.loads(body)
-    except ValueError:
+        envelope = read_json(body)
+    except BadRequest:
         raise BadRequest("The body is neither a CloudEvent nor a Pub/Sub push message.") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
         raise BadRequest("The body is neither a CloudEvent nor a Pub/Sub push message.")
@@ -87,13 +87,14 @@ def _from_cloudevent(headers: dict[str, str], body: bytes) -> StorageEvent:
 
     try:
         event = from_http_event(HTTPMessage(headers=headers, body=body))
-    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, RecursionError) as exc:
+        # RecursionError: a structured CloudEvent is JSON the library parses itself.
         raise BadRequest("The CloudEvent could not be read.", detail=repr(exc)) from None
     data = event.get_data()
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
-        except ValueError:
+            data = read_json(data)
+        except BadRequest:
             data = None
     if not isinstance(data, dict):
         raise BadRequest("The CloudEvent carries no storage object.")
@@ -113,8 +114,8 @@ def _from_pubsub(message: dict[str, Any]) -> StorageEvent:
     if message.get("data"):
         # payloadFormat JSON_API_V1: the object resource, metadata included. NONE: no data.
         try:
-            decoded = json.loads(base64.b64decode(message["data"], validate=True))
-        except (ValueError, binascii.Error, TypeError):
+            decoded = read_json(base64.b64decode(message["data"], validate=True))
+        except (BadRequest, ValueError, binascii.Error, TypeError):
             raise BadRequest("The Pub/Sub message data is not base64 JSON.") from None
         if isinstance(decoded, dict):
             resource = decoded

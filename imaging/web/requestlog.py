@@ -23,7 +23,9 @@ from opentelemetry import trace
 
 from imaging import observability
 from imaging.config import Settings
+from imaging.errors import Forbidden, Unauthorized
 from imaging.observability import context
+from imaging.untrusted import bearer, same_secret
 
 __all__ = ["QUIET_PATHS", "init_app", "metrics"]
 
@@ -39,6 +41,17 @@ def metrics() -> Response:
     """Prometheus text format: every worker's numbers when gunicorn runs several of them."""
     body, content_type = observability.exposition()
     return Response(body, headers={"Content-Type": content_type})
+
+
+def check_scraper(settings: Settings) -> None:
+    """With METRICS_TOKEN set, only a scraper sending it as a bearer token reads the metrics."""
+    if not settings.metrics_token:
+        return
+    sent = bearer(request.headers.get("Authorization", ""))
+    if sent is None:
+        raise Unauthorized("Metrics need a token: send 'Authorization: Bearer ...'.")
+    if not same_secret(sent, settings.metrics_token):
+        raise Forbidden("That metrics token is not valid.")
 
 
 def _logged_path() -> str:
@@ -140,4 +153,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(_start_request)
     app.after_request(_log_request)
     app.teardown_request(_end_request)
-    app.add_url_rule("/metrics", "metrics", metrics)
+
+    def scrape() -> Response:
+        """The Prometheus metrics, for whoever may scrape them."""
+        check_scraper(settings)
+        return metrics()
+
+    app.add_url_rule("/metrics", "metrics", scrape)

@@ -1,8 +1,10 @@
 """Who may upload and delete, and how often: upload tokens, per-client rate limits.
 
 - ``UPLOAD_TOKEN`` (comma-separated, so tokens can be rotated): the API needs
-  ``Authorization: Bearer <token>``; the upload page asks once and keeps only the token's hash
-  in the (signed, HttpOnly) session, never the token and never in a URL.
+  ``Authorization: Bearer <token>``; the upload page asks once and keeps only an HMAC of the
+  token keyed with SECRET_KEY in the (signed, HttpOnly, Secure over HTTPS) session, never the
+  token, never a plain hash (the session is readable by whoever holds the cookie, and a weak
+  token's sha256 could be guessed offline) and never in a URL.
 - ``RATE_LIMIT`` (e.g. ``30/minute``) is a budget of work per client address (taken from
   ``X-Forwarded-For`` only behind a trusted proxy: ProxyFix with TRUSTED_PROXY_HOPS, on by
   default on Cloud Run). Every upload door (UPLOAD_DOORS) draws on one shared budget, each
@@ -19,7 +21,8 @@ import hmac
 from collections.abc import Callable
 from typing import Any, cast
 
-from flask import Blueprint, Flask, g, request, session
+from flask import Blueprint, Flask, g, has_request_context, request, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse_many
@@ -28,29 +31,38 @@ from werkzeug.datastructures import CombinedMultiDict, MultiDict
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
 from imaging.errors import Forbidden, ImagingError, TooLarge, Unauthorized
+from imaging.untrusted import bearer, same_secret
 from imaging.web import check_csrf
 from imaging.web.forms import requested_formats, sent_files
 from imaging.web.presentation import request_body
 
-SESSION_KEY = "upload_token_sha256"
+SESSION_KEY = "upload_token_hmac"
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_mac(settings: Settings, token: str) -> str:
+    """What an unlocked session holds: guessing the token from it needs SECRET_KEY too."""
+    key = hashlib.sha256(b"imaging.session.upload-token|" + settings.secret_key.encode()).digest()
+    return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+class HttpsSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, whose cookie is Secure whenever the request came over
+    HTTPS (its scheme after ProxyFix or PUBLIC_URL), not only where SESSION_COOKIE_SECURE says."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
 
 
 def matches_any(candidate: str, tokens: tuple[str, ...]) -> bool:
     """Constant-time against every configured token (no early exit that leaks which matched)."""
     found = False
     for token in tokens:
-        found |= hmac.compare_digest(candidate.encode(), token.encode())
+        found |= same_secret(candidate, token)
     return found
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return bearer(request.headers.get("Authorization", ""))
 
 
 def require_api_upload(settings: Settings) -> None:
@@ -71,7 +83,7 @@ def page_upload_allowed(settings: Settings) -> bool:
     held = session.get(SESSION_KEY)
     if not isinstance(held, str):
         return False
-    return matches_any(held, tuple(token_hash(t) for t in settings.upload_tokens))
+    return matches_any(held, tuple(token_mac(settings, t) for t in settings.upload_tokens))
 
 
 def require_page_upload(settings: Settings) -> None:
@@ -85,14 +97,12 @@ def require_page_upload(settings: Settings) -> None:
 def unlock_session(settings: Settings, token: str) -> None:
     if not matches_any(token, settings.upload_tokens):
         raise Forbidden("That upload token is not valid.")
-    session[SESSION_KEY] = token_hash(token)
+    session[SESSION_KEY] = token_mac(settings, token)
 
 
 def is_admin(settings: Settings) -> bool:
     token = bearer_token() or ""
-    return bool(settings.admin_token) and hmac.compare_digest(
-        token.encode(), settings.admin_token.encode()
-    )
+    return bool(settings.admin_token) and same_secret(token, settings.admin_token)
 
 
 def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:
