@@ -4,7 +4,7 @@
 2. dedupe: the same bytes with the same options give the record they gave before;
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
    slot, while the labeler reads a small copy beside the encodes;
-4. store: write the variants, create-only;
+4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
 5. commit: save the record LAST. If anything fails before it, every object already written is
    removed and the caller gets a clear error; a record never points at a missing object.
 
@@ -198,7 +198,11 @@ class Pipeline:
             with lock:
                 written.append(variant_key)
 
-        futures = [self._write_pool.submit(put, v.key, renditions[v.name]) for v in record.files()]
+        # A held-back record's files go to held/ (catalog.py): never public, not even briefly.
+        futures = [
+            self._write_pool.submit(put, record.stored_key(v.key), renditions[v.name])
+            for v in record.files()
+        ]
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:

@@ -21,7 +21,7 @@ from flask_limiter.util import get_remote_address
 
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
-from imaging.errors import Forbidden, Unauthorized
+from imaging.errors import Forbidden, NotFound, Unauthorized
 from imaging.web import check_csrf
 
 SESSION_KEY = "upload_token_sha256"
@@ -85,6 +85,16 @@ def is_admin(settings: Settings) -> bool:
     return bool(settings.admin_token) and hmac.compare_digest(
         token.encode(), settings.admin_token.encode()
     )
+
+
+def visible_record(settings: Settings, record: ImageRecord, delete_key: str | None) -> ImageRecord:
+    """``record`` if the caller may see it; a held-back one only to the admin and its uploader
+    (the delete key), and to everyone else 404, exactly as if it did not exist."""
+    if record.hidden and not (
+        is_admin(settings) or (delete_key and record.accepts_delete_key(delete_key))
+    ):
+        raise NotFound("No image with that id.")
+    return record
 
 
 def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:
