@@ -6,6 +6,7 @@ Every object key the app writes is made here (the same on local disk and in GCS)
     lbl/<label-slug>/<id>      empty marker: the label index
     sha/<content-key>/<id>     empty marker: the duplicate index (same bytes, same options)
     rec/<id>.json              the record; written LAST, so it is the commit point
+    held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
     tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
     upl/<upload-id>[.put]      a direct upload's completion marker and PUT claim
     evt/...                    the storage-event ledger (doors/ledger)
@@ -16,8 +17,15 @@ page costs one listing call plus ``limit`` parallel record reads, whatever the c
 new uploads (which sort before every existing id) never shift a cursor.
 
 A marker or variant whose record does not exist is invisible (a reader always goes through the
-record) and is removed by ``sweep`` once its id is older than the grace period. The one record
-the app ever rewrites is a held-back one the admin approves (``Catalog.approve`` says how).
+record) and is removed by ``sweep`` once its id is older than the grace period.
+
+A record SafeSearch holds back (``hidden: true``) lives in the private ``held/`` namespace from
+the moment it is committed: its record and files sit under ``held/`` + the key they will have
+once public, and it has no ``lbl/`` markers. Every listing the gallery, the label pages and the
+cursors are built from (``rec/``, ``lbl/``) therefore holds visible images only, the media route
+(``img/`` only) cannot serve it, and on GCS it stays in the private bucket. The record keeps the
+public keys, so approving it (``Catalog.approve``) copies its files to them and changes nothing
+else in the record but ``hidden``.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
-from imaging.storage import ObjectStore, SweepsLeftovers
+from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
 
 if TYPE_CHECKING:
@@ -52,7 +60,9 @@ log = logging.getLogger(__name__)
 MAX_MS = 10**13 - 1
 ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
 RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
-TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX = "tmp/", "upl/", "evt/"
+TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX, HELD_PREFIX = "tmp/", "upl/", "evt/", "held/"
+#: Where held-back records are listed (the admin's held list): ``held/`` + ``rec/``.
+HELD_RECORD_PREFIX = HELD_PREFIX + RECORD_PREFIX
 #: Keys the app itself writes: an event or a batch over the app's own bucket must skip them, or
 #: every variant written would come back as a new upload.
 OWN_PREFIXES = (
@@ -63,6 +73,7 @@ OWN_PREFIXES = (
     EVENT_PREFIX,
     TEMP_PREFIX,
     UPLOAD_PREFIX,
+    HELD_PREFIX,
 )
 
 
@@ -72,6 +83,11 @@ def record_key(image_id: str) -> str:
 
 def variant_key(image_id: str, variant: str, ext: str) -> str:
     return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+
+
+def held_key(key: str) -> str:
+    """Where ``key`` (a record or a variant) is kept while its image is held back."""
+    return f"{HELD_PREFIX}{key}"
 
 
 def new_delete_key() -> str:
@@ -163,13 +179,27 @@ class ImageRecord:
         """Every image file of the record: the requested variants, then the thumbnail."""
         return (*self.variants, self.thumbnail)
 
+    def stored_key(self, key: str) -> str:
+        """Where one of this record's keys is kept now: under ``held/`` while it is hidden."""
+        return held_key(key) if self.hidden else key
+
+    def location(self) -> str:
+        """The key this record itself is kept at: ``rec/<id>.json`` or ``held/rec/<id>.json``."""
+        return self.stored_key(record_key(self.id))
+
+    def file_keys(self) -> list[str]:
+        """Where this record's image files are kept now."""
+        return [self.stored_key(v.key) for v in self.files()]
+
     def keys(self) -> list[str]:
         """Every object this record owns besides itself."""
-        return [v.key for v in self.files()] + self.marker_keys()
+        return self.file_keys() + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
+        # A held-back image has no label markers: label pages list markers, so it must not
+        # appear there, not even as an id.
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
-        keys = [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
+        keys = [] if self.hidden else [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
         if self.content_key:
             keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
         return keys
@@ -319,58 +349,76 @@ class Catalog:
 
     # -- writing ---------------------------------------------------------------------------
     def save(self, record: ImageRecord) -> None:
-        """Write the index markers, then the record: the commit point of an upload."""
+        """Write the index markers, then the record: the commit point of an upload (a held-back
+        record goes to ``held/rec/``, its files having gone to ``held/img/``)."""
         for key in record.marker_keys():
             self.store.put(key, b"", content_type="application/octet-stream")
         self._put_record(record)
 
     def approve(self, image_id: str) -> ImageRecord:
-        """Let a record SafeSearch held back into the gallery: rewrite it with ``hidden=False``.
+        """Let a record SafeSearch held back into the gallery: move it out of ``held/``.
 
-        In a create-only store that means deleting ``rec/<id>.json``, then putting the same
-        record with ``hidden: false``. The alternative, an ``approved/<id>`` marker checked at
-        read time, would add a read to every hidden record's lookup, a key for ``delete`` and
-        ``sweep`` to know about, and a second place that says whether an image is visible. The
-        record stays the one source of truth instead, at the price of a moment (two storage
-        calls) with no record, handled thus:
+        In this order: copy each file from ``held/img/...`` to its public ``img/...`` key, put
+        the label markers, then put the record (``hidden: false``) at ``rec/<id>.json``, the
+        commit point; only then remove the ``held/`` objects. So:
 
-        - a failed put restores the held record (same bytes, so create-only accepts it) and
-          raises StorageUnavailable (503); only if the restore fails too is the record lost, and
-          then its JSON goes to the critical log so an operator can put it back;
-        - the approved record is a pure function of the held one (sorted JSON), so two admins
-          approving at once both succeed: the second put meets identical bytes, which
-          create-only accepts;
-        - approving is idempotent: a record that is not hidden is returned unchanged, nothing
-          written.
+        - a failure before the commit point removes the public copies made so far and raises
+          StorageUnavailable (503): the image stays held and complete, and approving again
+          starts over (create-only puts of the same bytes succeed);
+        - a failure removing the ``held/`` leftovers costs nothing: the public record wins on
+          every read and ``sweep`` removes them;
+        - the approved record and files are pure functions of the held ones, so two admins
+          approving at once both succeed (create-only accepts identical bytes);
+        - approving is idempotent: a record that is not hidden is returned unchanged.
         """
         held = self.get(image_id)
         if not held.hidden:
             return held
         approved = replace(held, hidden=False)
-        self.store.delete(record_key(image_id))
+        public = [v.key for v in held.files()]
+        markers = [k for k in approved.marker_keys() if k.startswith(LABEL_PREFIX)]
         try:
+            # Wait for every copy, failed or not, so the clean-up below misses none in flight.
+            copies = [self._pool.submit(self._publish, v) for v in held.files()]
+            failed = [e for e in (c.exception() for c in copies) if e is not None]
+            if failed:
+                raise failed[0]
+            for key in markers:
+                self.store.put(key, b"", content_type="application/octet-stream")
             self._put_record(approved)
         except Exception as exc:
-            try:
-                self._put_record(held)
-            except Exception:
-                log.critical(
-                    "approve %s: the record is gone and could not be restored; "
-                    "put it back at %s: %s",
-                    image_id,
-                    record_key(image_id),
-                    held.to_json().decode(),
-                )
+            if not self._committed(image_id):
+                self.discard([*public, *markers])
             raise StorageUnavailable(
                 "Storage failed while approving; the image is still held back. Please retry.",
                 detail=f"approve {image_id}: {type(exc).__name__}: {exc}",
             ) from exc
+        self.discard([held.location(), *held.file_keys()])
         log.info("approve %s: SafeSearch hold lifted by the admin", image_id)
         return approved
 
+    def _publish(self, variant: Variant) -> None:
+        """Copy one held file to its public key."""
+        self.store.put(
+            variant.key,
+            self.store.get(held_key(variant.key)),
+            content_type=variant.content_type,
+            cache_control=IMMUTABLE_CACHE_CONTROL,
+        )
+
+    def _committed(self, image_id: str) -> bool:
+        """Whether ``rec/<id>.json`` exists; True when that cannot be told (keep, never dangle)."""
+        try:
+            self.store.get(record_key(image_id))
+        except ObjectNotFound:
+            return False
+        except Exception:
+            return True
+        return True
+
     def _put_record(self, record: ImageRecord) -> None:
         self.store.put(
-            record_key(record.id),
+            record.location(),
             record.to_json(),
             content_type="application/json",
             cache_control="no-store",
@@ -379,8 +427,12 @@ class Catalog:
     def delete(self, image_id: str) -> ImageRecord:
         """Remove a record (first: the image leaves the gallery at once), then what it owned."""
         record = self.get(image_id)
-        self.store.delete(record_key(image_id))
-        self.discard(record.keys())
+        self.store.delete(record.location())
+        leftovers = []
+        if record.hidden:
+            # What a failed approval may have left public.
+            leftovers = [v.key for v in record.files()] + replace(record, hidden=False).keys()
+        self.discard(dict.fromkeys([*record.keys(), *leftovers]))
         return record
 
     def discard(self, keys: Iterable[str]) -> None:
@@ -394,23 +446,22 @@ class Catalog:
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, image_id: str) -> ImageRecord:
+        """The record, public or held back (``hidden``): the caller decides who may see which."""
         if not is_valid_id(image_id):
             raise NotFound("No image with that id.")
-        try:
-            raw = self.store.get(record_key(image_id))
-        except ObjectNotFound:
-            raise NotFound("No image with that id.") from None
-        return ImageRecord.from_json(raw)
+        for key in (record_key(image_id), held_key(record_key(image_id))):
+            try:
+                return ImageRecord.from_json(self.store.get(key))
+            except ObjectNotFound:
+                continue
+        raise NotFound("No image with that id.")
 
-    def page(
-        self,
-        *,
-        cursor: str | None = None,
-        limit: int = 24,
-        label: str | None = None,
-        include_hidden: bool = False,
-    ) -> Page:
-        """One gallery page, newest first; ``label`` filters through the label index."""
+    def page(self, *, cursor: str | None = None, limit: int = 24, label: str | None = None) -> Page:
+        """One gallery page, newest first; ``label`` filters through the label index.
+
+        Both listings (``rec/``, ``lbl/``) hold public images only, so neither a page nor its
+        cursor (the last id listed) can name a held-back one.
+        """
         if cursor is not None and not is_valid_id(cursor):
             cursor = None
         if label:
@@ -419,21 +470,39 @@ class Catalog:
                 # "!!!" or "  " names no label ("lbl//" is not even a valid prefix): no images.
                 return Page([], None)
             prefix = f"{LABEL_PREFIX}{slug}/"
-            start = f"{prefix}{cursor}" if cursor else ""
-            keys = self.store.list(prefix, start_after=start, limit=limit + 1)
-            ids = [k[len(prefix) :] for k in keys]
         else:
-            start = record_key(cursor) if cursor else ""
-            keys = self.store.list(RECORD_PREFIX, start_after=start, limit=limit + 1)
-            ids = [k[len(RECORD_PREFIX) : -len(".json")] for k in keys]
+            prefix = RECORD_PREFIX
+        return self._page(prefix, cursor, limit, self._maybe_get_public)
+
+    def held_page(self, *, cursor: str | None = None, limit: int = 24) -> Page:
+        """The held-back records, newest first, listed straight from ``held/rec/``."""
+        if cursor is not None and not is_valid_id(cursor):
+            cursor = None
+        return self._page(HELD_RECORD_PREFIX, cursor, limit, self._maybe_get)
+
+    def _page(
+        self,
+        prefix: str,
+        cursor: str | None,
+        limit: int,
+        read: Callable[[str], ImageRecord | None],
+    ) -> Page:
+        suffix = ".json" if prefix.endswith(RECORD_PREFIX) else ""
+        start = f"{prefix}{cursor}{suffix}" if cursor else ""
+        keys = self.store.list(prefix, start_after=start, limit=limit + 1)
+        ids = [k[len(prefix) : len(k) - len(suffix)] for k in keys]
         more = len(ids) > limit
         ids = ids[:limit]
-        records = [
-            r
-            for r in self._pool.map(self._maybe_get, ids)
-            if r is not None and (include_hidden or not r.hidden)
-        ]
+        records = [r for r in self._pool.map(read, ids) if r is not None]
         return Page(records, ids[-1] if more and ids else None)
+
+    def _maybe_get_public(self, image_id: str) -> ImageRecord | None:
+        try:
+            record = ImageRecord.from_json(self.store.get(record_key(image_id)))
+        except ObjectNotFound:
+            return None  # a marker whose record was deleted or never committed
+        # rec/ holds no held-back record since held/ exists; an older one stays out all the same.
+        return None if record.hidden else record
 
     def _maybe_get(self, image_id: str) -> ImageRecord | None:
         try:
@@ -468,14 +537,24 @@ class Catalog:
         directories after a kill -9 or a full disk) sweeps that too.
         """
         now = time.time() if now is None else now
-        committed = set(self.iter_ids())
+        public = set(self.iter_ids())
+        held = {
+            key[len(HELD_RECORD_PREFIX) : -len(".json")]
+            for key in self._iter_keys(HELD_RECORD_PREFIX)
+        }
         removed: list[str] = []
-        for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX):
+        for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX, HELD_PREFIX):
             for key in list(self._iter_keys(prefix)):
                 image_id = _owner_id(key)
-                if image_id is None or image_id in committed:
+                if image_id is None:
                     continue
-                if now - id_time(image_id) < grace_seconds:
+                # A held/ key of a public id is what an approval left: the record replaced it.
+                approved = key.startswith(HELD_PREFIX) and image_id in public
+                if not approved and (
+                    image_id in public
+                    or image_id in held
+                    or now - id_time(image_id) < grace_seconds
+                ):
                     continue
                 self.store.delete(key)
                 removed.append(key)
@@ -485,7 +564,9 @@ class Catalog:
 
 
 def _owner_id(key: str) -> str | None:
-    """The id a variant or marker belongs to: ``img/<id>/x.webp`` and ``lbl/<slug>/<id>``."""
+    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``held/rec/<id>.json``."""
+    if key.startswith(HELD_PREFIX):
+        key = key[len(HELD_PREFIX) :].removesuffix(".json")
     parts = key.split("/")
     candidate = parts[1] if key.startswith(IMAGE_PREFIX) and len(parts) >= 3 else parts[-1]
     return candidate if is_valid_id(candidate) else None

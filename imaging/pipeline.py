@@ -4,7 +4,7 @@
 2. dedupe: the same bytes with the same options give the record they gave before;
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
    slot, while the labeler reads a small copy beside the encodes;
-4. store: write the variants, create-only;
+4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
 5. commit: save the record LAST. If anything fails before it, every object already written is
    removed and the caller gets a clear error; a record never points at a missing object.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from imaging import observability, processing
-from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record, record_key
+from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -198,7 +198,11 @@ class Pipeline:
             with lock:
                 written.append(variant_key)
 
-        futures = [self._write_pool.submit(put, v.key, renditions[v.name]) for v in record.files()]
+        # A held-back record's files go to held/ (catalog.py): never public, not even briefly.
+        futures = [
+            self._write_pool.submit(put, record.stored_key(v.key), renditions[v.name])
+            for v in record.files()
+        ]
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:
@@ -216,7 +220,7 @@ class Pipeline:
         try:
             self.catalog.save(record)
         except BaseException as exc:
-            self.catalog.discard([record_key(record.id), *written, *record.marker_keys()])
+            self.catalog.discard([record.location(), *written, *record.marker_keys()])
             _raise_as_storage_error(exc)
 
     # -- within the steps ------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from imaging.catalog import Catalog
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
 from tests import images
@@ -60,8 +62,8 @@ def client(make_held_app: HeldAppFactory, store: ObjectStore) -> FlaskClient:
     return make_held_app(store).test_client()
 
 
-def upload(client: FlaskClient, name: str = "held.jpg") -> dict[str, Any]:
-    body: dict[str, Any] = upload_ok(client, images.jpeg(40, 30), name)
+def upload(client: FlaskClient, name: str = "held.jpg", width: int = 40) -> dict[str, Any]:
+    body: dict[str, Any] = upload_ok(client, images.jpeg(width, 30), name)
     return body
 
 
@@ -74,7 +76,10 @@ def test_the_uploader_gets_the_held_back_record(client: FlaskClient) -> None:
 
     assert created["hidden"] is True
     assert created["safe_search"]["adult"] == "VERY_LIKELY"
-    assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is True
+    own = client.get(
+        f"/api/images/{created['id']}", headers={"X-Delete-Key": created["delete_key"]}
+    )
+    assert own.get_json()["hidden"] is True
 
 
 def test_a_held_back_image_is_in_neither_the_gallery_nor_the_api_listing(
@@ -228,7 +233,7 @@ def test_a_storage_failure_while_approving_keeps_the_image_held(
 
     assert response.status_code == 503
     assert response.headers["Retry-After"]
-    record = client.get(f"/api/images/{created['id']}")
+    record = client.get(f"/api/images/{created['id']}", headers=ADMIN)
     assert record.status_code == 200
     assert record.get_json()["hidden"] is True
     assert listed_ids(client) == []
@@ -249,17 +254,117 @@ def test_a_storage_outage_while_approving_changes_nothing(
 
     assert response.status_code == 503
     flaky.down = False
-    assert client.get(f"/api/images/{created['id']}").get_json()["hidden"] is True
+    assert client.get(f"/api/images/{created['id']}", headers=ADMIN).get_json()["hidden"] is True
 
 
 def test_the_detail_page_says_the_image_awaits_review_until_approved(
     client: FlaskClient,
 ) -> None:
     created = upload(client)
-    held_page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    held_page = client.get(f"/images/{created['id']}?key={created['delete_key']}").get_data(
+        as_text=True
+    )
 
     client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
 
     assert 'data-testid="held-back"' in held_page
     approved_page = client.get(f"/images/{created['id']}").get_data(as_text=True)
     assert 'data-testid="held-back"' not in approved_page
+
+
+# -- a held-back image is private until approved (issue 14, item 1) --------------------------
+
+
+def test_a_held_back_image_is_not_found_by_id_page_or_media_url(client: FlaskClient) -> None:
+    created = upload(client)
+    image_id = created["id"]
+    media = urlsplit(created["variants"][0]["url"]).path
+
+    for headers in ({}, {"X-Delete-Key": "a-guess"}, {"Authorization": "Bearer guess"}):
+        assert client.get(f"/api/images/{image_id}", headers=headers).status_code == 404
+        assert client.delete(f"/api/images/{image_id}", headers=headers).status_code == 404
+    assert client.get(f"/images/{image_id}").status_code == 404
+    assert client.get(f"/images/{image_id}?key=a-guess").status_code == 404
+    assert client.get(media).status_code == 404
+    assert client.get(f"/api/images/{image_id}", headers=ADMIN).status_code == 200
+    assert client.get(f"/images/{image_id}?key={created['delete_key']}").status_code == 200
+
+
+def test_a_held_back_image_is_stored_only_under_held(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    created = upload(client)
+
+    held = store.list("held/")
+    assert f"held/rec/{created['id']}.json" in held
+    assert len([k for k in held if k.startswith(f"held/img/{created['id']}/")]) == 2
+    assert [
+        k for k in store.list("") if created["id"] in k and not k.startswith(("held/", "sha/"))
+    ] == []
+
+
+def test_approval_moves_the_image_out_of_held(client: FlaskClient, store: ObjectStore) -> None:
+    created = upload(client)
+
+    client.post(f"/api/images/{created['id']}/approve", headers=ADMIN)
+
+    assert store.list("held/") == []
+    assert store.list(f"img/{created['id']}/") != []
+    assert store.list("lbl/cat/") == [f"lbl/cat/{created['id']}"]
+    assert client.get(f"/api/images/{created['id']}").status_code == 200
+
+
+def test_walking_the_cursor_one_image_at_a_time_never_meets_a_held_id(
+    client: FlaskClient, vision_server: VisionServer
+) -> None:
+    safe = dict.fromkeys(UNSAFE, "VERY_UNLIKELY")
+    held_ids: set[str] = set()
+    shown_ids: list[str] = []
+    for n in range(5):
+        vision_server.set_mode(
+            "labels", labels=(("Cat", 0.97),), safe_search=UNSAFE if n % 2 else safe
+        )
+        created = upload(client, f"{n}.jpg", width=40 + n)
+        if created["hidden"]:
+            held_ids.add(created["id"])
+        else:
+            shown_ids.insert(0, created["id"])
+    for query in ("", "&label=cat"):
+        seen, cursor = [], ""
+        while True:
+            body = client.get(f"/api/images?limit=1{query}&cursor={cursor}").get_json()
+            seen += [image["id"] for image in body["images"]]
+            if body["next_cursor"] is None:
+                break
+            assert body["next_cursor"] not in held_ids
+            cursor = body["next_cursor"]
+        assert seen == shown_ids
+    assert len(held_ids) == 2
+
+
+def test_the_uploader_deletes_a_held_back_image(client: FlaskClient, store: ObjectStore) -> None:
+    created = upload(client)
+
+    response = client.delete(
+        f"/api/images/{created['id']}", headers={"X-Delete-Key": created["delete_key"]}
+    )
+
+    assert response.status_code == 204
+    assert store.list("held/") == []
+    assert client.get(f"/api/images/{created['id']}", headers=ADMIN).status_code == 404
+
+
+def test_gc_keeps_held_images_and_removes_what_an_approval_left(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    kept, approved = upload(client, "kept.jpg"), upload(client, "approved.jpg", width=41)
+    leftovers = store.list(f"held/img/{approved['id']}/")
+    client.post(f"/api/images/{approved['id']}/approve", headers=ADMIN)
+    for key in leftovers:  # as if the approval died before removing them
+        store.put(key, b"left", content_type="image/webp")
+
+    removed = Catalog(store).sweep(grace_seconds=0)
+
+    assert sorted(removed) == sorted(leftovers)
+    assert f"held/rec/{kept['id']}.json" in store.list("held/")
+    assert client.get(f"/api/images/{kept['id']}", headers=ADMIN).status_code == 200

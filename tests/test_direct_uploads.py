@@ -64,7 +64,13 @@ def put(client: FlaskClient, ticket: dict[str, Any], data: bytes, **headers: str
 
 
 def complete(client: FlaskClient, ticket: dict[str, Any], **options: Any) -> Any:
-    return client.post(ticket["complete_url"], data=options)
+    return client.post(ticket["complete_url"], data=options, headers=completion(ticket))
+
+
+def completion(ticket: dict[str, Any] | Ticket) -> dict[str, str]:
+    """The header that proves the completion comes from the ticket's creator."""
+    key = ticket.completion_key if isinstance(ticket, Ticket) else ticket["completion_key"]
+    return {"X-Completion-Key": key}
 
 
 def upload_directly(client: FlaskClient, data: bytes, **options: Any) -> Any:
@@ -151,7 +157,13 @@ def test_json_completion_options_reach_the_pipeline(local_client: FlaskClient) -
     put(local_client, ticket, data)
     response = local_client.post(
         urlsplit(ticket["complete_url"]).path,
-        json={"format": ["png", "webp"], "width": 20, "lossless": True, "name": "from json"},
+        json={
+            "format": ["png", "webp"],
+            "width": 20,
+            "lossless": True,
+            "name": "from json",
+            "completion_key": ticket["completion_key"],  # the body field works like the header
+        },
     )
     assert response.status_code == 201, response.get_data(as_text=True)
     record = response.get_json()
@@ -171,7 +183,9 @@ def test_name_given_at_completion_wins_over_the_tickets(local_client: FlaskClien
     data = png()
     ticket = create_ticket(local_client, size=len(data), name="first.png")
     put(local_client, ticket, data)
-    response = local_client.post(ticket["complete_url"], data={"name": "second"})
+    response = local_client.post(
+        ticket["complete_url"], data={"name": "second"}, headers=completion(ticket)
+    )
     assert response.get_json()["name"] == "second"
 
 
@@ -240,7 +254,9 @@ def test_expired_put_url_is_410(local_app: Flask) -> None:
 def test_expired_upload_id_cannot_be_completed(local_app: Flask, local_store: LocalStore) -> None:
     ticket = mint(local_app, age=ttl(local_app) + COMPLETE_WINDOW_SECONDS + 1)
     local_store.put(f"tmp/{ticket.upload_id}", png(), content_type="image/png")
-    response = local_app.test_client().post(f"/api/uploads/{ticket.upload_id}/complete")
+    response = local_app.test_client().post(
+        f"/api/uploads/{ticket.upload_id}/complete", headers=completion(ticket)
+    )
     assert response.status_code == 410
 
 
@@ -250,7 +266,9 @@ def test_upload_finishing_after_its_url_expired_may_still_complete(
     # GCS checks a signed URL's deadline when the PUT starts; a big file may end after it.
     ticket = mint(local_app, age=ttl(local_app) + 60)
     local_store.put(f"tmp/{ticket.upload_id}", png(), content_type="image/png")
-    response = local_app.test_client().post(f"/api/uploads/{ticket.upload_id}/complete")
+    response = local_app.test_client().post(
+        f"/api/uploads/{ticket.upload_id}/complete", headers=completion(ticket)
+    )
     assert response.status_code == 201
 
 
@@ -377,7 +395,7 @@ def test_page_door_uploads_with_the_session(local_client: FlaskClient) -> None:
     ticket = response.get_json()
     assert urlsplit(ticket["complete_url"]).path == f"/upload/direct/{ticket['upload_id']}/complete"
     assert put(local_client, ticket, data).status_code == 201
-    done = local_client.post(ticket["complete_url"], headers=csrf)
+    done = local_client.post(ticket["complete_url"], headers={**csrf, **completion(ticket)})
     assert done.status_code == 201
     assert done.get_json()["name"] == "page.png"
 
@@ -630,3 +648,37 @@ def test_page_accepts_a_file_too_big_for_the_form_by_sending_it_directly(
     upload_in_page(page, server, "too-big-for-the-form.png", data)
 
     assert [method for method, _ in requests_seen if method == "PUT"] == ["PUT"]
+
+
+# -- completion is bound to the ticket's creator (issue 14, item 4) ------------------------------
+@pytest.mark.parametrize("key", [None, "", "0" * 64, "é"])
+def test_a_third_party_who_knows_the_upload_id_cannot_complete_it(
+    local_client: FlaskClient, key: str | None
+) -> None:
+    data = png()
+    ticket = create_ticket(local_client, size=len(data), name="mine.png")
+    assert put(local_client, ticket, data).status_code == 201
+    headers = {} if key is None else {"X-Completion-Key": key}
+
+    stolen = local_client.post(ticket["complete_url"] + "&name=theirs.png", headers=headers)
+
+    assert stolen.status_code == 403
+    assert stolen.get_json()["error"] == "forbidden"
+    assert "delete_key" not in stolen.get_json()
+    assert local_client.get("/api/images").get_json()["images"] == []
+    own = complete(local_client, ticket)
+    assert own.status_code == 201
+    assert own.get_json()["name"] == "mine.png"
+    assert own.get_json()["delete_key"]
+    # Even after completion, the upload id alone tells a third party nothing.
+    assert local_client.post(ticket["complete_url"], headers=headers).status_code == 403
+
+
+def test_the_completion_key_is_in_the_ticket_only(local_client: FlaskClient) -> None:
+    ticket = create_ticket(local_client, size=100)
+
+    key = ticket["completion_key"]
+    assert len(key) == 64
+    assert key not in ticket["url"]
+    assert key not in ticket["complete_url"]
+    assert key not in ticket["upload_id"]

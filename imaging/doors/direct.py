@@ -20,6 +20,12 @@ Keys (beside the catalog's ``img/``, ``rec/``, ``lbl/``, ``sha/``)::
 
 An upload id is ``<expiry>-<nonce>-<mac>``: it carries its own expiry, and the HMAC (keyed with
 SECRET_KEY) means only this app can mint one, so nothing about a pending upload is stored.
+
+Completion is bound to whoever asked for the ticket: the ticket (and nothing else) carries a
+``completion_key``, a second HMAC of the upload id under its own salt, and ``complete`` answers
+403 without it. An upload id may leak (a log line, a shared link, the PUT URL itself); the key
+does not travel anywhere but back to the ticket's creator, so nobody else can complete the
+upload, choose its name or receive its delete key.
 """
 
 from __future__ import annotations
@@ -110,10 +116,12 @@ class Ticket:
     headers: dict[str, str]
     expires_at: datetime
     max_bytes: int
+    completion_key: str
 
     def public(self) -> dict[str, Any]:
         return {
             "upload_id": self.upload_id,
+            "completion_key": self.completion_key,
             "url": self.url,
             "method": self.method,
             "headers": dict(self.headers),
@@ -198,6 +206,7 @@ class UploadSessions:
             headers=headers,
             expires_at=datetime.fromtimestamp(expires, UTC),
             max_bytes=size,
+            completion_key=self._completion_key(upload_id),
         )
 
     # -- 2. the app's own PUT endpoint (stores that cannot sign URLs) ------------------------
@@ -258,11 +267,26 @@ class UploadSessions:
 
     # -- 3. completion -------------------------------------------------------------------------
     def complete(
-        self, upload_id: str, options: UploadOptions, *, now: float | None = None
+        self,
+        upload_id: str,
+        options: UploadOptions,
+        *,
+        completion_key: str,
+        now: float | None = None,
     ) -> IngestResult:
         """Convert the uploaded file into a record, once; a repeat answers the same record
-        (as a duplicate: this request made nothing new, so the API answers 200, not 201)."""
+        (as a duplicate: this request made nothing new, so the API answers 200, not 201).
+
+        Only with the ticket's ``completion_key`` (403 without it or with another)."""
         expires = self._expiry(upload_id)
+        if not hmac.compare_digest(
+            completion_key.encode("utf-8", "surrogateescape"),
+            self._completion_key(upload_id).encode(),
+        ):
+            raise Forbidden(
+                "Send the ticket's completion_key (X-Completion-Key): only the client that "
+                "asked for this upload may complete it."
+            )
         marker = f"{MARKER_PREFIX}{upload_id}"
         earlier = self._completed(marker)
         if earlier is not None:
@@ -335,6 +359,10 @@ class UploadSessions:
         # The salts keep this module's old name: a new one would void every upload in flight.
         key = hashlib.sha256(b"imaging.direct.upload-id|" + self._secret()).digest()
         return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _completion_key(self, upload_id: str) -> str:
+        key = hashlib.sha256(b"imaging.direct.completion-key|" + self._secret()).digest()
+        return hmac.new(key, upload_id.encode(), hashlib.sha256).hexdigest()
 
     def _mint_id(self, expires: int) -> str:
         nonce = secrets.token_hex(8)

@@ -1,9 +1,9 @@
 """The admin's doors: list what SafeSearch held back, and approve it into the gallery.
 
 Both need ``Authorization: Bearer <ADMIN_TOKEN>`` (checked before any lookup, so nobody else
-learns whether an id exists). A held-back record has ``hidden: true``: it is stored and its
-links work for whoever has them (the uploader got the record), but the gallery and
-``GET /api/images`` leave it out.
+learns whether an id exists). A held-back record has ``hidden: true`` and lives under the
+private ``held/`` namespace (catalog.py): no listing, label page, cursor or media URL reaches it,
+and ``GET /api/images/<id>`` answers 404 to all but the admin and the uploader's delete key.
 
 Approval itself is ``Catalog.approve``: how it rewrites a record in a create-only store, and
 what happens when storage fails halfway, is written there.
@@ -42,16 +42,13 @@ def approve(image_id: str) -> ResponseReturnValue:
 
 @bp.get("/api/admin/held")
 def held() -> ResponseReturnValue:
-    """Images held back by SafeSearch, newest first, paged like ``/api/images`` (admin only).
-
-    A page scans ``limit`` records of the gallery order and returns the held ones among them, so
-    it may be short or even empty while ``next_cursor`` still points further.
-    """
+    """Images held back by SafeSearch, newest first, paged like ``/api/images`` (admin only):
+    a listing of ``held/rec/`` itself, so every page is full."""
     require_admin()
-    page = services().catalog.page(
-        cursor=request.args.get("cursor") or None, limit=page_limit(MAX_PAGE), include_hidden=True
+    page = services().catalog.held_page(
+        cursor=request.args.get("cursor") or None, limit=page_limit(MAX_PAGE)
     )
     return {
-        "images": [image_json(r) for r in page.records if r.hidden],
+        "images": [image_json(r) for r in page.records],
         "next_cursor": page.next_cursor,
     }

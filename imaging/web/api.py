@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from imaging.formats import describe_outputs
 from imaging.web import services
 from imaging.web.presentation import image_json, ingest_request, page_limit, upload_response
-from imaging.web.security import authorize_delete, require_api_upload
+from imaging.web.security import authorize_delete, require_api_upload, visible_record
 
 bp = Blueprint("api", __name__)
 
@@ -46,22 +46,24 @@ def index() -> ResponseReturnValue:
 
 @bp.get("/api/images/<image_id>")
 def show(image_id: str) -> ResponseReturnValue:
-    """One image's record."""
-    return image_json(services().catalog.get(image_id))
+    """One image's record; a held-back one only with its delete key or the admin token."""
+    record = services().catalog.get(image_id)
+    return image_json(visible_record(services().settings, record, delete_key()))
 
 
 @bp.delete("/api/images/<image_id>")
 def delete(image_id: str) -> ResponseReturnValue:
     """Remove the record and every variant. Needs the image's delete key or the admin token."""
     catalog = services().catalog
-    record = catalog.get(image_id)
-    authorize_delete(
-        services().settings,
-        record,
-        request.headers.get("X-Delete-Key") or request.args.get("key"),
-    )
+    settings = services().settings
+    record = visible_record(settings, catalog.get(image_id), delete_key())
+    authorize_delete(settings, record, delete_key())
     catalog.delete(image_id)
     return "", 204
+
+
+def delete_key() -> str | None:
+    return request.headers.get("X-Delete-Key") or request.args.get("key")
 
 
 @bp.get("/api/formats")

@@ -17,6 +17,7 @@ from imaging.web.security import (
     page_upload_allowed,
     require_page_upload,
     unlock_session,
+    visible_record,
 )
 
 bp = Blueprint("pages", __name__)
@@ -52,8 +53,13 @@ def gallery() -> ResponseReturnValue:
 
 @bp.get("/images/<image_id>")
 def detail(image_id: str) -> ResponseReturnValue:
-    """One image: every variant's public URL, sizes, labels and the processing receipt."""
-    return render_template("detail.html", image=image_json(services().catalog.get(image_id)))
+    """One image: every variant's public URL, sizes, labels and the processing receipt.
+
+    A held-back image only for the admin and its uploader: the upload page links it with
+    ``?key=<delete key>``, which the browser kept from the upload response."""
+    record = services().catalog.get(image_id)
+    visible_record(services().settings, record, request.args.get("key"))
+    return render_template("detail.html", image=image_json(record))
 
 
 @bp.get("/upload")
@@ -109,8 +115,9 @@ def delete(image_id: str) -> ResponseReturnValue:
     """The detail page's delete button: the browser sends the key it kept at upload time."""
     check_csrf()
     catalog = services().catalog
-    record = catalog.get(image_id)
-    authorize_delete(services().settings, record, request.form.get("delete_key"))
+    delete_key = request.form.get("delete_key")
+    record = visible_record(services().settings, catalog.get(image_id), delete_key)
+    authorize_delete(services().settings, record, delete_key)
     catalog.delete(image_id)
     if wants_json():
         return "", 204

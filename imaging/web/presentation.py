@@ -63,7 +63,10 @@ def inline_response(results: list[IngestResult]) -> Response:
     result = results[0]
     variant = result.record.variants[0]
     rendition = result.renditions.get(variant.name)
-    data = rendition.data if rendition is not None else services().store.get(variant.key)
+    if rendition is not None:
+        data = rendition.data
+    else:
+        data = services().store.get(result.record.stored_key(variant.key))
     ext = OUTPUT_FORMATS[variant.format].ext
     return Response(
         data,

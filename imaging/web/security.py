@@ -30,7 +30,7 @@ from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
 from imaging.catalog import ImageRecord
 from imaging.config import Settings
-from imaging.errors import Forbidden, ImagingError, TooLarge, Unauthorized
+from imaging.errors import Forbidden, ImagingError, NotFound, TooLarge, Unauthorized
 from imaging.untrusted import bearer, same_secret
 from imaging.web import check_csrf
 from imaging.web.forms import requested_formats, sent_files
@@ -103,6 +103,16 @@ def unlock_session(settings: Settings, token: str) -> None:
 def is_admin(settings: Settings) -> bool:
     token = bearer_token() or ""
     return bool(settings.admin_token) and same_secret(token, settings.admin_token)
+
+
+def visible_record(settings: Settings, record: ImageRecord, delete_key: str | None) -> ImageRecord:
+    """``record`` if the caller may see it; a held-back one only to the admin and its uploader
+    (the delete key), and to everyone else 404, exactly as if it did not exist."""
+    if record.hidden and not (
+        is_admin(settings) or (delete_key and record.accepts_delete_key(delete_key))
+    ):
+        raise NotFound("No image with that id.")
+    return record
 
 
 def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:

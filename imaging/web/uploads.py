@@ -121,7 +121,14 @@ def completion_response(upload_id: str) -> ResponseReturnValue:
     # A JSON body feeds the options too, and the body wins over the query string (where the
     # ticket's name rides).
     values = MultiDict(CombinedMultiDict([request_body(), request.args]))
-    result = services().uploads.complete(upload_id, read_options(settings, values=values))
+    # The ticket's secret: a header, or a field of the body (never the query string, which logs
+    # and the ticket's complete_url carry).
+    completion_key = request.headers.get("X-Completion-Key") or request_body().get(
+        "completion_key", ""
+    )
+    result = services().uploads.complete(
+        upload_id, read_options(settings, values=values), completion_key=completion_key
+    )
     return upload_response([result])
 
 

@@ -131,7 +131,10 @@
           return;
         }
         hooks.processing();
-        post(ticket.complete_url, completion(options), options.csrf, function (done, image) {
+        // Only this ticket's creator holds its completion key: the server wants it back.
+        var body = completion(options);
+        body.append('completion_key', ticket.completion_key || '');
+        post(ticket.complete_url, body, options.csrf, function (done, image) {
           if ((done === 200 || done === 201) && image) {
             end(image, null);
           } else {

@@ -295,6 +295,12 @@
 
     var name = part(item, '.upload-name');
     var detail = safeUrl(image.detail_url);
+    // A held-back image's page answers 404 without its delete key: this browser has it.
+    if (detail && image.hidden && image.delete_key) {
+      var withKey = new URL(detail, location.href);
+      withKey.searchParams.set('key', image.delete_key);
+      detail = withKey.href;
+    }
     if (detail) {
       var link = document.createElement('a');
       link.href = detail;
