@@ -501,7 +501,7 @@ def raw_request(
 def test_gunicorn_answers_hostile_requests_to_every_route_without_a_500(
     tmp_path: Path, route_apps: dict[str, FlaskClient]
 ) -> None:
-    from tests.test_container import start_container, stop
+    from tests.container import start_container, stop
 
     # Uploads open, so bodies are read rather than refused at the token check.
     running = start_container(tmp_path, ADMIN_TOKEN="admin", METRICS_TOKEN="m")

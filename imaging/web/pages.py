@@ -11,7 +11,7 @@ from imaging.errors import Forbidden
 from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
-from imaging.web.presentation import image_json, ingest_request, upload_response
+from imaging.web.presentation import image_json, ingest_request, result_json, upload_response
 from imaging.web.security import (
     authorize_delete,
     page_upload_allowed,
@@ -85,12 +85,19 @@ def upload() -> ResponseReturnValue:
 def upload_post() -> ResponseReturnValue:
     """The page's form post: JSON for the page's script, a redirect for a plain form."""
     require_page_upload(services().settings)
-    results = ingest_request()
+    uploaded = ingest_request()
     if wants_json():
-        return upload_response(results)
-    if len(results) == 1:
+        return upload_response(uploaded)
+    results = uploaded.results
+    if len(results) == 1 and not uploaded.refusals:
         return redirect(url_for("pages.detail", image_id=results[0].record.id), 303)
-    return redirect(url_for("pages.gallery"), 303)
+    if not results:
+        raise uploaded.refusals[0].error
+    # Several files: show each one's result, with the delete keys shown only this once.
+    images = [result_json(r) for r in results]
+    refusals = [r.json() for r in uploaded.refusals]
+    status = 201 if any(not r.duplicate for r in results) else 200
+    return render_template("uploaded.html", images=images, refusals=refusals), status
 
 
 @bp.route("/unlock", methods=["GET", "POST"])

@@ -5,6 +5,7 @@ Blueprints import from here (and from security.py), never from each other.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
@@ -13,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from imaging.catalog import ImageRecord
-from imaging.errors import BadRequest
+from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
 from imaging.web import services
@@ -45,15 +46,59 @@ def result_json(result: IngestResult) -> dict[str, Any]:
     return data
 
 
-def upload_response(results: list[IngestResult]) -> ResponseReturnValue:
-    """201 with the record(s) when anything is new, 200 when every file was a duplicate."""
+@dataclass(frozen=True)
+class Refusal:
+    """One file of a multi-file upload that was not stored, and why (its own 4xx/503)."""
+
+    index: int  # the file's place in the form, from 0
+    filename: str
+    error: ImagingError
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "file": self.filename,
+            "status": self.error.status,
+            "error": self.error.code,
+            "message": self.error.public_message,
+        }
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What one form post did: the files stored (or found stored) and the files refused."""
+
+    results: list[IngestResult]
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+def upload_response(uploaded: Uploaded | list[IngestResult]) -> ResponseReturnValue:
+    """201 with the record(s) when anything is new, 200 when every file was a duplicate.
+
+    Each file of a multi-file post stands alone: when some were stored and others refused,
+    the answer is still 201 (or 200), with the stored ones in ``images`` (delete keys and all)
+    and each refusal in ``errors``; only when none was stored is the answer the first refusal's
+    own error.
+    """
+    if isinstance(uploaded, list):
+        uploaded = Uploaded(uploaded)
+    results = uploaded.results
+    if not results:
+        if uploaded.refusals:
+            raise uploaded.refusals[0].error
+        raise BadRequest("No file was uploaded.")
     if request.args.get("inline") in ("1", "true"):
+        if uploaded.refusals:
+            raise uploaded.refusals[0].error
         return inline_response(results)
     status = 201 if any(not r.duplicate for r in results) else 200
-    if len(results) == 1:
+    if len(results) == 1 and not uploaded.refusals:
         body = result_json(results[0])
         return body, status, {"Location": url_for("api.show", image_id=results[0].record.id)}
-    return {"images": [result_json(r) for r in results]}, status
+    body = {"images": [result_json(r) for r in results]}
+    if uploaded.refusals:
+        body["errors"] = [refusal.json() for refusal in uploaded.refusals]
+    return body, status
 
 
 def inline_response(results: list[IngestResult]) -> Response:
@@ -81,16 +126,23 @@ def inline_response(results: list[IngestResult]) -> Response:
 
 
 # -- reading requests ----------------------------------------------------------------------------
-def ingest_request() -> list[IngestResult]:
+def ingest_request() -> Uploaded:
     """Run every file of the current form post through the pipeline: the one path of every
     form door (``POST /api/images``, ``/convert``, the upload page). The caller has already
-    checked who may upload, each door in its own way."""
+    checked who may upload, each door in its own way.
+
+    A file that is refused (bad format, over a limit, storage down) does not undo the files
+    stored before it, nor stop the ones after: each gets its own result (``Uploaded``).
+    """
     svc = services()
-    results = []
-    for upload in read_files(svc.settings):
-        options = read_options(svc.settings, filename=upload.filename)
-        results.append(svc.pipeline.ingest(upload.data, options))
-    return results
+    uploaded = Uploaded([])
+    for index, upload in enumerate(read_files(svc.settings)):
+        try:
+            options = read_options(svc.settings, filename=upload.filename)
+            uploaded.results.append(svc.pipeline.ingest(upload.data, options))
+        except ImagingError as exc:
+            uploaded.refusals.append(Refusal(index, upload.filename, exc))
+    return uploaded
 
 
 def page_limit(default: int) -> int:
