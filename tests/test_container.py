@@ -455,7 +455,12 @@ def test_a_direct_put_of_exactly_the_announced_size_is_accepted_by_the_productio
     with urllib.request.urlopen(put, timeout=30) as response:
         assert response.status == 201
         assert json.loads(response.read())["bytes"] == len(data)
-    complete = urllib.request.Request(ticket["complete_url"], data=b"", method="POST")
+    complete = urllib.request.Request(
+        ticket["complete_url"],
+        data=b"",
+        headers={"X-Completion-Key": ticket["completion_key"]},
+        method="POST",
+    )
     with urllib.request.urlopen(complete, timeout=60) as response:
         assert response.status == 201
         record = json.loads(response.read())
