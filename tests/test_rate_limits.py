@@ -68,7 +68,11 @@ def direct_complete(client: FlaskClient, data: bytes, **options: Any) -> Any:
     ticket = response.get_json()
     put_url = ticket["url"].split("://", 1)[1].split("/", 1)[1]
     assert client.put("/" + put_url, data=data, headers=ticket["headers"]).status_code == 201
-    return client.post(ticket["complete_url"], data=options)
+    return client.post(
+        ticket["complete_url"],
+        data=options,
+        headers={"X-Completion-Key": ticket["completion_key"]},
+    )
 
 
 def record_count(client: FlaskClient) -> int:
