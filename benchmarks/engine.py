@@ -31,6 +31,7 @@ from pathlib import Path
 import PIL
 from PIL import Image, ImageChops, ImageDraw, ImageFont, features
 
+from benchmarks.machine import cpu_model
 from imaging import processing
 from imaging.config import DEFAULT_PRESETS, Settings
 from imaging.processing import Limits, RenderSpec
@@ -278,11 +279,7 @@ def _status_kb(field: str) -> int:
 def machine(vips_threads: int) -> str:
     import pyvips
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     return (
         f"- CPU: {cpu}, {os.cpu_count()} logical cores (nproc)\n"
         f"- Python {platform.python_version()}, Pillow {PIL.__version__} "

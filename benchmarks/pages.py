@@ -40,6 +40,7 @@ from typing import Any
 from playwright.sync_api import Browser, Error, sync_playwright
 
 from benchmarks.gallery import ROOT, App, photos
+from benchmarks.machine import cpu_model
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 BASELINE = "511498e"
@@ -160,16 +161,6 @@ def revision(tree: Path) -> str:
         text=True,
     ).stdout.strip()
     return head + (" + uncommitted changes" if dirty else "")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def median(loads: list[Load], field: str) -> float:

@@ -54,6 +54,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.engine import photo, screenshot
+from benchmarks.machine import cpu_model
 
 CACHE = Path(
     os.environ.get("PEERS_CACHE_DIR") or Path.home() / ".cache" / "cloud-image-app-peers"
@@ -560,11 +561,7 @@ def check_output(target: Target) -> None:
 
 
 def machine(load_before: tuple[float, float, float], versions: list[str]) -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
     after = os.getloadavg()
     return (
         f"- CPU: {cpu}, {os.cpu_count()} logical cores (nproc)\n"

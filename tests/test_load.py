@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.machine import cpu_model
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,7 +347,7 @@ class Figures:
         )
 
     def markdown(self) -> str:
-        cpu = _cpu_model()
+        cpu = cpu_model()
         return f"""# Load figures
 
 Measured by `tests/test_load.py` (`RECORD_FIGURES=load.md .venv/bin/pytest tests/test_load.py`
@@ -372,13 +374,3 @@ the recorded content type and size), and no request got a 5xx other than a 503 w
 Labelling is off here: with the local labeler each upload also runs the ONNX model on its
 label-size copy, concurrently with encoding, and Cloud Vision adds one network round trip.
 """
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
