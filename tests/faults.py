@@ -13,7 +13,8 @@ from imaging.storage import ObjectStore
 
 class FlakyStore:
     """Delegates to a real store, but the ``fail_on``-th put (1-based) raises StorageUnavailable,
-    and so does every put from the ``fail_from``-th on."""
+    and so does every put from the ``fail_from``-th on. ``deleted`` lists every key a delete was
+    asked for (whether or not it succeeded)."""
 
     def __init__(
         self, inner: ObjectStore, *, fail_on: int | None = None, fail_from: int | None = None
@@ -24,6 +25,7 @@ class FlakyStore:
         self.fail_from = fail_from
         self.puts = 0
         self.down = False
+        self.deleted: list[str] = []
         self._lock = threading.Lock()
 
     def put(
@@ -46,9 +48,18 @@ class FlakyStore:
         return self.inner.get(key)
 
     def delete(self, key: str) -> None:
+        with self._lock:
+            self.deleted.append(key)
         if self.down:
             raise StorageUnavailable(detail="injected outage")
         self.inner.delete(key)
+
+    def delete_if_holds(self, key: str, data: bytes) -> bool:
+        with self._lock:
+            self.deleted.append(key)
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        return self.inner.delete_if_holds(key, data)
 
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
         if self.down:
@@ -106,6 +117,10 @@ class CountingStore:
     def delete(self, key: str) -> None:
         self._count("delete")
         self.inner.delete(key)
+
+    def delete_if_holds(self, key: str, data: bytes) -> bool:
+        self._count("delete_if_holds")
+        return self.inner.delete_if_holds(key, data)
 
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
         self._count("list")

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from google.cloud.storage import Client
 
+from imaging import storage
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 from imaging.storage.gcs import GCSStore
@@ -292,6 +294,70 @@ def test_check_passes_when_the_backend_is_reachable(any_store: ObjectStore) -> N
     any_store.check()
 
 
+# -- conditional deletes and deadlines (issue 14, items 13 and 15) ----------------------------
+
+
+def test_delete_if_holds_removes_the_object_only_while_it_holds_those_bytes(
+    any_store: ObjectStore,
+) -> None:
+    put(any_store, "sha/k.json", b"mine")
+
+    assert any_store.delete_if_holds("sha/k.json", b"theirs") is False
+    assert any_store.get("sha/k.json") == b"mine"
+    assert any_store.delete_if_holds("sha/k.json", b"mine") is True
+    with pytest.raises(ObjectNotFound):
+        any_store.get("sha/k.json")
+    assert any_store.delete_if_holds("sha/k.json", b"mine") is False
+
+
+def test_local_conditional_deletes_racing_creates_never_remove_a_newer_object(
+    tmp_path: Path,
+) -> None:
+    """Take-overs as the claims do them: remove the old holder's bytes, then create your own.
+
+    Each round's writers race to replace the same holder; exactly one may succeed, and nobody
+    may remove the object the winner created (a compare-then-delete without a lock would). On
+    GCS the generation precondition does this (see the test below); fake-gcs-server ignores
+    that precondition on deletes, so the race is shown here on LocalStore's lock only.
+    """
+    any_store = LocalStore(tmp_path / "media")
+    put(any_store, "sha/k.json", b"round-0")
+    writers = 6
+
+    def take_over(old: bytes, new: bytes, barrier: threading.Barrier) -> bool:
+        barrier.wait()
+        removed = any_store.delete_if_holds("sha/k.json", old)
+        if removed:
+            put(any_store, "sha/k.json", new)
+        return removed
+
+    for round_ in range(1, 5):
+        old, new = f"round-{round_ - 1}".encode(), f"round-{round_}".encode()
+        barrier = threading.Barrier(writers)
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            racers = [pool.submit(take_over, old, new, barrier) for _ in range(writers)]
+            winners = sum(racer.result() for racer in racers)
+        assert winners == 1
+        assert any_store.get("sha/k.json") == new
+
+
+def test_a_call_past_its_deadline_fails_at_once_and_writes_nothing(
+    any_store: ObjectStore,
+) -> None:
+    with storage.within(0.0), pytest.raises(StorageUnavailable) as raised:
+        put(any_store, "img/1/late.webp")
+    assert "deadline passed" in str(raised.value.detail)
+    with pytest.raises(ObjectNotFound):
+        any_store.get("img/1/late.webp")
+
+
+def test_a_deadline_only_holds_inside_its_block(any_store: ObjectStore) -> None:
+    with storage.within(0.0):
+        pass
+    put(any_store, "img/1/after.webp")
+    assert any_store.get("img/1/after.webp") == b"data"
+
+
 # -- LocalStore --------------------------------------------------------------------------------
 
 
@@ -518,6 +584,52 @@ def test_gcs_unanswered_requests_end_as_storage_unavailable(
     store = make_gcs_store("silent", timeout=0.3, deadline=0.5)
     with pytest.raises(StorageUnavailable):
         OPERATIONS[operation](store)
+
+
+def test_gcs_conditional_delete_removes_only_the_generation_it_compared(
+    gcs_store: GCSStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete names the generation whose bytes it compared, so real GCS refuses it (412)
+    once another writer has replaced the object. fake-gcs-server ignores that condition on
+    deletes (it removes any generation), so what is checked here is the request itself."""
+    from google.cloud.storage.blob import Blob
+
+    put(gcs_store, "sha/k.json", b"claim")
+    generation = emulator_blob(gcs_store.bucket_name, "sha/k.json").generation
+    conditions: list[object] = []
+    delete = Blob.delete
+
+    def recording_delete(blob: Blob, *args: Any, **kwargs: Any) -> None:
+        conditions.append(kwargs.get("if_generation_match"))
+        delete(blob, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "delete", recording_delete)
+    assert gcs_store.delete_if_holds("sha/k.json", b"claim") is True
+    assert conditions == [int(generation)]
+
+
+def test_gcs_calls_within_a_deadline_end_with_it_not_with_the_stores_own_retry_deadline(
+    private_gcs_emulator: GCSEmulator,
+) -> None:
+    """Storage down: retries stop when the caller's time is up (the store alone retries 10 s)."""
+    bucket = new_bucket_name()
+    private_gcs_emulator.create_bucket(bucket)
+    store = make_gcs_store(bucket, timeout=5.0, deadline=10.0)
+    private_gcs_emulator.stop()
+    started = time.monotonic()
+    with storage.within(1.0), pytest.raises(StorageUnavailable):
+        put(store, "img/1/a.webp")
+    assert time.monotonic() - started < 1.0 + 3  # the deadline, with a generous margin
+
+
+def test_gcs_unanswered_calls_within_a_deadline_wait_no_longer_than_it(
+    silent_gcs_endpoint: str,
+) -> None:
+    store = make_gcs_store("silent", timeout=5.0, deadline=10.0)
+    started = time.monotonic()
+    with storage.within(1.0), pytest.raises(StorageUnavailable):
+        store.get("img/1/a.webp")
+    assert time.monotonic() - started < 1.0 + 3  # one attempt alone may take 5 s
 
 
 def test_gcs_check_fails_for_a_missing_bucket(gcs_bucket: str) -> None:

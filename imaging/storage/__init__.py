@@ -6,11 +6,24 @@ themselves are ``imaging.storage.keys``. A backend whose public URLs point at th
 ``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS) answers it with
 ObjectNotFound. Errors are the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists,
 StorageUnavailable (503).
+
+A piece of work that must answer in time (an upload) runs its store calls ``within`` a deadline:
+each call then gets the time left, not the backend's own retry deadline, and once it is spent a
+call fails at once. The deadline lives in a context variable, so it reaches the store through
+the catalog without every signature carrying it; work handed to a thread pool must carry it
+over (``contextvars.copy_context().run``).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from imaging.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from imaging.config import Settings
@@ -35,6 +48,13 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error (deletes are idempotent)."""
 
+    def delete_if_holds(self, key: str, data: bytes) -> bool:
+        """Remove ``key`` only if it still holds exactly ``data``, atomically: True if removed.
+
+        A claim is released this way, so that its owner (or a sweep) never removes a claim
+        another writer has taken over since.
+        """
+
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
         """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
 
@@ -50,6 +70,51 @@ class ObjectStore(Protocol):
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the backend is reachable (readiness probe)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When the store calls of one piece of work must be done, and whether they may retry."""
+
+    ends_at: float  # on the time.monotonic() clock
+    retries: bool = True
+
+    def remaining(self) -> float:
+        return self.ends_at - time.monotonic()
+
+
+_deadline: ContextVar[Deadline | None] = ContextVar("imaging_storage_deadline", default=None)
+
+
+@contextmanager
+def within(seconds: float, *, retries: bool = True) -> Iterator[Deadline]:
+    """Run the store calls of a ``with`` block within ``seconds`` in all (``retries=False``:
+    one attempt each, for best-effort clean-up)."""
+    deadline = Deadline(time.monotonic() + seconds, retries)
+    token = _deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline the current store calls run within, if any."""
+    return _deadline.get()
+
+
+def time_left(action: str, key: str) -> float | None:
+    """Seconds the current deadline leaves one store call (None: no deadline is set).
+
+    Raises StorageUnavailable when it is spent: work past its deadline writes nothing more.
+    """
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    left = deadline.remaining()
+    if left <= 0:
+        raise StorageUnavailable(detail=f"{action} {key!r}: the deadline passed before the call")
+    return left
 
 
 @runtime_checkable

@@ -3,7 +3,8 @@
 Create-only writes are ``ifGenerationMatch=0`` uploads, which makes them safe to retry: when a
 retried upload (or a concurrent writer) meets 412 Precondition Failed, the object's size and
 hashes decide between "our write already landed" (success) and ObjectExists. Every call has a
-per-request timeout and a retry deadline; any failure to reach the bucket is StorageUnavailable,
+per-request timeout and a retry deadline, both cut to the time left when the call runs
+``within`` a deadline (an upload's); any failure to reach the bucket is StorageUnavailable,
 never a library exception.
 
 The client is made on first use, not at construction, so that each gunicorn worker builds its
@@ -36,6 +37,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.gclients import PerProcess, anonymous_credentials
+from imaging.storage import current_deadline, time_left
 from imaging.storage.keys import check_key, check_prefix
 
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
@@ -70,7 +72,8 @@ class GCSStore:
         self._public_base_url = public_base_url.rstrip("/")
         self._timeout = timeout
         # Retries transient failures (429, 5xx, connection resets, timeouts) with exponential
-        # backoff, giving up after ``deadline`` seconds in all.
+        # backoff, giving up after ``deadline`` seconds in all (or the caller's time left).
+        self._deadline = deadline
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
         self._bucket = PerProcess(lambda: with_pool(client or default_client()).bucket(bucket))
         self._signing_credentials: Any = None  # ADC, looked up on the first signed URL
@@ -87,7 +90,7 @@ class GCSStore:
             for _ in range(2):
                 if self._create(key, data, content_type, cache_control):
                     return
-                existing = self._handle().get_blob(key, timeout=self._timeout, retry=self._retry)
+                existing = self._handle().get_blob(key, **self._limits("put", key))
                 if existing is None:
                     continue
                 if _same_content(existing, data):
@@ -102,11 +105,7 @@ class GCSStore:
         check_key(key)
         with self._unavailable_on_failure("get", key):
             try:
-                data = (
-                    self._handle()
-                    .blob(key)
-                    .download_as_bytes(timeout=self._timeout, retry=self._retry)
-                )
+                data = self._handle().blob(key).download_as_bytes(**self._limits("get", key))
             except api_exceptions.NotFound:
                 raise ObjectNotFound("No such object.", detail=f"{key!r} not found") from None
         return bytes(data)
@@ -116,7 +115,25 @@ class GCSStore:
         check_key(key)
         # Retrying is safe although unconditional: a repeat delete only meets NotFound.
         with self._unavailable_on_failure("delete", key), suppress(api_exceptions.NotFound):
-            self._handle().blob(key).delete(timeout=self._timeout, retry=self._retry)
+            self._handle().blob(key).delete(**self._limits("delete", key))
+
+    def delete_if_holds(self, key: str, data: bytes) -> bool:
+        """Remove ``key`` only if it holds exactly ``data``: a delete of the generation we read.
+
+        A writer that replaced the object between our look and our delete changed its
+        generation, so the delete meets 412 and removes nothing.
+        """
+        check_key(key)
+        with self._unavailable_on_failure("delete", key):
+            blob = self._handle().get_blob(key, **self._limits("delete", key))
+            if blob is None or not _same_content(blob, data):
+                return False
+            try:
+                # Retrying is safe: the condition holds for our generation only.
+                blob.delete(if_generation_match=blob.generation, **self._limits("delete", key))
+            except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
+                return False
+        return True
 
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
         """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
@@ -132,8 +149,7 @@ class GCSStore:
                 start_offset=start_after or None,
                 max_results=limit + 1,
                 fields="items(name),nextPageToken",
-                timeout=self._timeout,
-                retry=self._retry,
+                **self._limits("list", prefix),
             )
             names = [str(blob.name) for blob in blobs]
         return [name for name in names if name > start_after][:limit]
@@ -250,13 +266,24 @@ class GCSStore:
                 data,
                 content_type=content_type,
                 if_generation_match=0,
-                timeout=self._timeout,
                 # Retrying a create-only upload cannot overwrite anything, so it is always safe.
-                retry=self._retry,
+                **self._limits("put", key),
             )
         except api_exceptions.PreconditionFailed:
             return False
         return True
+
+    def _limits(self, action: str, key: str) -> dict[str, Any]:
+        """One call's ``timeout`` and ``retry``: ours, cut to the current deadline's time left.
+
+        Past the deadline the call is not made (StorageUnavailable); a deadline without
+        retries (a clean-up's) gets one attempt.
+        """
+        deadline, left = current_deadline(), time_left(f"gcs {action}", key)
+        if deadline is None or left is None:
+            return {"timeout": self._timeout, "retry": self._retry}
+        retry = DEFAULT_RETRY.with_timeout(min(self._deadline, left)) if deadline.retries else None
+        return {"timeout": min(self._timeout, left), "retry": retry}
 
     def _handle(self) -> Any:
         """The bucket (a storage.Bucket), with a client made on first use in this process."""

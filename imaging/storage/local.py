@@ -9,6 +9,11 @@ sees either no file or the whole file. Content type and Cache-Control live in a 
 No key segment may start with a dot (``storage.keys.check_key``), so temporary files
 (``.tmp-*``) and the ``.meta`` tree can never collide with a key, and ``list`` simply skips
 dot-names.
+
+``delete_if_holds`` (releasing a claim) compares and unlinks under an exclusive ``flock`` on one
+of a fixed set of lock files in ``.locks/``, which every process and thread sharing the
+directory honours; creates need no lock, since ``os.link`` never replaces. Every call fails at
+once when the deadline it runs within (``storage.within``) is spent.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import bisect
 import builtins
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -27,6 +34,7 @@ from urllib.parse import quote
 
 from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.formats import OUTPUT_FORMATS
+from imaging.storage import time_left
 from imaging.storage.keys import check_key, check_prefix
 
 #: Content types implied by an extension: the ones we write, so none needs a sidecar.
@@ -39,6 +47,9 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _TEMP_PREFIX = ".tmp-"
 _META_DIR = ".meta"
+_LOCK_DIR = ".locks"
+#: Keys share this many lock files (by hash): a bounded set, however many keys are ever locked.
+_LOCK_STRIPES = 64
 
 
 def content_type_for(key: str) -> str:
@@ -78,6 +89,7 @@ class LocalStore:
     ) -> None:
         """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
         path = self._path(check_key(key))
+        time_left("local put", key)
         created = False
         try:
             self._create(path, data)
@@ -115,6 +127,7 @@ class LocalStore:
     def get(self, key: str) -> bytes:
         """The object's bytes; raise ObjectNotFound if there is none."""
         path = self._path(check_key(key))
+        time_left("local get", key)
         try:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -125,15 +138,26 @@ class LocalStore:
     def delete(self, key: str) -> None:
         """Remove ``key`` and its sidecar; a missing key is not an error."""
         path = self._path(check_key(key))
+        time_left("local delete", key)
         try:
-            for victim in (path, self._meta_path(key)):
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    victim.unlink()
-                self._prune_empty_parents(victim.parent)
+            self._unlink(key, path)
         except IsADirectoryError:
             return  # "a/b" when only "a/b/c" exists: there is no object "a/b"
         except OSError as exc:
             raise StorageUnavailable(detail=f"local delete {key!r} failed: {exc!r}") from exc
+
+    def delete_if_holds(self, key: str, data: bytes) -> bool:
+        """Remove ``key`` only if it holds exactly ``data``: compared and unlinked under a lock."""
+        path = self._path(check_key(key))
+        time_left("local delete", key)
+        try:
+            with self._locked(key):
+                if self._read_existing(key, path) != data:
+                    return False
+                self._unlink(key, path)
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local delete {key!r} failed: {exc!r}") from exc
+        return True
 
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
         """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending.
@@ -144,6 +168,7 @@ class LocalStore:
         check_prefix(prefix)
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
+        time_left("local list", prefix)
         base, _, name_prefix = prefix.rpartition("/")
         base = f"{base}/" if base else ""
         keys = self._walk(self.root / base, base, name_prefix, start_after)
@@ -221,6 +246,27 @@ class LocalStore:
 
     def _meta_path(self, key: str) -> Path:
         return self._meta_root / key
+
+    def _unlink(self, key: str, path: Path) -> None:
+        """Remove the object's file and its sidecar, and the directories that empties."""
+        for victim in (path, self._meta_path(key)):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                victim.unlink()
+            self._prune_empty_parents(victim.parent)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Hold the exclusive lock ``key`` shares with a few others (across processes, too)."""
+        stripe = int(hashlib.sha256(key.encode()).hexdigest(), 16) % _LOCK_STRIPES
+        lock_path = self.root / _LOCK_DIR / f"{stripe:02d}"
+        lock_path.parent.mkdir(exist_ok=True)
+        # Each call opens its own file description: flock then excludes other threads too.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _create(self, path: Path, data: bytes) -> None:
         """Write ``path`` atomically, never replacing it: FileExistsError if it exists."""
