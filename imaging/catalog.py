@@ -4,7 +4,8 @@ Every object key the app writes is made here (the same on local disk and in GCS)
 
     img/<id>/<variant>.<ext>   the public, immutable image files
     lbl/<label-slug>/<id>      empty marker: the label index
-    sha/<content-key>/<id>     empty marker: the duplicate index (same bytes, same options)
+    sha/<content-key>.json     the content key's claim: which upload owns these bytes with these
+                               options (the duplicate index); written FIRST, create-only
     rec/<id>.json              the record; written LAST, so it is the commit point
     held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
     tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
@@ -19,6 +20,13 @@ new uploads (which sort before every existing id) never shift a cursor.
 A marker or variant whose record does not exist is invisible (a reader always goes through the
 record) and is removed by ``sweep`` once its id is older than the grace period.
 
+A claim names the id its upload will commit under and the time it was claimed (the id's own
+time). While that record does not exist the claim is pending: other uploads of the same bytes
+wait for it; once it exists the claim *is* the duplicate index entry, and nothing rewrites it.
+A pending claim older than a bound (its owner died) may be taken over, and ``sweep`` removes
+one older than the grace period. A claim is only ever removed with ``delete_if_holds``, so
+nobody removes a claim that another upload has taken over in the meantime.
+
 A record SafeSearch holds back (``hidden: true``) lives in the private ``held/`` namespace from
 the moment it is committed: its record and files sit under ``held/`` + the key they will have
 once public, and it has no ``lbl/`` markers. Every listing the gallery, the label pages and the
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -46,7 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
+from imaging.errors import NotFound, ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
@@ -83,6 +92,29 @@ def record_key(image_id: str) -> str:
 
 def variant_key(image_id: str, variant: str, ext: str) -> str:
     return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+
+
+def claim_key(content_key: str) -> str:
+    """The one key all uploads of the same bytes with the same options compete for."""
+    return f"{HASH_PREFIX}{content_key}.json"
+
+
+def claim_body(image_id: str) -> builtins.bytes:
+    """What a claim holds: the owner's id and the claim time, which is the id's own time.
+
+    A pure function of the id, so whoever knows the record can tell (and remove) its claim.
+    """
+    claimed_at = datetime.fromtimestamp(id_time(image_id), UTC).isoformat(timespec="milliseconds")
+    return json.dumps({"claimed_at": claimed_at, "id": image_id}, sort_keys=True).encode()
+
+
+def claim_owner(body: builtins.bytes) -> str | None:
+    """The id a claim names (None when it is not a claim this module wrote)."""
+    try:
+        image_id = json.loads(body)["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return image_id if isinstance(image_id, str) and is_valid_id(image_id) else None
 
 
 def held_key(key: str) -> str:
@@ -192,17 +224,15 @@ class ImageRecord:
         return [self.stored_key(v.key) for v in self.files()]
 
     def keys(self) -> list[str]:
-        """Every object this record owns besides itself."""
+        """Every object this record owns besides itself and its claim."""
         return self.file_keys() + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
+        """The label index markers ``save`` writes (the claim was written before the files)."""
         # A held-back image has no label markers: label pages list markers, so it must not
         # appear there, not even as an id.
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
-        keys = [] if self.hidden else [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
-        if self.content_key:
-            keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
-        return keys
+        return [] if self.hidden else [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
 
     def accepts_delete_key(self, delete_key: str) -> bool:
         """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
@@ -276,14 +306,16 @@ def new_record(
     delete_key: str,
     conversion: Mapping[str, Any],
     warnings: Iterable[str] = (),
+    image_id: str | None = None,
 ) -> ImageRecord:
-    """The record of a new upload under a fresh id, with its variants' keys laid out.
+    """The record of a new upload under ``image_id`` (the one its claim names; default: a fresh
+    id), with its variants' keys laid out.
 
     ``renditions`` maps each variant's name to its bytes; ``"thumb"`` is the gallery thumbnail.
     ``conversion`` is what decoding did (orientation, colour profile, ...); the receipt adds the
     source's figures and every variant's size to it. Only the delete key's hash is kept.
     """
-    image_id = new_id()
+    image_id = image_id or new_id()
     variants = {
         variant: Variant(
             name=variant,
@@ -348,12 +380,41 @@ class Catalog:
         self._pool = ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="catalog")
 
     # -- writing ---------------------------------------------------------------------------
-    def save(self, record: ImageRecord) -> None:
+    def save(self, record: ImageRecord, *, written: list[str] | None = None) -> None:
         """Write the index markers, then the record: the commit point of an upload (a held-back
-        record goes to ``held/rec/``, its files having gone to ``held/img/``)."""
+        record goes to ``held/rec/``, its files having gone to ``held/img/``).
+
+        Each key is appended to ``written`` as its write starts (a write that fails may still
+        have landed), so a clean-up removes what was tried and nothing else.
+        """
+        tried = written if written is not None else []
         for key in record.marker_keys():
+            tried.append(key)
             self.store.put(key, b"", content_type="application/octet-stream")
+        tried.append(record.location())
         self._put_record(record)
+
+    # -- the content key's claim -----------------------------------------------------------
+    def claim(self, content_key: str, image_id: str) -> bool:
+        """Claim ``content_key`` for ``image_id``, create-only: False if another id holds it."""
+        try:
+            self.store.put(
+                claim_key(content_key), claim_body(image_id), content_type="application/json"
+            )
+        except ObjectExists:
+            return False
+        return True
+
+    def claimant(self, content_key: str) -> str | None:
+        """The id holding ``content_key``'s claim; None if there is no (readable) claim."""
+        try:
+            return claim_owner(self.store.get(claim_key(content_key)))
+        except ObjectNotFound:
+            return None
+
+    def release(self, content_key: str, image_id: str) -> bool:
+        """Remove ``content_key``'s claim if ``image_id`` still holds it: True if removed."""
+        return self.store.delete_if_holds(claim_key(content_key), claim_body(image_id))
 
     def approve(self, image_id: str) -> ImageRecord:
         """Let a record SafeSearch held back into the gallery: move it out of ``held/``.
@@ -433,12 +494,23 @@ class Catalog:
             # What a failed approval may have left public.
             leftovers = [v.key for v in record.files()] + replace(record, hidden=False).keys()
         self.discard(dict.fromkeys([*record.keys(), *leftovers]))
+        if record.content_key:
+            # So the same bytes may be uploaded anew; a claim left behind is swept later.
+            with contextlib.suppress(Exception):
+                self.release(record.content_key, record.id)
         return record
 
     def discard(self, keys: Iterable[str]) -> None:
-        """Delete ``keys`` in parallel, best effort: leftovers are invisible and swept later."""
-        for _ in self._pool.map(self._delete_quietly, list(keys)):
-            pass
+        """Delete ``keys`` in parallel, best effort: leftovers are invisible and swept later.
+
+        Each delete runs in the caller's context, so within the caller's deadline.
+        """
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, self._delete_quietly, key)
+            for key in keys
+        ]
+        for future in futures:
+            future.result()
 
     def _delete_quietly(self, key: str) -> None:
         with contextlib.suppress(Exception):
@@ -511,13 +583,13 @@ class Catalog:
             return None  # a marker whose record was deleted or never committed
 
     def find_duplicate(self, content_key: str) -> ImageRecord | None:
-        """The newest committed record made from the same bytes with the same options."""
-        prefix = f"{HASH_PREFIX}{content_key}/"
-        for key in self.store.list(prefix, limit=10):
-            record = self._maybe_get(key[len(prefix) :])
-            if record is not None:
-                return record
-        return None
+        """The committed record made from the same bytes with the same options, if any."""
+        image_id = self.claimant(content_key)
+        return None if image_id is None else self.find(image_id)
+
+    def find(self, image_id: str) -> ImageRecord | None:
+        """The record, public or held back; None if it is not (or not yet) committed."""
+        return self._maybe_get(image_id)
 
     def iter_ids(self) -> Iterator[str]:
         """Every committed id, newest first (one listing call per 1000)."""
@@ -543,6 +615,9 @@ class Catalog:
             for key in self._iter_keys(HELD_RECORD_PREFIX)
         }
         removed: list[str] = []
+        for key in list(self._iter_keys(HASH_PREFIX)):
+            if self._sweep_claim(key, public | held, grace_seconds=grace_seconds, now=now):
+                removed.append(key)
         for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX, HELD_PREFIX):
             for key in list(self._iter_keys(prefix)):
                 image_id = _owner_id(key)
@@ -561,6 +636,23 @@ class Catalog:
         if isinstance(self.store, SweepsLeftovers):
             removed += self.store.sweep_leftovers(grace_seconds=grace_seconds, now=now)
         return removed
+
+    def _sweep_claim(
+        self, key: str, committed: set[str], *, grace_seconds: float, now: float
+    ) -> bool:
+        """Remove a claim whose upload never committed, once past the grace period."""
+        if not key.endswith(".json"):
+            return False  # sha/<content-key>/<id>: the older marker layout, swept by id below
+        try:
+            body = self.store.get(key)
+        except ObjectNotFound:
+            return False
+        image_id = claim_owner(body)
+        if image_id in committed:
+            return False
+        if image_id is not None and now - id_time(image_id) < grace_seconds:
+            return False  # maybe still in flight
+        return self.store.delete_if_holds(key, body)
 
 
 def _owner_id(key: str) -> str | None:

@@ -486,6 +486,14 @@ class Settings:
     conversion_wait: float = setting(
         10.0, "seconds a request may wait for a slot before 503", LIMITS
     )
+    upload_deadline: float = setting(
+        30.0,
+        "seconds one file's upload may take in all, from its first check to its record "
+        "(storage retries and waiting for an identical upload included), before 503; the "
+        "clean-up after a failure gets 2 s more",
+        LIMITS,
+        check=Between(1, 600, "seconds"),
+    )
     gc_grace_seconds: int = setting(
         3600, "age after which `flask gc` removes objects without a record", OPS
     )

@@ -101,7 +101,18 @@ class Busy(Unavailable):
 
 
 class StorageUnavailable(Unavailable):
+    """The object store failed or did not answer in time; an upload adds "nothing was saved"."""
+
     code = "storage_unavailable"
+
+    def __init__(
+        self,
+        public_message: str = "Storage is unavailable. Please retry shortly.",
+        *,
+        detail: str | None = None,
+        retry_after: int | None = 5,
+    ) -> None:
+        super().__init__(public_message, detail=detail, retry_after=retry_after)
 
 
 class DiskFull(StorageUnavailable):

@@ -1,18 +1,25 @@
 """ingest(): THE path every upload takes, whatever door it came through, as five steps.
 
 1. probe: sniff the real format from the bytes and check every limit on the header alone;
-2. dedupe: the same bytes with the same options give the record they gave before;
+2. dedupe: claim the content key (same bytes, same options) create-only for a new id; if another
+   upload holds it, wait for that upload's record and answer with it (``duplicate``);
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
    slot, while the labeler reads a small copy beside the encodes;
 4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
-5. commit: save the record LAST. If anything fails before it, every object already written is
-   removed and the caller gets a clear error; a record never points at a missing object.
+5. commit: save the record LAST. If anything fails after the claim, the claim is released and
+   every object a write was tried for is removed, best effort and briefly (``flask gc`` sweeps
+   what that misses), and the caller gets a clear error; a record never points at a missing
+   object.
 
-The catalog lays out the record and its keys; this module decides only what happens in which order.
+All of it runs within one deadline (UPLOAD_DEADLINE), from the moment ingest starts: every store
+call gets the time left, and the clean-up after a failure gets CLEANUP_SECONDS more, one attempt
+per call. The catalog lays out the record and its keys; this module decides only what happens
+in which order.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -24,8 +31,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from imaging import observability, processing
-from imaging.catalog import Catalog, ImageRecord, new_delete_key, new_record
+from imaging import observability, processing, storage
+from imaging.catalog import Catalog, ImageRecord, id_time, new_delete_key, new_id, new_record
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -45,6 +52,13 @@ log = logging.getLogger(__name__)
 FIT_MODES = processing.FIT_MODES
 QUALITY_RANGE = (1, 100)
 LIKELIHOODS = ("UNKNOWN", "VERY_UNLIKELY", "UNLIKELY", "POSSIBLE", "LIKELY", "VERY_LIKELY")
+#: What the clean-up after a failed upload may take in all (one attempt per call): enough on a
+#: healthy store, and short in an outage, when ``flask gc`` removes what it could not.
+CLEANUP_SECONDS = 2.0
+#: How often an upload looks whether the upload holding its content key has committed: the
+#: first look soon (most conversions take well under a second), then less and less often.
+CLAIM_POLL = (0.05, 0.5)  # first wait, longest wait (seconds)
+NOTHING_SAVED = "Storage is unavailable; nothing was saved. Please retry shortly."
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,9 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(settings.slots)
         self._label_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label")
         self._write_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+        # A pending claim older than this has an owner that can no longer write: every store
+        # call of its upload ended by its deadline, and its clean-up soon after.
+        self.claim_stale_after = 2 * settings.upload_deadline + CLEANUP_SECONDS
 
     def ingest(
         self, data: bytes, options: UploadOptions, *, max_bytes: int | None = None
@@ -130,27 +147,35 @@ class Pipeline:
         return Slot(self._slots, self.settings.conversion_wait)
 
     def _ingest(self, data: bytes, options: UploadOptions, max_bytes: int | None) -> IngestResult:
-        probed = self._probe(data, max_bytes)
-        content_key = options.content_key(data)
-        existing = self._dedupe(content_key)
-        if existing is not None:
-            return IngestResult(existing, duplicate=True)
-        rendered = self._render(data, probed, options)
-        delete_key = new_delete_key()
-        record = new_record(
-            probed,
-            rendered.renditions,
-            labels=rendered.labels,
-            label_status=rendered.label_status,
-            hidden=self._held_back(rendered.labels),
-            name=options.name,
-            content_key=content_key,
-            delete_key=delete_key,
-            conversion=rendered.conversion,
-            warnings=rendered.warnings,
-        )
-        written = observability.traced("store", self._store)(record, rendered.renditions)
-        observability.traced("commit", self._commit)(record, written)
+        with storage.within(self.settings.upload_deadline):
+            probed = self._probe(data, max_bytes)
+            content_key = options.content_key(data)
+            image_id = new_id()
+            existing = observability.traced("dedupe", self._dedupe)(content_key, image_id)
+            if existing is not None:
+                return IngestResult(existing, duplicate=True)
+            written: list[str] = []  # every key a write was tried for (it may have landed)
+            try:
+                rendered = self._render(data, probed, options)
+                delete_key = new_delete_key()
+                record = new_record(
+                    probed,
+                    rendered.renditions,
+                    labels=rendered.labels,
+                    label_status=rendered.label_status,
+                    hidden=self._held_back(rendered.labels),
+                    name=options.name,
+                    content_key=content_key,
+                    delete_key=delete_key,
+                    conversion=rendered.conversion,
+                    warnings=rendered.warnings,
+                    image_id=image_id,
+                )
+                observability.traced("store", self._store)(record, rendered.renditions, written)
+                observability.traced("commit", self._commit)(record, written)
+            except BaseException:
+                self._abandon(content_key, image_id, written)
+                raise
         return IngestResult(record, delete_key=delete_key, renditions=rendered.renditions)
 
     # -- the five steps --------------------------------------------------------------------
@@ -161,9 +186,40 @@ class Pipeline:
             limits = dataclasses.replace(limits, max_bytes=max_bytes)
         return processing.probe(data, limits)
 
-    def _dedupe(self, content_key: str) -> ImageRecord | None:
-        """The record these bytes with these options already made, if one is committed."""
-        return self.catalog.find_duplicate(content_key)
+    def _dedupe(self, content_key: str, image_id: str) -> ImageRecord | None:
+        """Claim ``content_key`` for ``image_id`` (None), or the record another upload made of it.
+
+        Create-only, so of any number of identical uploads at once exactly one wins; the others
+        wait (with backoff, within the deadline) for its record. A claim whose upload failed is
+        released, and one whose owner died is taken over once it is ``claim_stale_after`` old.
+        """
+        wait = CLAIM_POLL[0]
+        try:
+            while True:
+                holder = self.catalog.claimant(content_key)
+                if holder is None:
+                    if self.catalog.claim(content_key, image_id):
+                        return None
+                    continue  # another upload claimed it between our look and our write
+                record = self.catalog.find(holder)
+                if record is not None:
+                    return record
+                if time.time() - id_time(holder) > self.claim_stale_after:
+                    log.warning("taking over the stale claim of %s on %s", holder, content_key)
+                    self.catalog.release(content_key, holder)
+                    continue
+                deadline = storage.current_deadline()
+                if deadline is not None and deadline.remaining() <= wait:
+                    raise Busy(
+                        "The same image is still being saved by another upload. "
+                        "Please retry in a few seconds.",
+                        detail=f"{holder} holds {content_key} past this upload's deadline",
+                        retry_after=5,
+                    )
+                time.sleep(wait)
+                wait = min(wait * 2, CLAIM_POLL[1])
+        except BaseException as exc:
+            _raise_as_storage_error(exc)
 
     def _render(self, data: bytes, probed: Probe, options: UploadOptions) -> Rendered:
         """Every requested format plus the thumbnail, with the labels found meanwhile."""
@@ -180,48 +236,57 @@ class Pipeline:
         labels, label_status = self._collect_labels(labelling, started)
         return Rendered(renditions, conversion, warnings, labels, label_status)
 
-    def _store(self, record: ImageRecord, renditions: dict[str, Rendition]) -> list[str]:
-        """Write every variant create-only, in parallel; return their keys.
-
-        On a failure, the variants already written are removed before the error is raised.
-        """
-        written: list[str] = []
+    def _store(
+        self, record: ImageRecord, renditions: dict[str, Rendition], written: list[str]
+    ) -> None:
+        """Write every variant create-only, in parallel, each key added to ``written`` first."""
         lock = threading.Lock()
 
         def put(variant_key: str, rendition: Rendition) -> None:
+            with lock:
+                written.append(variant_key)
             self.store.put(
                 variant_key,
                 rendition.data,
                 content_type=rendition.mime,
                 cache_control=IMMUTABLE_CACHE_CONTROL,
             )
-            with lock:
-                written.append(variant_key)
 
         # A held-back record's files go to held/ (catalog.py): never public, not even briefly.
+        # Each write runs in a copy of our context: within the upload's deadline.
         futures = [
-            self._write_pool.submit(put, record.stored_key(v.key), renditions[v.name])
+            self._write_pool.submit(
+                contextvars.copy_context().run, put, record.stored_key(v.key), renditions[v.name]
+            )
             for v in record.files()
         ]
-        errors = [f.exception() for f in futures]
+        errors = [f.exception() for f in futures]  # wait for all: none may land after clean-up
         first = next((e for e in errors if e is not None), None)
         if first is not None:
-            self.catalog.discard(written)
             _raise_as_storage_error(first)
-        return written
 
     def _commit(self, record: ImageRecord, written: list[str]) -> None:
-        """Save the record LAST; on a failure remove it, its markers and the ``written`` variants.
+        """Save the markers and the record LAST, each key added to ``written`` as it is tried.
 
-        The record goes too: a put that failed may still have landed (a lost response on GCS, a
-        sidecar that a full disk refused after the link), and the caller is told nothing was
-        saved, so nothing may stay listed.
+        A failed write may still have landed (a lost response on GCS, a sidecar that a full
+        disk refused after the link), and the caller is told nothing was saved, so the
+        clean-up removes every key tried, the record's too: nothing may stay listed.
         """
         try:
-            self.catalog.save(record)
+            self.catalog.save(record, written=written)
         except BaseException as exc:
-            self.catalog.discard([record.location(), *written, *record.marker_keys()])
             _raise_as_storage_error(exc)
+
+    def _abandon(self, content_key: str, image_id: str, written: list[str]) -> None:
+        """After a failure: release the claim (first: waiting uploads may go on), then remove
+        what was written. Best effort within CLEANUP_SECONDS, one attempt per call; what is
+        left has no record, so nothing shows it, and ``flask gc`` sweeps it."""
+        with storage.within(CLEANUP_SECONDS, retries=False):
+            try:
+                self.catalog.release(content_key, image_id)
+            except Exception as exc:
+                log.warning("could not release the claim of %s: %s", image_id, exc)
+            self.catalog.discard(written)
 
     # -- within the steps ------------------------------------------------------------------
     def _specs(self, options: UploadOptions) -> dict[str, RenderSpec]:
@@ -328,13 +393,15 @@ class Slot:
 
 
 def _raise_as_storage_error(exc: BaseException) -> NoReturn:
-    """Raise ``exc`` on: our own errors as they are, any other failure as StorageUnavailable."""
+    """Raise ``exc`` as what the uploader must hear: a storage failure (ours or a raw one) as
+    StorageUnavailable saying that nothing was saved, any other error of ours as it is."""
+    if isinstance(exc, StorageUnavailable):
+        if exc.public_message == NOTHING_SAVED:
+            raise exc
+        raise type(exc)(NOTHING_SAVED, detail=exc.detail, retry_after=exc.retry_after) from exc
     if isinstance(exc, ImagingError) or not isinstance(exc, Exception):
         raise exc
-    raise StorageUnavailable(
-        "Storage is unavailable; nothing was saved. Please retry shortly.",
-        detail=f"{type(exc).__name__}: {exc}",
-    ) from exc
+    raise StorageUnavailable(NOTHING_SAVED, detail=f"{type(exc).__name__}: {exc}") from exc
 
 
 def _shared_box(specs: list[RenderSpec]) -> tuple[int, int] | None:

@@ -9,22 +9,25 @@ from __future__ import annotations
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from imaging.catalog import Catalog, new_id
+from imaging.catalog import Catalog, claim_body, claim_key, new_id
 from imaging.config import Settings
-from imaging.errors import BadRequest, Busy, ObjectNotFound, StorageUnavailable
+from imaging.errors import BadRequest, Busy, ImagingError, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, Labeler, LabelerUnavailable, LabelResult, NullLabeler
-from imaging.pipeline import FIT_MODES, Pipeline, UploadOptions, parse_fit
+from imaging.pipeline import FIT_MODES, NOTHING_SAVED, Pipeline, UploadOptions, parse_fit
 from imaging.storage import ObjectStore
+from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.faults import FlakyStore
+from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
 from tests.uploads import post_image
 
 
@@ -39,7 +42,9 @@ def all_keys(store: ObjectStore) -> list[str]:
     ]
 
 
-WRITES_PER_UPLOAD = 5  # webp + png + thumb variants, the duplicate-index marker, the record
+#: The content key's claim (first: it is also the duplicate index), webp + png + thumb variants,
+#: the record. The claim is not rewritten at the commit: the record's existence resolves it.
+WRITES_PER_UPLOAD = 5
 WEBP_AND_PNG = UploadOptions(formats=("webp", "png"), name="x.jpg")
 
 
@@ -319,6 +324,8 @@ def test_storage_down_gives_503_with_retry_after(make_app: AppFactory, store: Ob
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
     assert "Traceback" not in response.get_data(as_text=True)
+    # Not "the service is busy": the uploader must know to send it again.
+    assert response.get_json()["message"] == NOTHING_SAVED
 
 
 def test_labeler_failure_keeps_the_upload_with_label_status_error(make_app: AppFactory) -> None:
@@ -405,3 +412,242 @@ def test_a_full_disk_at_the_records_sidecar_leaves_no_record_behind_the_503(
     assert local_store.list("rec/") == []
     assert all_keys(local_store) == []
     assert client.get("/api/images").get_json()["images"] == []
+
+
+# -- identical uploads at once: one claim, one record (issue 14, item 13) ---------------------
+
+
+def ingest_at_once(pipeline: Pipeline, data: bytes, uploads: int) -> list[Any]:
+    """``uploads`` threads ingest ``data`` at the same instant; each one's result or error."""
+    barrier = threading.Barrier(uploads)
+
+    def upload(_: int) -> Any:
+        barrier.wait()
+        try:
+            return pipeline.ingest(data, WEBP_AND_PNG)
+        except ImagingError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=uploads) as pool:
+        return list(pool.map(upload, range(uploads)))
+
+
+def test_identical_uploads_at_the_same_instant_make_exactly_one_record(
+    settings: Settings, store: ObjectStore
+) -> None:
+    """8 at once once made 8 records, on both backends: the check came before the act."""
+    results = ingest_at_once(make_pipeline(settings, store), images.jpeg(), 8)
+
+    assert not [r for r in results if isinstance(r, ImagingError)]
+    (original,) = [r for r in results if not r.duplicate]
+    duplicates = [r for r in results if r.duplicate]
+    assert len(duplicates) == 7
+    assert {r.record.id for r in duplicates} == {original.record.id}
+    assert all(r.delete_key is None for r in duplicates)  # only the uploader gets one
+    assert store.list("rec/") == [f"rec/{original.record.id}.json"]
+    assert store.list("img/") == sorted(original.record.file_keys())
+
+
+class FailingFirstImageWrite:
+    """A store whose first image write waits until ``release`` is set, then fails."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+        self.claim_reads = 0
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        with self._lock:
+            first = key.startswith("img/") and not self._failed
+            self._failed = self._failed or first
+        if first:
+            self.blocked.set()
+            self.release.wait(10)
+            raise StorageUnavailable(detail=f"injected failure on {key}")
+        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
+
+    def get(self, key: str) -> bytes:
+        if key.startswith("sha/"):
+            with self._lock:
+                self.claim_reads += 1
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_when_the_claims_winner_fails_a_waiting_upload_takes_over(
+    settings: Settings, store: ObjectStore
+) -> None:
+    failing = FailingFirstImageWrite(store)
+    pipeline = make_pipeline(settings, failing)
+    data = images.jpeg()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        winner = pool.submit(pipeline.ingest, data, WEBP_AND_PNG)
+        assert failing.blocked.wait(10)  # the winner holds the claim, mid-write
+        reads = failing.claim_reads
+        waiter = pool.submit(pipeline.ingest, data, WEBP_AND_PNG)
+        deadline = time.monotonic() + 10
+        while failing.claim_reads < reads + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the waiter has looked at the claim, and looks again
+        assert not waiter.done()
+        failing.release.set()
+
+        with pytest.raises(StorageUnavailable):
+            winner.result(10)
+        taken_over = waiter.result(10)
+
+    assert taken_over.duplicate is False
+    assert store.list("rec/") == [f"rec/{taken_over.record.id}.json"]
+    assert Catalog(store).claimant(taken_over.record.content_key) == taken_over.record.id
+
+
+def test_a_failed_upload_releases_its_claim_so_the_next_one_succeeds(
+    settings: Settings, disk: LocalStore
+) -> None:
+    flaky = FlakyStore(disk, fail_on=2)  # the claim lands, the first variant fails
+    pipeline = make_pipeline(settings, flaky)
+    with pytest.raises(StorageUnavailable):
+        pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+    assert disk.list("sha/") == []
+
+    again = pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+    assert again.duplicate is False
+
+
+def test_a_stale_claim_whose_owner_died_is_taken_over(
+    settings: Settings, store: ObjectStore
+) -> None:
+    """An owner killed (kill -9) after claiming: its claim names a record that never came."""
+    pipeline = make_pipeline(settings, store)
+    content_key = WEBP_AND_PNG.content_key(images.jpeg())
+    dead = new_id(time.time() - pipeline.claim_stale_after - 1)
+    store.put(claim_key(content_key), claim_body(dead), content_type="application/json")
+
+    result = pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+
+    assert result.duplicate is False
+    assert Catalog(store).claimant(content_key) == result.record.id
+
+
+def test_a_young_claim_makes_an_identical_upload_wait_then_503_at_its_deadline(
+    settings: Settings, disk: LocalStore
+) -> None:
+    pipeline = make_pipeline(settings, disk, upload_deadline=1.0)
+    content_key = WEBP_AND_PNG.content_key(images.jpeg())
+    in_flight = new_id()  # another upload's, still converting
+    disk.put(claim_key(content_key), claim_body(in_flight), content_type="application/json")
+
+    started = time.monotonic()
+    with pytest.raises(Busy, match="still being saved by another upload"):
+        pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+
+    assert time.monotonic() - started < 1.0 + 3  # the deadline, with a generous margin
+    assert Catalog(disk).claimant(content_key) == in_flight  # not taken from a live upload
+
+
+def test_deleting_an_image_releases_its_claim_so_the_same_bytes_upload_anew(
+    settings: Settings, store: ObjectStore
+) -> None:
+    pipeline = make_pipeline(settings, store)
+    first = pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+    Catalog(store).delete(first.record.id)
+
+    again = pipeline.ingest(images.jpeg(), WEBP_AND_PNG)
+
+    assert again.duplicate is False
+    assert store.list("sha/") == [claim_key(again.record.content_key)]
+
+
+def test_gc_sweeps_stale_claims_and_keeps_young_and_committed_ones(
+    settings: Settings, store: ObjectStore
+) -> None:
+    catalog = Catalog(store)
+    committed = make_pipeline(settings, store).ingest(images.jpeg(), WEBP_AND_PNG).record
+    old, young = new_id(time.time() - 7200), new_id()
+    for content_key, owner in (("a" * 64, old), ("b" * 64, young)):
+        store.put(claim_key(content_key), claim_body(owner), content_type="application/json")
+
+    removed = catalog.sweep(grace_seconds=3600)
+
+    assert removed == [claim_key("a" * 64)]
+    assert store.list("sha/") == sorted([claim_key("b" * 64), claim_key(committed.content_key)])
+
+
+# -- one deadline for the whole upload (issue 14, item 15) ------------------------------------
+
+
+def test_a_failed_claim_write_is_not_cleaned_up(settings: Settings, disk: LocalStore) -> None:
+    """The claim was never written, so no delete of it may be spent in an outage."""
+    flaky = FlakyStore(disk, fail_on=1)
+    with pytest.raises(StorageUnavailable, match="nothing was saved"):
+        make_pipeline(settings, flaky).ingest(images.jpeg(), WEBP_AND_PNG)
+    assert flaky.puts == 1
+    assert flaky.deleted == []
+
+
+def test_the_clean_up_deletes_only_what_was_tried(settings: Settings, disk: LocalStore) -> None:
+    """A variant failing: its claim, the variants and nothing else (no record, no markers)."""
+    flaky = FlakyStore(disk, fail_on=2)
+    with pytest.raises(StorageUnavailable):
+        make_pipeline(settings, flaky).ingest(images.jpeg(), WEBP_AND_PNG)
+    assert [k.split("/")[0] for k in flaky.deleted] == ["sha", "img", "img", "img"]
+
+
+class OutageLabeler:
+    """Takes storage down while the upload converts: its writes meet the outage."""
+
+    name = "outage"
+
+    def __init__(self, emulator: GCSEmulator) -> None:
+        self.emulator = emulator
+
+    def label(self, image: bytes) -> LabelResult:
+        self.emulator.stop()
+        return LabelResult()
+
+    def check(self) -> None:
+        return None
+
+
+def test_storage_going_down_mid_upload_answers_503_within_the_deadline(
+    make_app: AppFactory, private_gcs_emulator: GCSEmulator
+) -> None:
+    """Down for 45 s, answers once came after 41 s and 57 s: the write's retries, then each
+    clean-up delete's own. Now: the deadline, then a short clean-up (gc does the rest)."""
+    bucket = new_bucket_name()
+    private_gcs_emulator.create_bucket(bucket)
+    # Production's retry deadline: alone, a write retries for 30 s (28.5 s measured before).
+    store = make_gcs_store(bucket, timeout=5.0, deadline=30.0)
+    client = make_app(
+        storage=store, labeler_impl=OutageLabeler(private_gcs_emulator), upload_deadline=3.0
+    ).test_client()
+
+    started = time.monotonic()
+    status, body = post(client, images.jpeg(), format="webp,png")
+    elapsed = time.monotonic() - started
+
+    assert status == 503
+    assert body["message"] == NOTHING_SAVED
+    assert elapsed < 3.0 + 5  # the deadline and the clean-up, with a generous margin
+
+
+def test_unanswered_storage_calls_answer_503_within_the_deadline(
+    make_app: AppFactory, silent_gcs_endpoint: str
+) -> None:
+    store: GCSStore = make_gcs_store("silent", timeout=5.0, deadline=30.0)
+    client = make_app(storage=store, upload_deadline=2.0).test_client()
+
+    started = time.monotonic()
+    status, body = post(client, images.jpeg())
+    elapsed = time.monotonic() - started
+
+    assert status == 503
+    assert body["error"] == "storage_unavailable"
+    assert elapsed < 2.0 + 5
