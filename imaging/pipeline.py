@@ -200,7 +200,10 @@ class Pipeline:
                 if holder is None:
                     if self.catalog.claim(content_key, image_id):
                         return None
-                    continue  # another upload claimed it between our look and our write
+                    # Another upload claimed it between our look and our write (or the claim
+                    # is unreadable: then gc removes it); look again, not at once.
+                    time.sleep(wait)
+                    continue
                 record = self.catalog.find(holder)
                 if record is not None:
                     return record
