@@ -20,6 +20,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,31 @@ def test_metrics_add_up_across_gunicorn_workers(container: Container) -> None:
     # Each scrape is answered by whichever worker is free; every one sees the total.
     for _ in range(4):
         assert metric_value(container.url, created) == before + 3
+
+
+def test_identical_uploads_at_once_across_gunicorn_workers_make_one_record(
+    container: Container,
+) -> None:
+    """8 at once once made 8 records: the duplicate check ran before anyone wrote. The claim is
+    a create-only file, so it holds across worker processes as well as threads."""
+    data = images.jpeg(77, 41)
+    barrier = threading.Barrier(8)
+
+    def upload() -> tuple[int, dict[str, Any]]:
+        barrier.wait()
+        status, _, body = post_image(container.url, data)
+        return status, body
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = [f.result() for f in [pool.submit(upload) for _ in range(8)]]
+
+    assert sorted(status for status, _ in answers) == [200] * 7 + [201], answers
+    assert len({body["id"] for _, body in answers}) == 1
+    assert sum(body["duplicate"] for _, body in answers) == 7
+    (record,) = [body for status, body in answers if status == 201]
+    saved = [json.loads(p.read_bytes()) for p in (container.media_root / "rec").glob("*.json")]
+    assert [r["id"] for r in saved if (r["width"], r["height"]) == (77, 41)] == [record["id"]]
+    assert stored_completely(container.media_root, record)
 
 
 def test_sigterm_lets_an_in_flight_upload_finish_and_gunicorn_exits_cleanly(
