@@ -94,6 +94,8 @@ class Server:
             "LABELER": "none",
             "SECRET_KEY": "bench",
             "CONVERSION_WAIT": "60",
+            # A queued upload's slot wait counts against its deadline (it must exceed the wait).
+            "UPLOAD_DEADLINE": "120",
             "LOG_LEVEL": "WARNING",
         }
         env.pop("CONVERSION_SLOTS", None)

@@ -785,6 +785,14 @@ RULES: tuple[Rule, ...] = (
         lambda s: bool(s.tasks_queue) and not s.tasks_service_account,
         "TASKS_QUEUE needs TASKS_SERVICE_ACCOUNT (the OIDC identity)",
     ),
+    Rule(
+        "upload_deadline",
+        "more than `CONVERSION_WAIT` + `LABEL_TIMEOUT`",
+        # Else an upload that waited for its slot and then for its labels has no time to save.
+        lambda s: s.upload_deadline <= s.conversion_wait + s.label_timeout,
+        "UPLOAD_DEADLINE must be more than CONVERSION_WAIT + LABEL_TIMEOUT "
+        "(waiting for a slot and for labels would spend it)",
+    ),
 )
 
 

@@ -185,8 +185,16 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"max_pixels": 0}, "MAX_PIXELS must be positive"),
     ({"max_frames": 0}, "MAX_FRAMES must be positive"),
     ({"min_free_disk_mb": -1}, "MIN_FREE_DISK_MB must not be negative"),
-    ({"upload_deadline": 0.5}, "UPLOAD_DEADLINE must be between 1 and 600 seconds"),
+    (
+        {"upload_deadline": 0.5, "conversion_wait": 0.1, "label_timeout": 0.1},
+        "UPLOAD_DEADLINE must be between 1 and 600 seconds",
+    ),
     ({"upload_deadline": 601}, "UPLOAD_DEADLINE must be between 1 and 600 seconds"),
+    (
+        {"upload_deadline": 20, "conversion_wait": 10, "label_timeout": 10},
+        "UPLOAD_DEADLINE must be more than CONVERSION_WAIT + LABEL_TIMEOUT "
+        "(waiting for a slot and for labels would spend it)",
+    ),
     ({"label_min_score": -0.1}, "LABEL_MIN_SCORE must be between 0 and 1"),
     ({"label_min_score": 1.1}, "LABEL_MIN_SCORE must be between 0 and 1"),
     ({"label_max_results": 0}, "LABEL_MAX_RESULTS must be at least 1"),

@@ -539,7 +539,9 @@ def test_a_stale_claim_whose_owner_died_is_taken_over(
 def test_a_young_claim_makes_an_identical_upload_wait_then_503_at_its_deadline(
     settings: Settings, disk: LocalStore
 ) -> None:
-    pipeline = make_pipeline(settings, disk, upload_deadline=1.0)
+    pipeline = make_pipeline(
+        settings, disk, upload_deadline=1.0, conversion_wait=0.2, label_timeout=0.5
+    )
     content_key = WEBP_AND_PNG.content_key(images.jpeg())
     in_flight = new_id()  # another upload's, still converting
     disk.put(claim_key(content_key), claim_body(in_flight), content_type="application/json")
@@ -626,7 +628,11 @@ def test_storage_going_down_mid_upload_answers_503_within_the_deadline(
     # Production's retry deadline: alone, a write retries for 30 s (28.5 s measured before).
     store = make_gcs_store(bucket, timeout=5.0, deadline=30.0)
     client = make_app(
-        storage=store, labeler_impl=OutageLabeler(private_gcs_emulator), upload_deadline=3.0
+        storage=store,
+        labeler_impl=OutageLabeler(private_gcs_emulator),
+        upload_deadline=3.0,
+        conversion_wait=1.0,
+        label_timeout=1.5,
     ).test_client()
 
     started = time.monotonic()
@@ -642,7 +648,9 @@ def test_unanswered_storage_calls_answer_503_within_the_deadline(
     make_app: AppFactory, silent_gcs_endpoint: str
 ) -> None:
     store: GCSStore = make_gcs_store("silent", timeout=5.0, deadline=30.0)
-    client = make_app(storage=store, upload_deadline=2.0).test_client()
+    client = make_app(
+        storage=store, upload_deadline=2.0, conversion_wait=0.5, label_timeout=1.0
+    ).test_client()
 
     started = time.monotonic()
     status, body = post(client, images.jpeg())
