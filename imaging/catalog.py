@@ -582,11 +582,6 @@ class Catalog:
         except NotFound:
             return None  # a marker whose record was deleted or never committed
 
-    def find_duplicate(self, content_key: str) -> ImageRecord | None:
-        """The committed record made from the same bytes with the same options, if any."""
-        image_id = self.claimant(content_key)
-        return None if image_id is None else self.find(image_id)
-
     def find(self, image_id: str) -> ImageRecord | None:
         """The record, public or held back; None if it is not (or not yet) committed."""
         return self._maybe_get(image_id)
