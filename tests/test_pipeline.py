@@ -602,20 +602,26 @@ def test_the_clean_up_deletes_only_what_was_tried(settings: Settings, disk: Loca
     assert [k.split("/")[0] for k in flaky.deleted] == ["sha", "img", "img", "img"]
 
 
-class OutageLabeler:
-    """Takes storage down while the upload converts: its writes meet the outage."""
+class OutageAtFirstImageWrite:
+    """A real store whose emulator is stopped just before the upload's first image write: the
+    claim has landed, then storage is down for everything after it."""
 
-    name = "outage"
-
-    def __init__(self, emulator: GCSEmulator) -> None:
+    def __init__(self, inner: ObjectStore, emulator: GCSEmulator) -> None:
+        self.inner = inner
+        self.name = inner.name
         self.emulator = emulator
+        self._lock = threading.Lock()
 
-    def label(self, image: bytes) -> LabelResult:
-        self.emulator.stop()
-        return LabelResult()
+    def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        if key.startswith("img/"):
+            with self._lock:
+                self.emulator.stop()  # a no-op once stopped
+        self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
 
-    def check(self) -> None:
-        return None
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def test_storage_going_down_mid_upload_answers_503_within_the_deadline(
@@ -625,14 +631,13 @@ def test_storage_going_down_mid_upload_answers_503_within_the_deadline(
     clean-up delete's own. Now: the deadline, then a short clean-up (gc does the rest)."""
     bucket = new_bucket_name()
     private_gcs_emulator.create_bucket(bucket)
-    # Production's retry deadline: alone, a write retries for 30 s (28.5 s measured before).
+    # Production's retry deadline: alone, a write retries for 30 s (27.6 s measured before).
     store = make_gcs_store(bucket, timeout=5.0, deadline=30.0)
     client = make_app(
-        storage=store,
-        labeler_impl=OutageLabeler(private_gcs_emulator),
+        storage=OutageAtFirstImageWrite(store, private_gcs_emulator),
         upload_deadline=3.0,
         conversion_wait=1.0,
-        label_timeout=1.5,
+        label_timeout=1.0,
     ).test_client()
 
     started = time.monotonic()
