@@ -25,7 +25,7 @@ On LocalStore the app receives the PUT itself and streams it to disk (``WritesSt
 most ``DIRECT_UPLOAD_MAX_PUTS`` at once per process, and ``tmp/`` may hold at most
 ``DIRECT_UPLOAD_TMP_MAX_MB`` of uploads waiting for completion, PUTs in flight counted at their
 announced size. What is never completed is swept by the app itself (``sweep_soon``), at most
-once a minute per process, in the background.
+once a minute per process.
 
 Completion is bound to whoever asked for the ticket: the ticket (and nothing else) carries a
 ``completion_key``, a second HMAC of the upload id under its own salt, and ``complete`` answers
@@ -214,7 +214,7 @@ class UploadSessions:
                 detail=f"store {self.store.name!r} neither signs URLs nor writes streams",
                 retry_after=None,
             )
-        self.sweep_soon()
+        self.sweep_soon(now=now)
         ttl = self.settings.upload_url_ttl
         expires = int(time.time() if now is None else now) + ttl
         upload_id = self._mint_id(expires)
@@ -382,12 +382,14 @@ class UploadSessions:
         return result
 
     # -- maintenance ---------------------------------------------------------------------------
-    def sweep_soon(self, *, now: float | None = None) -> threading.Thread | None:
-        """Sweep expired uploads in the background, unless this process did so in the last
-        ``SWEEP_EVERY_SECONDS`` or is doing so now; the thread started, if any.
+    def sweep_soon(self, *, now: float | None = None) -> list[str] | None:
+        """Sweep expired uploads, unless this process did so in the last
+        ``SWEEP_EVERY_SECONDS`` or is doing so now: what was removed, None when skipped.
 
         Called by ``create`` and ``receive``, so what was never completed goes away without
-        ``flask gc``. Only where the app receives PUTs itself: a bucket has its lifecycle rule.
+        ``flask gc``. Inline and cheap: a listing of ``tmp/`` and ``upl/`` once a minute, and
+        a failure is logged, never the request's. Only where the app receives PUTs itself: a
+        bucket has its lifecycle rule.
         """
         if self.signs_urls:
             return None
@@ -397,22 +399,17 @@ class UploadSessions:
                 return None
             self._sweeping = True
             self._next_sweep = now + SWEEP_EVERY_SECONDS
-        thread = threading.Thread(
-            target=self._sweep_in_background, args=(now,), name="direct-upload-sweep", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def _sweep_in_background(self, now: float) -> None:
         try:
             removed = self.sweep(now=now)
-            if removed:
-                log.info("swept %d expired direct-upload object(s)", len(removed))
-        except Exception as exc:  # a background thread has nobody else to tell
+        except Exception as exc:  # the request that happened to come by is not at fault
             log.warning("sweeping expired direct uploads failed: %r", exc)
+            return []
         finally:
             with self._sweep_lock:
                 self._sweeping = False
+        if removed:
+            log.info("swept %d expired direct-upload object(s)", len(removed))
+        return removed
 
     def sweep(self, *, now: float | None = None) -> list[str]:
         """Remove temporary objects and markers of uploads past their completion window."""
