@@ -63,6 +63,13 @@ def target(server: Container, ticket: dict[str, Any]) -> str:
     return f"{url.path}?{url.query}"
 
 
+def address(server: Container) -> tuple[str, int]:
+    url = urlsplit(server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    return url.hostname, url.port
+
+
 def the_worker(server: Container) -> int:
     """The pid of gunicorn's one worker (the master's only child)."""
     pid = server.process.pid
@@ -87,8 +94,7 @@ def put_streamed(server: Container, ticket: dict[str, Any], size: int) -> tuple[
         for sent in range(0, size, MiB):
             yield piece[: min(MiB, size - sent)]
 
-    url = urlsplit(server.url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=180)
+    connection = http.client.HTTPConnection(*address(server), timeout=180)
     try:
         connection.request(
             "PUT",
@@ -106,10 +112,10 @@ def start_slow_put(
     server: Container, ticket: dict[str, Any], size: int, sent: int
 ) -> socket.socket:
     """A PUT announcing ``size`` bytes that sends ``sent`` of them, then waits."""
-    url = urlsplit(server.url)
-    sock = socket.create_connection((url.hostname, url.port), timeout=30)
+    host, port = address(server)
+    sock = socket.create_connection((host, port), timeout=30)
     head = (
-        f"PUT {target(server, ticket)} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"PUT {target(server, ticket)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: {ticket['headers']['Content-Type']}\r\nContent-Length: {size}\r\n\r\n"
     )
     sock.sendall(head.encode() + b"\x89" * sent)
