@@ -39,6 +39,7 @@ from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
+from tests.faults import FlakyStore
 from tests.gcs_emulator import GCSEmulator, make_gcs_store
 from tests.images import encode, noise, png
 
@@ -541,6 +542,16 @@ def test_a_put_whose_connection_fails_leaves_nothing_and_may_be_retried(
     assert local_store.list("tmp/") == []
     assert temp_files(local_store) == []
     assert put(local_client, ticket, data).status_code == 201
+
+
+def test_no_ticket_from_a_store_that_neither_signs_urls_nor_writes_streams(
+    make_app: AppFactory, local_store: LocalStore
+) -> None:
+    """A PUT that could never be received is not offered: 503, said once, before any URL."""
+    client = make_app(storage=FlakyStore(local_store)).test_client()
+    refused = client.post("/api/uploads", json={"content_type": "image/png", "size": 10})
+    assert refused.status_code == 503
+    assert refused.get_json()["message"] == "Direct uploads are not available on this server."
 
 
 def test_a_body_shorter_than_its_content_length_is_not_kept(local_app: Flask) -> None:

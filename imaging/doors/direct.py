@@ -208,12 +208,8 @@ class UploadSessions:
             raise BadRequest("size must be the file's size in bytes (at least 1).")
         if size > self.max_bytes:
             raise TooLarge.over(self.max_bytes, scope="for direct uploads")
-        if not self.signs_urls and not isinstance(self.store, WritesStreams):
-            raise Unavailable(
-                "Direct uploads are not available on this server.",
-                detail=f"store {self.store.name!r} neither signs URLs nor writes streams",
-                retry_after=None,
-            )
+        if not self.signs_urls:
+            self._receiving_store()  # refuse a ticket whose PUT could never be received
         self.sweep_soon(now=now)
         ttl = self.settings.upload_url_ttl
         expires = int(time.time() if now is None else now) + ttl
@@ -281,13 +277,7 @@ class UploadSessions:
         both pass with time, so both say when to retry. If the body fails, nothing is kept and
         the token is given back: it was not used up, and the client may retry the same URL.
         """
-        store = self.store
-        if not isinstance(store, WritesStreams):
-            raise Unavailable(
-                "Direct uploads are not available on this server.",
-                detail=f"store {store.name!r} cannot write streams",
-                retry_after=None,
-            )
+        store = self._receiving_store()
         self.sweep_soon()
         if not self._puts.acquire(blocking=False):
             raise Busy(
@@ -298,7 +288,9 @@ class UploadSessions:
             claim = f"{MARKER_PREFIX}{grant.upload_id}{_CLAIM_SUFFIX}"
             try:
                 # Random bytes: a create-only put of *other* bytes is how a second claim fails.
-                store.put(claim, secrets.token_bytes(16), content_type="application/octet-stream")
+                self.store.put(
+                    claim, secrets.token_bytes(16), content_type="application/octet-stream"
+                )
             except ObjectExists:
                 raise AlreadyUploaded(
                     "This upload URL was already used. Ask for a new upload to send another file."
@@ -467,6 +459,16 @@ class UploadSessions:
 
     def _serializer(self) -> URLSafeSerializer:
         return URLSafeSerializer(self._secret(), salt="imaging.direct.put-token")
+
+    def _receiving_store(self) -> WritesStreams:
+        """The store as the app's own PUT writes to it; 503 if it cannot take a stream."""
+        if not isinstance(self.store, WritesStreams):
+            raise Unavailable(
+                "Direct uploads are not available on this server.",
+                detail=f"store {self.store.name!r} neither signs URLs nor writes streams",
+                retry_after=None,
+            )
+        return self.store
 
     def _holding_slot(self) -> Slot:
         return Slot(self._holding, self.settings.conversion_wait)
