@@ -415,6 +415,21 @@ class Settings:
         DIRECT,
         check=Between(1, 1024),
     )
+    direct_upload_max_puts: int = setting(
+        4,
+        "direct-upload PUTs received at once per process (LocalStore; each holds a thread while "
+        "its client sends); one more gets 503 with `Retry-After`",
+        DIRECT,
+        check=Between(1, 64),
+    )
+    direct_upload_tmp_max_mb: int = setting(
+        1024,
+        "most that direct uploads waiting for completion may take on LocalStore's disk "
+        "(`tmp/`, PUTs in flight counted at their announced size); a PUT past it gets 503 "
+        "with `Retry-After`",
+        DIRECT,
+        check=AtLeast(1),
+    )
     upload_url_ttl: int = setting(
         900,
         "seconds a direct-upload URL stays valid for starting its PUT",
@@ -650,6 +665,10 @@ class Settings:
         return self.direct_upload_max_mb * 1024 * 1024
 
     @property
+    def direct_upload_tmp_max_bytes(self) -> int:
+        return self.direct_upload_tmp_max_mb * 1024 * 1024
+
+    @property
     def direct_upload_threshold_bytes(self) -> int:
         return int(self.direct_upload_threshold_mb * 1024 * 1024)
 
@@ -745,6 +764,15 @@ RULES: tuple[Rule, ...] = (
         "STORAGE_BACKEND=local on Cloud Run would keep images in the instance's memory, "
         "which vanishes when it scales in; set STORAGE_BACKEND=gcs and GCS_BUCKET "
         "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)",
+    ),
+    Rule(
+        "direct_upload_tmp_max_mb",
+        "at least `DIRECT_UPLOAD_MAX_MB` with `STORAGE_BACKEND=local`",
+        lambda s: (
+            s.storage_backend == "local" and s.direct_upload_tmp_max_mb < s.direct_upload_max_mb
+        ),
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least DIRECT_UPLOAD_MAX_MB with "
+        "STORAGE_BACKEND=local, or the largest direct upload could never be received",
     ),
     Rule(
         "secret_key",

@@ -167,7 +167,21 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"direct_upload_max_mb": 0}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),
-    ({"direct_upload_max_mb": 1025}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),
+    (
+        {"direct_upload_max_mb": 1025, "direct_upload_tmp_max_mb": 1025},
+        "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024",
+    ),
+    ({"direct_upload_max_puts": 0}, "DIRECT_UPLOAD_MAX_PUTS must be between 1 and 64"),
+    ({"direct_upload_max_puts": 65}, "DIRECT_UPLOAD_MAX_PUTS must be between 1 and 64"),
+    (
+        {"direct_upload_tmp_max_mb": 0, "storage_backend": "gcs", "gcs_bucket": "b"},
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least 1",
+    ),
+    (
+        {"direct_upload_tmp_max_mb": 199},
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least DIRECT_UPLOAD_MAX_MB with "
+        "STORAGE_BACKEND=local, or the largest direct upload could never be received",
+    ),
     ({"direct_upload_threshold_mb": -0.5}, "DIRECT_UPLOAD_THRESHOLD_MB must not be negative"),
     ({"upload_url_ttl": 59}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
     ({"upload_url_ttl": 604801}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
@@ -269,6 +283,9 @@ def test_each_rule_refuses_what_breaks_it(changes: dict[str, Any], problem: str)
         {"upload_url_ttl": 60, "max_side": WEBP_MAX_SIDE, "max_output_side": 1},
         {"label_min_score": 0.0, "trace_sample_ratio": 1.0, "event_workers": 32},
         {"storage_backend": "gcs", "gcs_bucket": "b", "labeler": "vision"},
+        # The app receives no PUTs on GCS: its tmp/ room binds nothing there.
+        {"storage_backend": "gcs", "gcs_bucket": "b", "direct_upload_tmp_max_mb": 1},
+        {"direct_upload_max_puts": 64, "direct_upload_tmp_max_mb": 200},
         {"safe_search_hide": "VERY_LIKELY", "log_level": "ERROR", "log_format": "json"},
         {"on_cloud_run": True, "allow_local_storage_on_cloud_run": True, "secret_key": "s"},
         {**TASKS, "events_audience": "http://localhost:8080"},

@@ -7,12 +7,14 @@ backend can show: local atomic files and serving, GCS retries, 412s, outages and
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 from google.cloud.storage import Client
 
-from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable, TooLarge
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
@@ -421,6 +423,180 @@ def test_local_disk_errors_are_storage_unavailable(tmp_path: Path) -> None:
     (tmp_path / "media").write_bytes(b"not a directory")
     with pytest.raises(StorageUnavailable):
         put(store, "rec/1.json")
+
+
+# -- LocalStore.put_stream: the direct-upload PUT's body to disk, never whole in memory ----------
+
+MiB = 1024 * 1024
+
+
+class Chunks:
+    """A stream of ``total`` bytes made on the fly, recording what was asked of it; it raises
+    ``fail`` once ``fail_after`` bytes are out."""
+
+    def __init__(
+        self, total: int, *, fail_after: int | None = None, fail: BaseException | None = None
+    ) -> None:
+        self.total = total
+        self.sent = 0
+        self.asked = 0
+        self.fail_after = fail_after
+        self.fail = fail
+
+    def read(self, size: int = -1, /) -> bytes:
+        assert size > 0, "put_stream asks for bounded chunks"
+        self.asked += size
+        if self.fail is not None and self.fail_after is not None and self.sent >= self.fail_after:
+            raise self.fail
+        n = min(size, self.total - self.sent)
+        self.sent += n
+        return bytes([self.sent % 251]) * n
+
+
+def stream_of(data: bytes) -> io.BytesIO:
+    return io.BytesIO(data)
+
+
+def test_local_put_stream_creates_the_object_with_its_content_type(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(3 * MiB + 17)
+    size = store.put_stream("tmp/upload", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    assert size == len(data)
+    assert store.get("tmp/upload") == data
+    assert store.metadata("tmp/upload").content_type == WEBP
+    assert store.list("tmp/") == ["tmp/upload"]
+    assert files_under(tmp_path) == [".meta/tmp/upload", "tmp/upload"]
+
+
+def test_local_put_stream_holds_one_chunk_in_memory_not_the_body(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    body = Chunks(64 * MiB)
+    tracemalloc.start()
+    try:
+        store.put_stream("tmp/big", body, max_bytes=64 * MiB, content_type=WEBP)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "tmp" / "big").stat().st_size == 64 * MiB
+    # A chunk is 1 MiB: the stream's own chunk and the one being written, and small change.
+    assert peak < 4 * MiB, f"peak {peak / MiB:.1f} MiB for a 64 MiB body"
+
+
+def test_local_put_stream_over_max_bytes_leaves_nothing_and_reads_one_byte_past(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    body = Chunks(5 * MiB)
+    with pytest.raises(TooLarge):
+        store.put_stream("tmp/upload", body, max_bytes=2 * MiB + 3, content_type=WEBP)
+    # One byte past the bound is enough to refuse: a server capped at bound + 1 never trips.
+    assert body.asked == 2 * MiB + 4
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_of_exactly_max_bytes_is_accepted(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(MiB)
+    assert store.put_stream("tmp/u", stream_of(data), max_bytes=MiB, content_type=WEBP) == MiB
+    assert store.get("tmp/u") == data
+
+
+def test_local_put_stream_failing_mid_way_leaves_nothing_and_passes_the_error_on(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    gone = ConnectionResetError("the client went away")
+    body = Chunks(8 * MiB, fail_after=3 * MiB, fail=gone)
+    with pytest.raises(ConnectionResetError) as caught:
+        store.put_stream("tmp/upload", body, max_bytes=8 * MiB, content_type=WEBP)
+    # The stream's own error, not StorageUnavailable: the disk did nothing wrong.
+    assert caught.value is gone
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_is_create_only_like_put(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(2 * MiB)
+    store.put_stream("tmp/u", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    # The same bytes again: a retry of a write that landed, so a success.
+    again = store.put_stream("tmp/u", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    assert again == len(data)
+    other = os.urandom(2 * MiB)
+    with pytest.raises(ObjectExists):
+        store.put_stream("tmp/u", stream_of(other), max_bytes=len(other), content_type=WEBP)
+    assert store.get("tmp/u") == data
+    assert files_under(tmp_path) == [".meta/tmp/u", "tmp/u"]
+
+
+def test_local_put_stream_under_an_existing_object_raises_object_exists(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    put(store, "tmp", b"an object where a directory would go")
+    before = files_under(tmp_path)
+    with pytest.raises(ObjectExists):
+        store.put_stream("tmp/u", stream_of(b"x"), max_bytes=1, content_type=WEBP)
+    assert files_under(tmp_path) == before
+
+
+def test_local_put_stream_whose_sidecar_fails_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_replace", disk_full)
+    with pytest.raises(StorageUnavailable):
+        store.put_stream("tmp/u", stream_of(b"bytes"), max_bytes=5, content_type=WEBP)
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_refuses_before_reading_when_the_folder_has_no_room(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    store.put_stream("tmp/a", stream_of(b"a" * 600), max_bytes=600, content_type=WEBP, room=1000)
+    body = Chunks(500)
+    with pytest.raises(DiskFull) as caught:
+        store.put_stream("tmp/b", body, max_bytes=500, content_type=WEBP, room=1000)
+    assert caught.value.status == 503
+    assert caught.value.retry_after
+    assert body.asked == 0
+    assert store.list("tmp/") == ["tmp/a"]
+    # Other folders do not count: the room is the key's folder's.
+    put(store, "rec/1.json", b"r" * 5000)
+    store.put_stream("tmp/b", stream_of(b"b" * 400), max_bytes=400, content_type=WEBP, room=1000)
+
+
+def test_local_put_stream_counts_a_write_in_progress_at_its_reservation(tmp_path: Path) -> None:
+    """Another writer's PUT (here: one started from inside this stream) counts at its
+    max_bytes while it runs, not at the few bytes it has written so far."""
+    store = LocalStore(tmp_path)
+    refused: list[BaseException] = []
+
+    class StartsAnotherUpload(Chunks):
+        def read(self, size: int = -1, /) -> bytes:
+            if self.sent == 0:
+                with pytest.raises(DiskFull) as caught:
+                    store.put_stream(
+                        "tmp/second",
+                        stream_of(b"x" * 300),
+                        max_bytes=300,
+                        content_type=WEBP,
+                        room=1000,
+                    )
+                refused.append(caught.value)
+            return super().read(size)
+
+    store.put_stream(
+        "tmp/first", StartsAnotherUpload(100), max_bytes=800, content_type=WEBP, room=1000
+    )
+    assert len(refused) == 1
+    assert store.list("tmp/") == ["tmp/first"]
+    # Done, the first counts at its real size (100): now there is room for the second.
+    store.put_stream(
+        "tmp/second", stream_of(b"x" * 300), max_bytes=300, content_type=WEBP, room=1000
+    )
 
 
 # -- GCSStore ----------------------------------------------------------------------------------

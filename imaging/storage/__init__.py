@@ -60,6 +60,38 @@ class SweepsLeftovers(Protocol):
         """Remove such debris older than ``grace_seconds``; what was removed."""
 
 
+class ReadsChunks(Protocol):
+    """What ``put_stream`` reads from: a request body, a file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@runtime_checkable
+class WritesStreams(Protocol):
+    """A store that writes an object from a stream, never holding it whole (LocalStore).
+
+    The app's own direct-upload PUT needs it: bodies up to DIRECT_UPLOAD_MAX_MB go to disk in
+    chunks. GCS needs no such thing there (clients PUT to the bucket through a signed URL).
+    """
+
+    def put_stream(
+        self,
+        key: str,
+        stream: ReadsChunks,
+        *,
+        max_bytes: int,
+        content_type: str,
+        cache_control: str | None = None,
+        room: int | None = None,
+    ) -> int:
+        """Create ``key`` from ``stream`` as ``put`` would (all or nothing, create-only, same
+        bytes: success) and return its size. Over ``max_bytes``: TooLarge, and nothing is left.
+
+        ``room``: the most bytes ``key``'s folder may hold, counting its objects and every write
+        in progress there at its ``max_bytes`` (this one included, in every process). A write
+        that would pass it is refused with DiskFull before a byte is read."""
+
+
 def build_store(settings: Settings) -> ObjectStore:
     """The backend STORAGE_BACKEND names, built once per process."""
     if settings.storage_backend == "gcs":
