@@ -80,6 +80,11 @@ def batch_byte_limit(settings: Settings) -> int:
 
 
 def is_own_object(settings: Settings, ref: ObjectRef) -> bool:
+    """Whether ``ref`` is something the app wrote itself, never an original to convert: a key
+    of its own in its private bucket, or anything at all in its public bucket (which holds
+    nothing but the variants it made; converting them would loop)."""
+    if settings.gcs_public_bucket and ref.bucket == settings.gcs_public_bucket:
+        return True
     return ref.bucket == settings.gcs_bucket and ref.name.startswith(OWN_PREFIXES)
 
 
