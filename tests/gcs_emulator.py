@@ -15,6 +15,8 @@ Fixtures:
     gcs_store         a GCSStore on new buckets
     any_store         parametrised: a LocalStore on a tmp dir, then a GCSStore on the emulator
 
+Helpers: ``anonymous_names(bucket)`` and ``anonymous_get(emulator, url)`` read as the public does.
+
 Fault fixtures (each points STORAGE_EMULATOR_HOST somewhere else for the test):
     private_gcs_emulator      an emulator of the test's own, which it may stop
     response_dropping_proxy   a proxy to the emulator that loses the answers to chosen requests
@@ -43,6 +45,7 @@ from typing import IO, Any
 
 import pytest
 
+from imaging.gclients import anonymous_credentials
 from imaging.storage import ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
@@ -233,6 +236,28 @@ def gcs_bucket(gcs_emulator: GCSEmulator, monkeypatch: pytest.MonkeyPatch) -> st
     name = new_bucket_name()
     create_store_buckets(gcs_emulator, name)
     return name
+
+
+def anonymous_names(bucket: str) -> list[str]:
+    """Every object name in ``bucket`` as anyone on the internet would list it (no credentials).
+
+    The emulator enforces no IAM, so this shows what a grant of list rights would expose: the
+    tests assert the public bucket holds nothing but what may be public.
+    """
+    from google.cloud import storage
+
+    client = storage.Client(project="test", credentials=anonymous_credentials())
+    return sorted(str(blob.name) for blob in client.list_blobs(bucket))
+
+
+def anonymous_get(emulator: GCSEmulator, public_url: str) -> tuple[int, bytes]:
+    """GET a a storage.googleapis.com URL from the emulator, as anyone."""
+    url = public_url.replace("https://storage.googleapis.com", emulator.host, 1)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
 
 
 def make_gcs_store(bucket: str, **options: Any) -> GCSStore:
