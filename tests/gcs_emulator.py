@@ -251,7 +251,7 @@ def anonymous_names(bucket: str) -> list[str]:
 
 
 def anonymous_get(emulator: GCSEmulator, public_url: str) -> tuple[int, bytes]:
-    """GET a a storage.googleapis.com URL from the emulator, as anyone."""
+    """GET a storage.googleapis.com URL from the emulator, as anyone."""
     url = public_url.replace("https://storage.googleapis.com", emulator.host, 1)
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
