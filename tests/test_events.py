@@ -495,6 +495,22 @@ def test_an_event_from_the_public_bucket_is_forbidden_and_converts_nothing(
     assert records(app_store) == []
 
 
+def test_the_converter_itself_refuses_an_object_of_the_public_bucket(
+    events_app: Callable[..., Flask], gcs_bucket: str, app_store: ObjectStore
+) -> None:
+    """Whatever door passes it on: the public bucket holds no original to convert."""
+    from imaging.errors import Forbidden
+    from imaging.services import services_of
+
+    public = public_bucket_of(gcs_bucket)
+    ref, _ = put_original(public, "holiday.jpg", images.jpeg())
+    converter = services_of(events_app()).converter
+
+    with pytest.raises(Forbidden):
+        converter.convert(ref)
+    assert records(app_store) == []
+
+
 def test_the_public_bucket_is_the_apps_own_whatever_the_object_is_called() -> None:
     from imaging.config import Settings
     from imaging.doors.convert import is_own_object

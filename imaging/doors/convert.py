@@ -29,7 +29,7 @@ from imaging.catalog import OWN_PREFIXES, Catalog
 from imaging.config import Settings
 from imaging.doors.ledger import EventLedger, Outcome
 from imaging.doors.sources import BucketSource, ObjectRef, SourceObject, file_ref, read_file
-from imaging.errors import Busy, ImagingError, ObjectExists, Unavailable
+from imaging.errors import Busy, Forbidden, ImagingError, ObjectExists, Unavailable
 from imaging.formats import parse_format_list
 from imaging.pipeline import Pipeline, UploadOptions
 
@@ -109,8 +109,15 @@ class ObjectConverter:
     def convert(self, ref: ObjectRef, formats: tuple[str, ...] | None = None) -> Conversion:
         """Convert ``ref`` unless it was settled before; raise Unavailable (503) to be retried.
 
-        ``formats`` None means: the object's ``formats`` metadata, else DEFAULT_FORMATS.
+        ``formats`` None means: the object's ``formats`` metadata, else DEFAULT_FORMATS. An
+        object in the public bucket is refused (403) whatever door passed it on: everything
+        there is the app's own output (the doors skip it before they get here).
         """
+        if self.settings.gcs_public_bucket and ref.bucket == self.settings.gcs_public_bucket:
+            raise Forbidden(
+                "Objects in the public bucket are the app's own variants, never originals.",
+                detail=f"{ref} is in GCS_PUBLIC_BUCKET",
+            )
         settled = self.ledger.outcome(ref)
         if settled is not None:
             return _from_outcome(ref, settled)
