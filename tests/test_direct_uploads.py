@@ -40,7 +40,13 @@ from imaging.storage.local import LocalStore
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.faults import FlakyStore
-from tests.gcs_emulator import GCSEmulator, make_gcs_store
+from tests.gcs_emulator import (
+    GCSEmulator,
+    anonymous_get,
+    anonymous_names,
+    make_gcs_store,
+    public_bucket_of,
+)
 from tests.images import encode, noise, png
 
 MiB = 1024 * 1024
@@ -645,6 +651,38 @@ def test_signed_url_put_lands_in_the_emulator_and_completes_into_a_record(
     ]
     assert gcs_store_for_uploads.list("tmp/") == []
     assert complete(client, ticket).get_json()["id"] == record["id"]
+
+
+def test_a_direct_uploads_original_stays_private_and_only_its_variants_become_public(
+    gcs_app: Flask,
+    gcs_store_for_uploads: ObjectStore,
+    gcs_emulator: GCSEmulator,
+    gcs_bucket: str,
+) -> None:
+    """The signed URL points into the private bucket: the original (EXIF, GPS and all) is never
+    in the public one, which after completion holds the record's variants and nothing else."""
+    client = gcs_app.test_client()
+    data = png(90, 70)
+    ticket = create_ticket(client, size=len(data))
+    public = public_bucket_of(gcs_bucket)
+    assert f"/{public}/" not in ticket["url"]
+
+    landed = requests.put(ticket["url"], data=data, headers=ticket["headers"], timeout=10)
+    assert landed.status_code == 200, landed.text
+    assert anonymous_names(public) == []
+    assert anonymous_names(gcs_bucket) == [f"tmp/{ticket['upload_id']}"]
+    tmp_url = f"https://storage.googleapis.com/{public}/tmp/{ticket['upload_id']}"
+    assert anonymous_get(gcs_emulator, tmp_url)[0] == 404
+
+    record = complete(client, ticket).get_json()
+
+    files = [*record["variants"], record["thumbnail"]]
+    assert anonymous_names(public) == sorted(
+        urlsplit(f["url"]).path.removeprefix(f"/{public}/") for f in files
+    )
+    assert all(name.startswith(f"img/{record['id']}/") for name in anonymous_names(public))
+    fetched = [anonymous_get(gcs_emulator, f["url"]) for f in files]
+    assert [(status, len(body)) for status, body in fetched] == [(200, f["bytes"]) for f in files]
 
 
 def test_signed_url_binds_the_type_the_size_range_and_create_only(

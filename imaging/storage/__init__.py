@@ -1,11 +1,11 @@
 """The storage seam: the ObjectStore contract and the mapping from STORAGE_BACKEND to a backend.
 
 Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
-create-only, lists keys in ascending byte order and gives each key a public URL; the key rules
-themselves are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
-``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS) answers it with
-ObjectNotFound. Errors are the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists,
-StorageUnavailable (503).
+create-only, lists keys in ascending byte order and gives each variant (``img/``) a public URL;
+the key rules themselves are ``imaging.storage.keys``. A backend whose public URLs point at the
+app (LocalStore: ``/media/...``) serves through ``read_for_serving``; one that serves its own
+(GCS, from a public bucket that holds only ``img/``) answers it with ObjectNotFound. Errors are
+the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ObjectStore(Protocol):
         """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
 
     def public_url(self, key: str) -> str:
-        """The URL a browser fetches the object from."""
+        """The URL a browser fetches the variant ``img/...`` from (GCS: ValueError for others)."""
 
     def read_for_serving(self, key: str) -> tuple[bytes, str]:
         """The bytes and content type the app's media route sends for ``key``.
@@ -97,7 +97,11 @@ def build_store(settings: Settings) -> ObjectStore:
     if settings.storage_backend == "gcs":
         from imaging.storage.gcs import GCSStore
 
-        return GCSStore(settings.gcs_bucket, public_base_url=settings.public_base_url)
+        return GCSStore(
+            settings.gcs_bucket,
+            public_bucket=settings.gcs_public_bucket,
+            public_base_url=settings.public_base_url,
+        )
     from imaging.storage.local import LocalStore
 
     return LocalStore(
