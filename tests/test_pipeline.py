@@ -27,7 +27,7 @@ from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.faults import FlakyStore
-from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
+from tests.gcs_emulator import GCSEmulator, create_store_buckets, make_gcs_store, new_bucket_name
 from tests.uploads import post_image
 
 
@@ -630,7 +630,7 @@ def test_storage_going_down_mid_upload_answers_503_within_the_deadline(
     """Down for 45 s, answers once came after 41 s and 57 s: the write's retries, then each
     clean-up delete's own. Now: the deadline, then a short clean-up (gc does the rest)."""
     bucket = new_bucket_name()
-    private_gcs_emulator.create_bucket(bucket)
+    create_store_buckets(private_gcs_emulator, bucket)
     # Production's retry deadline: alone, a write retries for 30 s (27.6 s measured before).
     store = make_gcs_store(bucket, timeout=5.0, deadline=30.0)
     client = make_app(
