@@ -33,6 +33,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -339,6 +340,16 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What ``Catalog.scan`` read: the records, how many would not parse, and whether it read
+    every record there is (False: it stopped at its cap)."""
+
+    records: list[ImageRecord]
+    unreadable: int
+    complete: bool
+
+
 class Catalog:
     """Reads and writes records and indexes through an ObjectStore."""
 
@@ -518,6 +529,42 @@ class Catalog:
             if record is not None:
                 return record
         return None
+
+    def get_many(self, image_ids: Iterable[str]) -> list[ImageRecord | NotFound]:
+        """Each id's record (public or held back) or its NotFound, in order, read in parallel:
+        a bulk request costs one wave of reads, not one round trip per image."""
+
+        def read(image_id: str) -> ImageRecord | NotFound:
+            try:
+                return self.get(image_id)
+            except NotFound as missing:
+                return missing
+
+        return list(self._pool.map(read, list(image_ids)))
+
+    def scan(self, *, limit: int) -> Scan:
+        """Up to ``limit`` records, the public ones newest first, then the held-back ones:
+        one listing call per 1000 keys plus parallel reads, so O(catalog) up to the cap.
+
+        A record that no longer parses (a shape older than this code, a hand-edited file)
+        counts as unreadable instead of failing the scan."""
+        listed = itertools.chain(
+            self._iter_keys(RECORD_PREFIX), self._iter_keys(HELD_RECORD_PREFIX)
+        )
+        keys = list(itertools.islice(listed, limit + 1))
+        complete = len(keys) <= limit
+
+        def read(key: str) -> ImageRecord | str:
+            try:
+                return ImageRecord.from_json(self.store.get(key))
+            except ObjectNotFound:
+                return "gone"  # deleted since it was listed
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return "unreadable"
+
+        found = list(self._pool.map(read, keys[:limit]))
+        records = [r for r in found if isinstance(r, ImageRecord)]
+        return Scan(records, unreadable=found.count("unreadable"), complete=complete)
 
     def iter_ids(self) -> Iterator[str]:
         """Every committed id, newest first (one listing call per 1000)."""
