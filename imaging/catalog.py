@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
+from imaging.errors import ImagingError, NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
@@ -530,15 +530,15 @@ class Catalog:
                 return record
         return None
 
-    def get_many(self, image_ids: Iterable[str]) -> list[ImageRecord | NotFound]:
-        """Each id's record (public or held back) or its NotFound, in order, read in parallel:
-        a bulk request costs one wave of reads, not one round trip per image."""
+    def get_many(self, image_ids: Iterable[str]) -> list[ImageRecord | ImagingError]:
+        """Each id's record (public or held back) or why not (NotFound, StorageUnavailable), in
+        order, read in parallel: one wave of reads, not one round trip per image."""
 
-        def read(image_id: str) -> ImageRecord | NotFound:
+        def read(image_id: str) -> ImageRecord | ImagingError:
             try:
                 return self.get(image_id)
-            except NotFound as missing:
-                return missing
+            except ImagingError as why:
+                return why
 
         return list(self._pool.map(read, list(image_ids)))
 

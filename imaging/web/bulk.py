@@ -80,7 +80,7 @@ def delete_each(ids: list[str], keys: dict[str, str], *, admin: bool) -> Respons
     for image_id, found in zip(ids, svc.catalog.get_many(ids), strict=True):
         key = keys.get(image_id) or None
         try:
-            if isinstance(found, NotFound):
+            if isinstance(found, ImagingError):
                 raise found
             record = visible_record(svc.settings, found, key, admin=admin)
             authorize_delete(svc.settings, record, key, admin=admin)
@@ -197,8 +197,11 @@ def download() -> ResponseReturnValue:
     admin = is_admin(svc.settings)
     records: list[ImageRecord] = []
     for found in svc.catalog.get_many(ids):
-        if isinstance(found, ImageRecord) and (admin or not found.hidden):
-            records.append(found)
+        if isinstance(found, ImageRecord):
+            if admin or not found.hidden:
+                records.append(found)
+        elif not isinstance(found, NotFound):
+            raise found  # storage failed: a 503, not a ZIP quietly missing images
     if not records:
         raise NotFound("None of those images can be downloaded.")
     headers = {
