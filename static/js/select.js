@@ -164,6 +164,7 @@
     }
   } catch (e) { /* no sessionStorage: nothing to show */ }
 
-  bar.hidden = false;
+  selectAll.disabled = false;
+  bar.classList.add('is-ready');
   update();
 }());
