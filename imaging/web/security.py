@@ -5,6 +5,9 @@
   token keyed with SECRET_KEY in the (signed, HttpOnly, Secure over HTTPS) session, never the
   token, never a plain hash (the session is readable by whoever holds the cookie, and a weak
   token's sha256 could be guessed offline) and never in a URL.
+- ``ADMIN_TOKEN``: the API takes it as a bearer token only (``is_admin``); a browser may unlock
+  its session with it once (``/admin/unlock``), which keeps only an HMAC of it, read by page
+  doors alone (``admin_session``) and each one that writes checks CSRF first.
 - ``RATE_LIMIT`` (e.g. ``30/minute``) is a budget of work per client address (taken from
   ``X-Forwarded-For`` only behind a trusted proxy: ProxyFix with TRUSTED_PROXY_HOPS, on by
   default on Cloud Run). Every upload door (UPLOAD_DOORS) draws on one shared budget, each
