@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 from skimage import data as samples
 
 from imaging.storage.local import LocalStore
@@ -258,3 +258,26 @@ def test_the_new_pages_have_no_serious_or_critical_axe_violation(
     blocked = [f"{name}: {v}" for name, violations in found.items() for v in violations]
     assert blocked == [], "\n".join(blocked)
     assert console.csp_violations() == []
+
+
+def test_on_a_phone_the_checkboxes_show_without_hover_and_a_tap_selects(
+    browser: Browser, gallery: Seeder
+) -> None:
+    server, images = gallery()
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    try:
+        phone = context.new_page()
+        phone.goto(server.url)
+        box = card(phone, images[1]).get_by_test_id("card-select")
+        # A touch screen has no hover to reveal them: they are always shown there.
+        assert box.evaluate("b => getComputedStyle(b).opacity") == "1"
+
+        box.tap()
+
+        expect(box).to_be_checked()
+        expect(phone.get_by_test_id("selection-count")).to_have_text("1 image selected")
+        expect(phone.get_by_test_id("lightbox")).to_be_hidden()  # the tap did not open it
+    finally:
+        context.close()

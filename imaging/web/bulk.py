@@ -143,7 +143,7 @@ class Sink(io.RawIOBase):
 
 def entry_name(record: ImageRecord, ext: str, taken: set[str]) -> str:
     """``<name>.<ext>`` from the display name, never a path; ``<name>-2.<ext>`` on a clash."""
-    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", record.name)
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", str(record.name))
     stem = re.sub(r"[^\w .()-]+", "_", stem).strip(" ._")[:80] or "image"
     name, n = f"{stem}.{ext}", 1
     while name.lower() in taken:
