@@ -49,6 +49,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.catalog
 	$(BIN)/python -m benchmarks.http
 	$(BIN)/python -m benchmarks.pages
+	$(BIN)/python -m benchmarks.manage
 
 ## Re-make docs/screenshots/*.png from a freshly seeded app in headless Chromium.
 screenshots: $(VENV)/.dev

@@ -28,6 +28,7 @@ from imaging.untrusted import read_json
 from imaging.web import (
     admin,
     api,
+    bulk,
     deliveries,
     media,
     ops,
@@ -109,11 +110,20 @@ def create_app(
     requestlog.init_app(app, settings)
 
     install(app, build_services(settings, store=storage, labeler=labeler))
-    for blueprint in (pages.bp, api.bp, media.bp, ops.bp, uploads.bp, deliveries.bp, admin.bp):
+    for blueprint in (
+        pages.bp,
+        api.bp,
+        bulk.bp,
+        media.bp,
+        ops.bp,
+        uploads.bp,
+        deliveries.bp,
+        admin.bp,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security(app, settings)
-    init_rate_limits(app, settings, "api", "pages", "uploads", "admin")
+    init_rate_limits(app, settings, "api", "bulk", "pages", "uploads", "admin")
     register_commands(app)
     return app
 

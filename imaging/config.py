@@ -484,6 +484,20 @@ class Settings:
         # Werkzeug's MAX_FORM_PARTS (64) bounds the parts of any form anyway.
         check=Between(1, 60),
     )
+    max_bulk_images: int = setting(
+        100,
+        "most images one bulk request may name (`POST /api/images/delete`, "
+        "`GET /api/images.zip`); more is a 400 before any image is read",
+        LIMITS,
+        check=Between(1, 1000),
+    )
+    stats_max_records: int = setting(
+        5000,
+        "most records the admin's stats page reads (newest first); past it the page says it "
+        "counted only these",
+        LIMITS,
+        check=Between(1, 1_000_000),
+    )
     default_formats: tuple[str, ...] = setting(
         ("webp",),
         "output formats when a request names none",

@@ -217,6 +217,9 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"max_side": 0}, "MAX_SIDE must be between 1 and 16383 (WebP's limit)"),
     ({"max_files_per_request": 0}, "MAX_FILES_PER_REQUEST must be between 1 and 60"),
     ({"max_files_per_request": 61}, "MAX_FILES_PER_REQUEST must be between 1 and 60"),
+    ({"max_bulk_images": 0}, "MAX_BULK_IMAGES must be between 1 and 1000"),
+    ({"max_bulk_images": 1001}, "MAX_BULK_IMAGES must be between 1 and 1000"),
+    ({"stats_max_records": 0}, "STATS_MAX_RECORDS must be between 1 and 1000000"),
     ({"rate_limit": "lots"}, "RATE_LIMIT must be a limit such as 30/minute"),
     (
         {"rate_limit_storage_uri": "mongodb://db"},

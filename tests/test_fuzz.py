@@ -474,6 +474,11 @@ def test_the_route_fuzzer_reaches_every_route_and_method(
     assert ("POST", "/events/storage") in calls
     assert ("PUT", "/api/uploads/<upload_id>/data") in calls
     assert ("DELETE", "/api/images/<image_id>") in calls
+    assert ("POST", "/api/images/delete") in calls
+    assert ("POST", "/images/delete") in calls
+    assert ("GET", "/api/images.zip") in calls
+    assert ("GET", "/admin/stats") in calls
+    assert ("POST", "/admin/unlock") in calls
     assert len(calls) >= 2 * len(list(route_apps["open"].application.url_map.iter_rules()))
 
 

@@ -5,6 +5,9 @@
   token keyed with SECRET_KEY in the (signed, HttpOnly, Secure over HTTPS) session, never the
   token, never a plain hash (the session is readable by whoever holds the cookie, and a weak
   token's sha256 could be guessed offline) and never in a URL.
+- ``ADMIN_TOKEN``: the API takes it as a bearer token only (``is_admin``); a browser may unlock
+  its session with it once (``/admin/unlock``), which keeps only an HMAC of it, read by page
+  doors alone (``admin_session``) and each one that writes checks CSRF first.
 - ``RATE_LIMIT`` (e.g. ``30/minute``) is a budget of work per client address (taken from
   ``X-Forwarded-For`` only behind a trusted proxy: ProxyFix with TRUSTED_PROXY_HOPS, on by
   default on Cloud Run). Every upload door (UPLOAD_DOORS) draws on one shared budget, each
@@ -37,11 +40,15 @@ from imaging.web.forms import requested_formats, sent_files
 from imaging.web.presentation import request_body
 
 SESSION_KEY = "upload_token_hmac"
+#: An admin-unlocked browser session (the gallery's bulk delete, the stats page): the same HMAC
+#: rule as the upload token's, under its own name and key, so neither stands in for the other.
+ADMIN_SESSION_KEY = "admin_token_hmac"
 
 
-def token_mac(settings: Settings, token: str) -> str:
+def token_mac(settings: Settings, token: str, *, purpose: str = "upload-token") -> str:
     """What an unlocked session holds: guessing the token from it needs SECRET_KEY too."""
-    key = hashlib.sha256(b"imaging.session.upload-token|" + settings.secret_key.encode()).digest()
+    domain = f"imaging.session.{purpose}|".encode()
+    key = hashlib.sha256(domain + settings.secret_key.encode()).digest()
     return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
@@ -101,23 +108,51 @@ def unlock_session(settings: Settings, token: str) -> None:
 
 
 def is_admin(settings: Settings) -> bool:
+    """The API's admin: ``Authorization: Bearer <ADMIN_TOKEN>`` (never a cookie)."""
     token = bearer_token() or ""
     return bool(settings.admin_token) and same_secret(token, settings.admin_token)
 
 
-def visible_record(settings: Settings, record: ImageRecord, delete_key: str | None) -> ImageRecord:
+def admin_session(settings: Settings) -> bool:
+    """The pages' admin: a session unlocked with the ADMIN_TOKEN that is configured now.
+
+    Only page doors read it, and each one that changes anything checks the CSRF token first."""
+    held = session.get(ADMIN_SESSION_KEY)
+    if not settings.admin_token or not isinstance(held, str):
+        return False
+    return same_secret(held, token_mac(settings, settings.admin_token, purpose="admin-token"))
+
+
+def unlock_admin_session(settings: Settings, token: str) -> None:
+    if not settings.admin_token:
+        raise Forbidden("No admin token is configured on this server (ADMIN_TOKEN).")
+    if not same_secret(token, settings.admin_token):
+        raise Forbidden("That admin token is not valid.")
+    session[ADMIN_SESSION_KEY] = token_mac(settings, token, purpose="admin-token")
+
+
+def lock_admin_session() -> None:
+    session.pop(ADMIN_SESSION_KEY, None)
+
+
+def visible_record(
+    settings: Settings, record: ImageRecord, delete_key: str | None, *, admin: bool = False
+) -> ImageRecord:
     """``record`` if the caller may see it; a held-back one only to the admin and its uploader
-    (the delete key), and to everyone else 404, exactly as if it did not exist."""
+    (the delete key), and to everyone else 404, exactly as if it did not exist. ``admin``: the
+    caller is already known to be the admin (an admin session on a page door)."""
     if record.hidden and not (
-        is_admin(settings) or (delete_key and record.accepts_delete_key(delete_key))
+        admin or is_admin(settings) or (delete_key and record.accepts_delete_key(delete_key))
     ):
         raise NotFound("No image with that id.")
     return record
 
 
-def authorize_delete(settings: Settings, record: ImageRecord, delete_key: str | None) -> None:
+def authorize_delete(
+    settings: Settings, record: ImageRecord, delete_key: str | None, *, admin: bool = False
+) -> None:
     """Only the uploader (the delete key shown once at upload) or the admin may delete."""
-    if is_admin(settings):
+    if admin or is_admin(settings):
         return
     if not delete_key:
         raise Unauthorized("Send the image's delete key (X-Delete-Key) or the admin token.")
