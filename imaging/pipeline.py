@@ -84,6 +84,8 @@ class Rendered:
     warnings: list[str]
     labels: LabelResult
     label_status: str  # ok | empty | error | off
+    thumbhash: str = ""  # the gallery's placeholder
+    camera: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (no GPS)
 
 
 class Pipeline:
@@ -148,6 +150,8 @@ class Pipeline:
             delete_key=delete_key,
             conversion=rendered.conversion,
             warnings=rendered.warnings,
+            thumbhash=rendered.thumbhash,
+            camera=rendered.camera,
         )
         written = observability.traced("store", self._store)(record, rendered.renditions)
         observability.traced("commit", self._commit)(record, written)
@@ -175,10 +179,11 @@ class Pipeline:
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
             warnings = list(decoded.warnings)
+            thumbhash, camera = processing.thumbhash(decoded), decoded.camera.as_dict()
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
-        return Rendered(renditions, conversion, warnings, labels, label_status)
+        return Rendered(renditions, conversion, warnings, labels, label_status, thumbhash, camera)
 
     def _store(self, record: ImageRecord, renditions: dict[str, Rendition]) -> list[str]:
         """Write every variant create-only, in parallel; return their keys.
