@@ -233,9 +233,11 @@ CAMERA_FACTS = {
 GPS_POSITION = {1: "N", 2: (48.0, 51.0, 29.5), 3: "E", 4: (2.0, 17.0, 40.2)}
 
 
-def camera_photo(width: int = 64, height: int = 48, gps: bool = True) -> bytes:
-    """A JPEG whose EXIF holds a camera's facts (``CAMERA_FACTS``) and, like a phone's, a GPS
-    position (``GPS_POSITION``)."""
+def camera_photo(
+    width: int = 64, height: int = 48, gps: bool = True, image: Image.Image | None = None
+) -> bytes:
+    """A JPEG (of ``image``, or of a gradient) whose EXIF holds a camera's facts
+    (``CAMERA_FACTS``) and, like a phone's, a GPS position (``GPS_POSITION``)."""
     from PIL import TiffImagePlugin
 
     exif = Image.Exif()
@@ -251,4 +253,5 @@ def camera_photo(width: int = 64, height: int = 48, gps: bool = True) -> bytes:
     sub[0xA434] = "XF 35mm F1.4 R"  # LensModel
     if gps:
         exif.get_ifd(0x8825).update(GPS_POSITION)
-    return encode(gradient(width, height), "JPEG", quality=90, exif=exif)
+    pixels = gradient(width, height) if image is None else image
+    return encode(pixels, "JPEG", quality=90, exif=exif)
