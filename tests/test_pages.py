@@ -10,6 +10,7 @@ import re
 from flask.testing import FlaskClient
 
 from imaging.services import services_of
+from imaging.web.presentation import alt_text
 from tests import images
 from tests.conftest import AppFactory
 from tests.uploads import upload_ok
@@ -281,3 +282,9 @@ def test_a_record_from_before_placeholders_and_camera_facts_still_renders(
     assert "data-thumbhash" not in gallery.get_data(as_text=True)
     assert 'data-testid="camera"' not in detail.get_data(as_text=True)
     assert client.get(f"/api/images/{created['id']}").get_json()["camera"] == {}
+
+
+def test_the_alt_text_names_the_best_labels_from_broad_to_specific_else_the_name() -> None:
+    labels = [{"description": d} for d in ("animal", "cat", "tabby cat", "Egyptian Mau")]
+    assert alt_text({"name": "IMG_1234.jpg", "labels": labels}) == "animal, cat, tabby cat"
+    assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"

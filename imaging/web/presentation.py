@@ -67,17 +67,22 @@ def thumbnail_srcset(image: dict[str, Any]) -> str:
     return ", ".join(f"{best[w]['url']} {w}w" for w in sorted(best))
 
 
+#: How many labels an ``alt`` names: the best ones run from broad to specific ("animal, cat,
+#: tabby cat"), so one alone is often too broad to say what the picture shows.
+ALT_LABELS = 3
+
+
 def alt_text(image: dict[str, Any]) -> str:
-    """What an image shows, for ``alt``: its best label, else its name."""
-    labels = image.get("labels") or []
-    return str(labels[0]["description"] if labels else image["name"])
+    """What an image shows, for ``alt``: its best labels, else its name."""
+    labels = [str(label["description"]) for label in image.get("labels") or []]
+    return ", ".join(labels[:ALT_LABELS]) if labels else str(image["name"])
 
 
 def picture_html(image: dict[str, Any]) -> str:
     """The detail page's "copy HTML": a ``<picture>`` of the variants there are.
 
     AVIF, then WebP, as ``<source>``s; the most widely shown format as the ``<img>`` with its
-    width, height and alt text (every value escaped). Without a web format, the thumbnail.
+    width, height and alt text (every value escaped).
     """
     by_type = {v["content_type"]: v for v in image["variants"]}
     fallback = next((by_type[t] for t in PICTURE_FALLBACK if t in by_type), image["thumbnail"])
