@@ -97,9 +97,11 @@
     return bytes;
   }
 
+  var canvas = null; // one for every placeholder of the page
+
   function toDataURL(base64) {
     var image = toRGBA(fromBase64(base64));
-    var canvas = document.createElement('canvas');
+    canvas = canvas || document.createElement('canvas');
     canvas.width = image.width;
     canvas.height = image.height;
     var context = canvas.getContext('2d');
