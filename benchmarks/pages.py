@@ -17,7 +17,7 @@ two alternate, so a busy neighbour slows both alike. Per load it records
   the last entry once the network is idle) and which element it was;
 - the load event (``PerformanceNavigationTiming.loadEventEnd``);
 - bytes over the wire (the sum of ``Network.loadingFinished.encodedDataLength``: headers and
-  bodies, as transferred) and the number of requests;
+  bodies, as transferred) and the number of requests (network ones: not ``data:`` URLs);
 
 and prints the median of ``--loads`` loads of each, and after / before. Figures, not asserts.
 """
@@ -90,7 +90,20 @@ def load_gallery(browser: Browser, url: str, *, cpu_slowdown: int) -> Load:
         page.add_init_script(LCP_OBSERVER)
         cdp = context.new_cdp_session(page)
         transferred: list[float] = []
-        cdp.on("Network.loadingFinished", lambda e: transferred.append(e["encodedDataLength"]))
+        # Chromium reports data: URLs (the gallery's painted placeholders, Bootstrap's inline
+        # SVG icons) as loads too; they never touch the network, so they are not counted.
+        local: set[str] = set()
+
+        def sent(event: dict[str, Any]) -> None:
+            if event["request"]["url"].startswith("data:"):
+                local.add(event["requestId"])
+
+        def finished(event: dict[str, Any]) -> None:
+            if event["requestId"] not in local:
+                transferred.append(event["encodedDataLength"])
+
+        cdp.on("Network.requestWillBeSent", sent)
+        cdp.on("Network.loadingFinished", finished)
         cdp.send("Network.enable")
         cdp.send("Network.clearBrowserCache")
         cdp.send("Network.emulateNetworkConditions", NETWORK)

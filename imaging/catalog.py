@@ -213,6 +213,8 @@ class ImageRecord:
     delete_key_hash: str = ""
     warnings: tuple[str, ...] = ()
     receipt: dict[str, Any] = field(default_factory=dict)
+    thumbhash: str = ""  # base64 ThumbHash painted while the thumbnail loads; "" on old records
+    camera: dict[str, Any] = field(default_factory=dict)  # processing.Camera's fields; never GPS
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -298,6 +300,8 @@ class ImageRecord:
             "hidden": self.hidden,
             "warnings": list(self.warnings),
             "receipt": dict(self.receipt),
+            "thumbhash": self.thumbhash,
+            "camera": dict(self.camera),
         }
 
 
@@ -314,6 +318,8 @@ def new_record(
     conversion: Mapping[str, Any],
     warnings: Iterable[str] = (),
     image_id: str | None = None,
+    thumbhash: str = "",
+    camera: Mapping[str, Any] | None = None,
 ) -> ImageRecord:
     """The record of a new upload under ``image_id`` (the one its claim names; default: a fresh
     id), with its variants' keys laid out.
@@ -321,6 +327,7 @@ def new_record(
     ``renditions`` maps each variant's name to its bytes; ``"thumb"`` is the gallery thumbnail.
     ``conversion`` is what decoding did (orientation, colour profile, ...); the receipt adds the
     source's figures and every variant's size to it. Only the delete key's hash is kept.
+    ``thumbhash`` and ``camera`` are what the render step read of the pixels and the EXIF.
     """
     image_id = image_id or new_id()
     variants = {
@@ -363,6 +370,8 @@ def new_record(
         delete_key_hash=hash_delete_key(delete_key),
         warnings=tuple(dict.fromkeys(warnings)),
         receipt=receipt,
+        thumbhash=thumbhash,
+        camera=dict(camera or {}),
     )
 
 

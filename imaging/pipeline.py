@@ -98,6 +98,8 @@ class Rendered:
     warnings: list[str]
     labels: LabelResult
     label_status: str  # ok | empty | error | off
+    thumbhash: str = ""  # the gallery's placeholder
+    camera: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (no GPS)
 
 
 class Pipeline:
@@ -170,6 +172,8 @@ class Pipeline:
                     conversion=rendered.conversion,
                     warnings=rendered.warnings,
                     image_id=image_id,
+                    thumbhash=rendered.thumbhash,
+                    camera=rendered.camera,
                 )
                 observability.traced("store", self._store)(record, rendered.renditions, written)
                 observability.traced("commit", self._commit)(record, written)
@@ -234,10 +238,11 @@ class Pipeline:
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
             warnings = list(decoded.warnings)
+            thumbhash, camera = processing.thumbhash(decoded), decoded.camera.as_dict()
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
-        return Rendered(renditions, conversion, warnings, labels, label_status)
+        return Rendered(renditions, conversion, warnings, labels, label_status, thumbhash, camera)
 
     def _store(
         self, record: ImageRecord, renditions: dict[str, Rendition], written: list[str]

@@ -216,3 +216,42 @@ def bands(width: int = 300, height: int = 100) -> Image.Image:
 def large_jpeg(width: int = 4000, height: int = 3000) -> bytes:
     """A big photo-sized JPEG, quick to make: the gradient, stretched."""
     return encode(gradient(64, 48).resize((width, height), Image.Resampling.BILINEAR), "JPEG")
+
+
+#: What ``camera_photo`` says the camera recorded, as a record keeps it.
+CAMERA_FACTS = {
+    "make": "Fujifilm",
+    "model": "X-T5",
+    "lens": "XF 35mm F1.4 R",
+    "taken_at": "2025-06-14T18:42:07+02:00",
+    "exposure_time": 0.004,
+    "f_number": 2.8,
+    "iso": 400,
+    "focal_length": 35.0,
+}
+#: Where ``camera_photo`` was taken: none of it may reach a record, a page or a copy.
+GPS_POSITION = {1: "N", 2: (48.0, 51.0, 29.5), 3: "E", 4: (2.0, 17.0, 40.2)}
+
+
+def camera_photo(
+    width: int = 64, height: int = 48, gps: bool = True, image: Image.Image | None = None
+) -> bytes:
+    """A JPEG (of ``image``, or of a gradient) whose EXIF holds a camera's facts
+    (``CAMERA_FACTS``) and, like a phone's, a GPS position (``GPS_POSITION``)."""
+    from PIL import TiffImagePlugin
+
+    exif = Image.Exif()
+    exif[0x010F] = "Fujifilm"
+    exif[0x0110] = "X-T5"
+    sub = exif.get_ifd(0x8769)
+    sub[0x829A] = TiffImagePlugin.IFDRational(1, 250)  # ExposureTime
+    sub[0x829D] = TiffImagePlugin.IFDRational(28, 10)  # FNumber
+    sub[0x8827] = 400  # ISO
+    sub[0x9003] = "2025:06:14 18:42:07"  # DateTimeOriginal
+    sub[0x9011] = "+02:00"  # OffsetTimeOriginal
+    sub[0x920A] = TiffImagePlugin.IFDRational(35, 1)  # FocalLength
+    sub[0xA434] = "XF 35mm F1.4 R"  # LensModel
+    if gps:
+        exif.get_ifd(0x8825).update(GPS_POSITION)
+    pixels = gradient(width, height) if image is None else image
+    return encode(pixels, "JPEG", quality=90, exif=exif)

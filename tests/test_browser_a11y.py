@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from PIL import Image
 from playwright.sync_api import Page, expect
 from skimage import data as samples
 
+from tests import images
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.test_browser import jpeg_bytes, upload_via_api
@@ -50,10 +52,13 @@ def blocking_violations(page: Page, axe_source: str) -> list[str]:
 
 
 def seed(server: LiveServer) -> list[dict[str, Any]]:
+    """Two photos, newest first; the newest has camera EXIF, so its detail page lists it."""
+    coffee = images.camera_photo(image=Image.fromarray(samples.coffee()), gps=False)
     created = [
-        upload_via_api(server.app, jpeg_bytes(pixels), name, formats="webp,jpeg")
-        for name, pixels in (("chelsea.jpg", samples.chelsea()), ("coffee.jpg", samples.coffee()))
+        upload_via_api(server.app, jpeg_bytes(samples.chelsea()), "chelsea.jpg", "webp,jpeg"),
+        upload_via_api(server.app, coffee, "coffee.jpg", formats="webp,jpeg"),
     ]
+    assert created[1]["camera"] == images.CAMERA_FACTS
     return created[::-1]
 
 
@@ -74,7 +79,7 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     expect(page.get_by_test_id("empty-state")).to_be_visible()
     found["empty gallery"] = blocking_violations(page, axe_source)
 
-    images = seed(server)
+    created = seed(server)
     page.goto(server.url)
     expect(page.get_by_test_id("gallery-card")).to_have_count(2)
     found["gallery"] = blocking_violations(page, axe_source)
@@ -85,7 +90,7 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     expect(page.get_by_test_id("lightbox-info")).to_be_visible()
     found["lightbox"] = blocking_violations(page, axe_source)
 
-    page.goto(f"{server.url}/images/{images[0]['id']}")
+    page.goto(f"{server.url}/images/{created[0]['id']}")
     found["detail"] = blocking_violations(page, axe_source)
 
     page.goto(f"{server.url}/upload")

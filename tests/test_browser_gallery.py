@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +15,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect
 from skimage import data as samples
 
 from imaging.labeling import Label, LabelResult
+from imaging.processing import placeholder
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.test_browser import ALL_THUMBNAILS_LOADED, jpeg_bytes, upload_via_api
@@ -372,3 +375,123 @@ def test_the_theme_toggle_persists_and_applies_before_first_paint(
         expect(page.locator("html")).to_have_attribute("data-bs-theme", "light")
     finally:
         context.close()
+
+
+# -- placeholders, srcset and "copy HTML" ---------------------------------------------------
+
+PLACEHOLDER_OF = "(img) => img.style.backgroundImage"
+JS_THUMBHASH_PIXELS = """(hash) => {
+  const image = window.thumbhash.toRGBA(window.thumbhash.fromBase64(hash));
+  return [image.width, image.height, Array.from(image.rgba)];
+}"""
+
+
+def test_each_thumbnail_shows_its_placeholder_until_its_pixels_arrive(
+    page: Page, console: ConsoleLog, seeded_gallery: Seeder
+) -> None:
+    server, images = seeded_gallery()
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # no thumbnail arrives until the test lets it
+        held.append(route)
+
+    page.route("**/media/**", hold)
+
+    page.goto(server.url)
+    thumbs = page.get_by_test_id("thumb")
+    expect(thumbs).to_have_count(3)
+    page.wait_for_function("() => window.thumbhash !== undefined")
+    for index, image in enumerate(images):
+        thumb = thumbs.nth(index)
+        assert thumb.get_attribute("data-thumbhash") == image["thumbhash"]
+        assert thumb.evaluate(PLACEHOLDER_OF).startswith('url("data:image/png;base64,')
+        # The browser's decoder paints exactly what the server's computes.
+        width, height, rgba = placeholder.decode(base64.b64decode(image["thumbhash"]))
+        assert page.evaluate(JS_THUMBHASH_PIXELS, image["thumbhash"]) == [
+            width,
+            height,
+            rgba.flatten().tolist(),
+        ]
+    # The painted placeholder is the picture, not a flat colour: its corners differ.
+    corners = thumbs.first.evaluate(
+        """(img) => new Promise((resolve) => {
+          const source = new Image();
+          source.onload = () => {
+            const canvas = document.createElement('canvas');
+            canvas.width = source.width; canvas.height = source.height;
+            const context = canvas.getContext('2d');
+            context.drawImage(source, 0, 0);
+            const at = (x, y) => Array.from(context.getImageData(x, y, 1, 1).data);
+            resolve([at(0, 0), at(source.width - 1, source.height - 1)]);
+          };
+          source.src = img.style.backgroundImage.slice(5, -2);
+        })"""
+    )
+    assert corners[0] != corners[1]
+
+    for route in held:
+        route.continue_()
+    page.unroute("**/media/**")
+    page.wait_for_function(ALL_THUMBNAILS_LOADED, arg=3)
+    # Once loaded, the placeholder goes: it would show through a transparent image.
+    for index in range(3):
+        expect(thumbs.nth(index)).not_to_have_class(re.compile("has-placeholder"))
+        assert thumbs.nth(index).evaluate(PLACEHOLDER_OF) == ""
+    assert console.csp_violations() == []
+    assert console.page_errors == []
+
+
+def test_a_sharp_screen_gets_a_full_size_variant_from_the_srcset(
+    browser: Browser, seeded_gallery: Seeder
+) -> None:
+    server, images = seeded_gallery()
+    astronaut = images[0]  # 512 px wide: more than its 480 px thumbnail
+    full = {path_of(v["url"]) for v in astronaut["variants"]}
+    for scale, expected in ((1, {path_of(astronaut["thumbnail"]["url"])}), (3, full)):
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 800}, device_scale_factor=scale
+        )
+        try:
+            page = context.new_page()
+            page.goto(server.url)
+            page.wait_for_function(ALL_THUMBNAILS_LOADED, arg=3)
+            thumb = page.get_by_test_id("thumb").first
+            assert path_of(thumb.evaluate("img => img.currentSrc")) in expected, scale
+            # Whatever the browser picked, the box is the one width and height reserved.
+            assert thumb.get_attribute("width") == str(astronaut["thumbnail"]["width"])
+        finally:
+            context.close()
+
+
+def test_copy_html_puts_a_picture_of_every_variant_on_the_clipboard(
+    page: Page, console: ConsoleLog, seeded_gallery: Seeder
+) -> None:
+    server, images = seeded_gallery()
+    image = images[1]  # coffee.jpg: WebP and JPEG, labelled "tabby cat"
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page.goto(f"{server.url}/images/{image['id']}")
+
+    page.get_by_test_id("copy-html").click()
+
+    expect(page.get_by_test_id("copy-html")).to_have_text("Copied!")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == page.get_by_test_id("picture-html").input_value()
+    picture = page.evaluate(
+        """(text) => {
+          const doc = new DOMParser().parseFromString(text, 'text/html');
+          const img = doc.querySelector('picture > img');
+          return {
+            sources: [...doc.querySelectorAll('picture > source')].map(
+              (s) => [s.type, new URL(s.srcset).pathname]),
+            img: [new URL(img.src).pathname, img.width, img.height, img.alt],
+          };
+        }""",
+        copied,
+    )
+    by_format = {v["format"]: v for v in image["variants"]}
+    assert picture == {
+        "sources": [["image/webp", path_of(by_format["webp"]["url"])]],
+        "img": [path_of(by_format["jpeg"]["url"]), image["width"], image["height"], "tabby cat"],
+    }
+    expect(page.locator("#copy-status")).to_have_text("HTML copied to the clipboard.")
+    assert console.csp_violations() == []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 
 from flask.testing import FlaskClient
 
+from imaging.services import services_of
+from imaging.web.presentation import alt_text
 from tests import images
 from tests.conftest import AppFactory
 from tests.uploads import upload_ok
@@ -157,3 +161,130 @@ def test_every_response_carries_security_headers(local_client: FlaskClient) -> N
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"]
+
+
+# -- placeholders, camera facts, sizes, srcset and "copy HTML" (issue 12) -------------------
+
+
+def test_the_gallery_thumbnail_carries_its_placeholder_and_a_srcset_of_its_widths(
+    client: FlaskClient,
+) -> None:
+    created = upload_ok(client, images.jpeg(1200, 900), "wide.jpg", format="webp,jpeg,avif")
+    page = client.get("/").get_data(as_text=True)
+    thumb = re.search(r'<img class="thumb"[^>]*>', page)
+    assert thumb
+    tag = html.unescape(thumb.group(0))
+    assert f'data-thumbhash="{created["thumbhash"]}"' in tag
+    srcset = re.search(r'srcset="([^"]+)"', tag)
+    assert srcset
+    # The 480 px thumbnail, then the full size in the fewest bytes of WebP and JPEG (not AVIF:
+    # a plain <img> has no type switch for browsers without it).
+    by_type = {v["format"]: v for v in created["variants"]}
+    full = min((by_type["webp"], by_type["jpeg"]), key=lambda v: v["bytes"])
+    assert srcset.group(1) == f"{created['thumbnail']['url']} 480w, {full['url']} 1200w"
+    assert 'sizes="' in tag
+
+
+def test_a_variant_of_another_shape_stays_out_of_the_srcset(client: FlaskClient) -> None:
+    created = upload_ok(
+        client,
+        images.jpeg(1200, 900),
+        "square.jpg",
+        format="webp",
+        width=600,
+        height=600,
+        fit="cover",
+    )
+    tag = re.search(r'<img class="thumb"[^>]*>', client.get("/").get_data(as_text=True))
+    assert tag
+    assert created["variants"][0]["url"] not in html.unescape(tag.group(0))
+
+
+def test_the_detail_page_shows_what_the_camera_recorded(client: FlaskClient) -> None:
+    created = upload_ok(client, images.camera_photo(), "trip.jpg")
+    assert created["camera"] == images.CAMERA_FACTS
+    page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    facts = dict(re.findall(r'data-testid="camera-([a-z-]+)">(.*?)</dd>', page, re.S))
+    assert facts["body"] == "Fujifilm X-T5"
+    assert facts["lens"] == "XF 35mm F1.4 R"
+    assert "2025-06-14 18:42" in facts["taken"]
+    assert html.unescape(facts["exposure"]) == "1/250 s at ƒ/2.8"
+    assert facts["iso"] == "400"
+    assert facts["focal-length"] == "35 mm"
+
+
+def test_a_photos_location_is_nowhere_in_the_record_its_json_or_its_page(
+    client: FlaskClient,
+) -> None:
+    created = upload_ok(client, images.camera_photo(gps=True), "where.jpg")
+    stored = services_of(client.application).store.get(f"rec/{created['id']}.json").decode()
+    api = client.get(f"/api/images/{created['id']}").get_data(as_text=True)
+    page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    for text in (stored, api, page):
+        assert "gps" not in text.lower()
+        for coordinate in ("48.0", "51.0", "29.5", "17.0", "40.2"):
+            assert coordinate not in text
+
+
+def test_the_detail_page_shows_each_variants_bytes_and_what_it_saved(
+    client: FlaskClient,
+) -> None:
+    created = upload_ok(client, images.photo("chelsea"), "cat.jpg", format="webp,png")
+    page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    sizes = re.findall(r'data-testid="variant-bytes">([^<]+)<', page)
+    savings = [
+        re.sub(r"<[^>]+>", "", s).strip()
+        for s in re.findall(r'data-testid="variant-saving">(.*?)</td>', page, re.S)
+    ]
+    webp, png = created["variants"]
+    assert len(sizes) == 2
+    assert webp["bytes"] < created["bytes"] < png["bytes"]  # the photo makes both cases
+    assert savings == [
+        f"{round(100 - 100 * webp['bytes'] / created['bytes'])} % smaller",
+        f"{round(100 * png['bytes'] / created['bytes'] - 100)} % larger",
+    ]
+
+
+def test_copy_html_is_a_picture_of_the_web_formats_with_size_and_alt(client: FlaskClient) -> None:
+    created = upload_ok(
+        client, images.jpeg(300, 200), format="jpeg,avif,webp", name='a "quoted" <name>'
+    )
+    page = client.get(f"/images/{created['id']}").get_data(as_text=True)
+    box = re.search(r'<textarea[^>]*data-testid="picture-html"[^>]*>(.*?)</textarea>', page, re.S)
+    assert box
+    by_format = {v["format"]: v["url"] for v in created["variants"]}
+    assert html.unescape(box.group(1)) == "\n".join(
+        [
+            "<picture>",
+            f'  <source type="image/avif" srcset="{by_format["avif"]}">',
+            f'  <source type="image/webp" srcset="{by_format["webp"]}">',
+            f'  <img src="{by_format["jpeg"]}" width="300" height="200" '
+            'alt="a &quot;quoted&quot; &lt;name&gt;" loading="lazy" decoding="async">',
+            "</picture>",
+        ]
+    )
+
+
+def test_a_record_from_before_placeholders_and_camera_facts_still_renders(
+    client: FlaskClient,
+) -> None:
+    created = upload_ok(client, images.jpeg(), "old.jpg")
+    store = services_of(client.application).store
+    key = f"rec/{created['id']}.json"
+    old = json.loads(store.get(key))
+    del old["thumbhash"], old["camera"]
+    store.delete(key)
+    store.put(key, json.dumps(old).encode(), content_type="application/json")
+
+    gallery = client.get("/")
+    detail = client.get(f"/images/{created['id']}")
+    assert gallery.status_code == detail.status_code == 200
+    assert "data-thumbhash" not in gallery.get_data(as_text=True)
+    assert 'data-testid="camera"' not in detail.get_data(as_text=True)
+    assert client.get(f"/api/images/{created['id']}").get_json()["camera"] == {}
+
+
+def test_the_alt_text_names_the_best_labels_from_broad_to_specific_else_the_name() -> None:
+    labels = [{"description": d} for d in ("animal", "cat", "tabby cat", "Egyptian Mau")]
+    assert alt_text({"name": "IMG_1234.jpg", "labels": labels}) == "animal, cat, tabby cat"
+    assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"

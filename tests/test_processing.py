@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import io
 import random
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, TiffImagePlugin
 
 from imaging import processing
 from imaging.errors import (
@@ -21,7 +25,7 @@ from imaging.errors import (
     UnsupportedFormat,
 )
 from imaging.formats import ACCEPTED_INPUT_DESCRIPTION, OUTPUT_FORMATS, SaveOptions
-from imaging.processing import Decoded, Limits, RenderSpec, Rendition
+from imaging.processing import Decoded, Limits, RenderSpec, Rendition, placeholder
 from tests import images
 
 LIMITS = Limits(max_bytes=20 * 1024 * 1024, max_pixels=50_000_000, max_side=16383, max_frames=100)
@@ -844,3 +848,112 @@ def test_rendering_from_a_shrunk_image_gives_the_same_sizes() -> None:
     direct = processing.render(source, thumb, max_side=MAX_SIDE, background=BACKGROUND)
     via = processing.render(small, thumb, max_side=MAX_SIDE, background=BACKGROUND)
     assert (via.width, via.height) == (direct.width, direct.height) == (480, 360)
+
+
+# -- Placeholders (ThumbHash) ---------------------------------------------------------------
+
+#: Hashes the reference implementation (npm thumbhash 0.1.1, rgbaToThumbHash) gives for
+#: ``_reference_opaque()`` and ``_reference_alpha()``, and the SHA-256 of the RGBA pixels its
+#: thumbHashToRGBA paints from the first: ours must be the same format, byte for byte.
+REFERENCE_OPAQUE_HASH = "3wcCDYLWeOmWyZafpHannL+uAT4I"
+REFERENCE_ALPHA_HASH = "H/iBBAAIiohm/Hqvigasv8+NfIRcpryQAw=="
+REFERENCE_OPAQUE_PIXELS = "f3bbc4407c1b874e79135275da901c84562581682c21a4b9312db0310a588b26"
+
+
+def _reference_opaque() -> Image.Image:
+    return images.noise(40, 30, seed=1).convert("RGBA")
+
+
+def _reference_alpha() -> Image.Image:
+    im = images.noise(30, 40, seed=2).convert("RGBA")
+    im.putalpha(images.noise(30, 40, seed=3).convert("L"))
+    return im
+
+
+def _rgba(im: Image.Image) -> np.ndarray[Any, Any]:
+    return np.asarray(im.convert("RGBA"), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [(_reference_opaque, REFERENCE_OPAQUE_HASH), (_reference_alpha, REFERENCE_ALPHA_HASH)],
+)
+def test_thumbhash_bytes_are_the_reference_implementations(
+    image: Callable[[], Image.Image], expected: str
+) -> None:
+    assert base64.b64encode(placeholder.encode(_rgba(image()))).decode() == expected
+
+
+def test_thumbhash_decodes_to_the_reference_implementations_pixels() -> None:
+    width, height, rgba = placeholder.decode(base64.b64decode(REFERENCE_OPAQUE_HASH))
+    assert (width, height) == (32, 23)  # landscape, like the 40x30 source
+    assert hashlib.sha256(rgba.tobytes()).hexdigest() == REFERENCE_OPAQUE_PIXELS
+
+
+def test_a_thumbhash_round_trip_keeps_the_colours_where_they_were() -> None:
+    im = Image.new("RGB", (90, 45), RED)
+    im.paste(BLUE, (45, 0, 90, 45))
+    width, height, rgba = placeholder.decode(placeholder.encode(_rgba(im)))
+    assert (width, height) == (32, 18)  # 2:1 kept as 7:4: the aspect ratio survives, roughly
+    painted = Image.frombytes("RGBA", (width, height), rgba.tobytes())
+    assert close_to(painted.getpixel((3, 9)), (*RED, 255), tolerance=60)
+    assert close_to(painted.getpixel((28, 9)), (*BLUE, 255), tolerance=60)
+
+
+def test_a_thumbhash_keeps_transparency() -> None:
+    im = images.open_image(images.rgba_png(40, 40))  # left half transparent
+    thumbhash = placeholder.encode(_rgba(im))
+    assert thumbhash[2] & 0x80  # the has-alpha flag
+    _, _, rgba = placeholder.decode(thumbhash)
+    assert rgba[16, 2, 3] < 64 < 192 < rgba[16, 29, 3]
+
+
+def test_a_truncated_thumbhash_is_refused() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        placeholder.decode(base64.b64decode(REFERENCE_OPAQUE_HASH)[:12])
+
+
+def test_the_placeholder_of_a_large_photo_is_computed_from_a_tiny_sample() -> None:
+    # A smooth image: point sampling must give the placeholder a full box filter gives.
+    big = images.gradient(2000, 1500).convert("RGBA")
+    source = decoded(images.encode(big.convert("RGB"), "PNG"), RenderSpec("webp"))
+    sampled = base64.b64decode(processing.thumbhash(source))
+    filtered = placeholder.encode(_rgba(big.resize((32, 24), Image.Resampling.BOX)))
+    _, _, a = placeholder.decode(sampled)
+    _, _, b = placeholder.decode(filtered)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 8
+
+
+# -- Camera facts (EXIF) --------------------------------------------------------------------
+
+
+def test_the_camera_facts_are_read_from_the_original() -> None:
+    source = decoded(images.camera_photo(), RenderSpec("webp"))
+    assert source.camera.as_dict() == images.CAMERA_FACTS
+
+
+def test_no_location_is_read_with_the_camera_facts() -> None:
+    facts = decoded(images.camera_photo(gps=True), RenderSpec("webp")).camera.as_dict()
+    assert facts == decoded(images.camera_photo(gps=False), RenderSpec("webp")).camera.as_dict()
+    text = repr(facts)
+    for value in ("48.0", "51.0", "29.5", "2.0", "17.0", "40.2", "'N'", "'E'", "gps"):
+        assert value not in text.lower()
+
+
+def test_a_photo_without_exif_has_no_camera_facts() -> None:
+    assert decoded(images.png(), RenderSpec("webp")).camera == processing.Camera()
+
+
+def test_broken_camera_values_are_left_out_not_trusted() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon\x00\x01  "
+    exif[0x0110] = "Canon EOS R5"
+    sub = exif.get_ifd(0x8769)
+    sub[0x829A] = TiffImagePlugin.IFDRational(1, 0)  # a zero denominator
+    sub[0x829D] = TiffImagePlugin.IFDRational(-28, 10)  # a negative f-number
+    sub[0x9003] = "0000:00:00 00:00:00"  # "clock not set"
+    sub[0x9011] = "<script>"
+    sub[0xA434] = "x" * 500
+    data = images.encode(images.gradient(), "JPEG", exif=exif)
+    facts = decoded(data, RenderSpec("webp")).camera.as_dict()
+    assert facts == {"make": "Canon", "model": "EOS R5", "lens": "x" * 80}

@@ -10,6 +10,9 @@ Bytes come in, renditions go out, one room per step:
 - ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
   are data on the format registry (``imaging.formats``).
 - ``spec``: ``RenderSpec`` in, ``Rendition`` out.
+- ``camera``: ``read_camera``, the camera facts of the original's EXIF (an allowlist; no GPS),
+  kept on ``Decoded.camera``; ``placeholder``: ``thumbhash``, the ThumbHash the gallery
+  paints while a thumbnail loads.
 
 The modules are named as nouns so that ``processing.probe`` and ``processing.decode`` stay the
 functions callers use. Import from here; the modules' layout is the package's own business.
@@ -17,14 +20,17 @@ functions callers use. Import from here; the modules' layout is the package's ow
 
 from __future__ import annotations
 
+from imaging.processing.camera import Camera, read_camera
 from imaging.processing.decoding import Decoded, decode, rgb_pixels, shrink
 from imaging.processing.encoding import render
 from imaging.processing.geometry import FIT_MODES, parse_fit, target_size
 from imaging.processing.header import Limits, Probe, probe
+from imaging.processing.placeholder import thumbhash
 from imaging.processing.spec import RenderSpec, Rendition
 
 __all__ = [
     "FIT_MODES",
+    "Camera",
     "Decoded",
     "Limits",
     "Probe",
@@ -33,8 +39,10 @@ __all__ = [
     "decode",
     "parse_fit",
     "probe",
+    "read_camera",
     "render",
     "rgb_pixels",
     "shrink",
     "target_size",
+    "thumbhash",
 ]

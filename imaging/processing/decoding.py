@@ -2,7 +2,8 @@
 
 ``decode`` applies EXIF orientation, converts colour to sRGB (``colour.Colour``) and keeps
 animation frames, decoding JPEGs in draft (DCT-domain) mode when every output is smaller than the
-source. Nothing of the source's metadata leaves here unless asked for (``keep_copyright``).
+source. Nothing of the source's metadata leaves here unless asked for (``keep_copyright``), but
+the camera facts (``camera.read_camera``: an allowlist that never reads a location).
 ``shrink`` scales a decoded image down to render smaller outputs from, and ``rgb_pixels`` is the
 classifier's own decode: an eval crop straight from the bytes, behind the same allowlist.
 """
@@ -19,6 +20,7 @@ from PIL import Image
 
 from imaging.errors import UnsupportedFormat
 from imaging.formats import OUTPUT_FORMATS
+from imaging.processing.camera import Camera, read_camera
 from imaging.processing.colour import Colour
 from imaging.processing.geometry import fit_frame, needed_box, target_size
 from imaging.processing.header import Probe, open_image, pillow_boundary, png_bit_depth
@@ -61,6 +63,7 @@ class Decoded:
     safe_exif: bytes | None
     source_frames: int = 1
     warnings: list[str] = field(default_factory=list)
+    camera: Camera = field(default_factory=Camera)  # read before the metadata is dropped
 
     @property
     def animated(self) -> bool:
@@ -119,6 +122,7 @@ def _decode(
         im.draft(im.mode if im.mode in ("L", "CMYK") else "RGB", (bw, bh))
     icc = im.info.get("icc_profile") or None
     safe_exif = _safe_exif(im) if keep_copyright else None
+    camera = read_camera(im)
     loop = im.info.get("loop")
     if im.format == "TIFF" and getattr(im, "is_animated", False):
         warnings_out.append("Only the first page of the multi-page TIFF was converted.")
@@ -157,6 +161,7 @@ def _decode(
         safe_exif=safe_exif,
         source_frames=probed.frames,
         warnings=warnings_out,
+        camera=camera,
     )
 
 

@@ -11,7 +11,14 @@ from imaging.errors import Forbidden
 from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
 from imaging.web import check_csrf, services, wants_json
-from imaging.web.presentation import image_json, ingest_request, result_json, upload_response
+from imaging.web.presentation import (
+    image_json,
+    ingest_request,
+    picture_html,
+    result_json,
+    thumbnail_srcset,
+    upload_response,
+)
 from imaging.web.security import (
     authorize_delete,
     page_upload_allowed,
@@ -23,6 +30,9 @@ from imaging.web.security import (
 bp = Blueprint("pages", __name__)
 
 PAGE_SIZE = 24
+
+bp.add_app_template_filter(thumbnail_srcset, "srcset")
+bp.add_app_template_filter(picture_html, "picture_html")
 
 
 @bp.get("/")

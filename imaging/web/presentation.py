@@ -6,6 +6,7 @@ Blueprints import from here (and from security.py), never from each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 from urllib.parse import urljoin
 
@@ -36,6 +37,71 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
     data = record.public(public_url)
     data["detail_url"] = url_for("pages.detail", image_id=record.id, _external=True)
     return data
+
+
+#: What a plain ``<img srcset>`` may offer: formats every browser shows (no <picture> type
+#: switch there). AVIF waits for the <picture> of "copy HTML"; GIF may be an animation.
+SRCSET_TYPES = ("image/webp", "image/jpeg", "image/png")
+#: ``<picture>`` sources, best first, and the ``<img>`` fallback's order: most compatible first.
+PICTURE_SOURCES = ("image/avif", "image/webp")
+PICTURE_FALLBACK = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif")
+
+
+def thumbnail_srcset(image: dict[str, Any]) -> str:
+    """The gallery thumbnail's ``srcset``: the thumbnail and every still variant of its shape.
+
+    One candidate a width (the fewest bytes wins), so the browser picks by width alone; a
+    variant cropped to another shape would jump when chosen, so only same-shape ones count.
+    """
+    thumb = image["thumbnail"]
+    best: dict[int, dict[str, Any]] = {}
+    for v in [thumb, *image["variants"]]:
+        if v["content_type"] not in SRCSET_TYPES or v["frames"] != 1 or not v["width"]:
+            continue
+        across, down = v["width"] * thumb["height"], v["height"] * thumb["width"]
+        if abs(across - down) > across / 100:  # not within 1 % of the thumbnail's aspect ratio
+            continue
+        kept = best.get(v["width"])
+        if kept is None or v["bytes"] < kept["bytes"]:
+            best[v["width"]] = v
+    return ", ".join(f"{best[w]['url']} {w}w" for w in sorted(best))
+
+
+#: How many labels an ``alt`` names: the best ones run from broad to specific ("animal, cat,
+#: tabby cat"), so one alone is often too broad to say what the picture shows.
+ALT_LABELS = 3
+
+
+def alt_text(image: dict[str, Any]) -> str:
+    """What an image shows, for ``alt``: its best labels, else its name."""
+    labels = [str(label["description"]) for label in image.get("labels") or []]
+    return ", ".join(labels[:ALT_LABELS]) if labels else str(image["name"])
+
+
+def picture_html(image: dict[str, Any]) -> str:
+    """The detail page's "copy HTML": a ``<picture>`` of the variants there are.
+
+    AVIF, then WebP, as ``<source>``s; the most widely shown format as the ``<img>`` with its
+    width, height and alt text (every value escaped).
+    """
+    by_type = {v["content_type"]: v for v in image["variants"]}
+    fallback = next((by_type[t] for t in PICTURE_FALLBACK if t in by_type), image["thumbnail"])
+    lines = ["<picture>"]
+    for kind in PICTURE_SOURCES:
+        v = by_type.get(kind)
+        if v is None or v is fallback:
+            continue
+        size = ""
+        if (v["width"], v["height"]) != (fallback["width"], fallback["height"]):
+            size = f' width="{v["width"]}" height="{v["height"]}"'
+        lines.append(f'  <source type="{kind}" srcset="{escape(v["url"])}"{size}>')
+    lines.append(
+        f'  <img src="{escape(fallback["url"])}" width="{fallback["width"]}" '
+        f'height="{fallback["height"]}" alt="{escape(alt_text(image))}" loading="lazy" '
+        'decoding="async">'
+    )
+    lines.append("</picture>")
+    return "\n".join(lines)
 
 
 def result_json(result: IngestResult) -> dict[str, Any]:

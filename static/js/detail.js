@@ -1,5 +1,6 @@
-/* The detail page's script: show each variant's full public URL and copy it on "Copy"; offer
- * "Delete" when this browser kept the image's delete key at upload time (delete-keys.js).
+/* The detail page's script: show each variant's full public URL and copy it (or the <picture>
+ * HTML) on "Copy"; offer "Delete" when this browser kept the image's delete key at upload time
+ * (delete-keys.js).
  *
  * The Clipboard API needs a secure context (https or localhost); elsewhere the old
  * select-and-execCommand route still works in every browser we care about.
@@ -46,7 +47,11 @@
     button.textContent = copied ? 'Copied!' : 'Press Ctrl+C';
     button.classList.toggle('btn-success', copied);
     button.classList.toggle('btn-outline-primary', !copied);
-    if (status) status.textContent = copied ? 'Link copied to the clipboard.' : 'Select the link and copy it.';
+    if (status) {
+      status.textContent = copied
+        ? button.dataset.copiedMessage || 'Link copied to the clipboard.'
+        : 'Select the text and copy it.';
+    }
     clearTimeout(Number(button.dataset.timer));
     button.dataset.timer = String(setTimeout(function () {
       button.textContent = original;
