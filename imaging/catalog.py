@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
-from imaging.labeling import Label, LabelResult
+from imaging.labeling import Box, Label, LabelResult
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
 
@@ -174,6 +174,9 @@ class ImageRecord:
     delete_key_hash: str = ""
     warnings: tuple[str, ...] = ()
     receipt: dict[str, Any] = field(default_factory=dict)
+    people: int = 0  # faces found by the labeler
+    faces: tuple[Box, ...] = ()  # the best of their boxes, fractions of width and height
+    text: str = ""  # text read in the picture, capped
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -220,6 +223,7 @@ class ImageRecord:
         data["thumbnail"] = Variant(**data["thumbnail"])
         data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
+        data["faces"] = tuple(Box(**face) for face in data.get("faces", ()))
         return cls(**data)
 
     def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
@@ -261,6 +265,9 @@ class ImageRecord:
             "hidden": self.hidden,
             "warnings": list(self.warnings),
             "receipt": dict(self.receipt),
+            "people": self.people,
+            "faces": [asdict(face) for face in self.faces],
+            "text": self.text,
         }
 
 
@@ -324,6 +331,9 @@ def new_record(
         delete_key_hash=hash_delete_key(delete_key),
         warnings=tuple(dict.fromkeys(warnings)),
         receipt=receipt,
+        people=labels.people,
+        faces=labels.faces,
+        text=labels.text,
     )
 
 

@@ -1,0 +1,157 @@
+"""What finding people and text costs the local labeler: CPU per step, RSS per model, hits.
+
+    .venv/bin/python -m benchmarks.findings
+
+Builds its pictures in memory (scikit-image's sample photos, portraits tiled into a group, and
+screenshots rendered in Pillow's bundled font), labels each as the pipeline does (a JPEG within
+640 px), and prints per picture what each step found and its CPU time; then the faces found, OCR
+word recall on the screenshots, the OCR runs the pre-check saved, and the resident memory each
+model adds to one process. CPU times are process (or child) CPU, median of several rounds.
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+from PIL import Image, ImageDraw, ImageFont
+
+from benchmarks.machine import cpu_model
+
+ROUNDS = 5
+SCREENS = (
+    ("Quarterly report for the harbour office", "Invoice number 4711 is due on Friday"),
+    ("Please restart the server before lunch", "Gallery settings and upload limits"),
+    ("Welcome back", "You have 3 new messages", "Open the settings page to change it"),
+)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def photo(name: str) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def group() -> Image.Image:
+    astronaut = photo("astronaut").resize((400, 400))
+    cameraman = photo("camera").resize((400, 400))
+    grid = Image.new("RGB", (800, 800))
+    for tile, place in ((astronaut, (0, 0)), (cameraman, (400, 0)), (cameraman, (0, 400))):
+        grid.paste(tile, place)
+    grid.paste(astronaut, (400, 400))
+    return grid
+
+
+def screenshot(lines: tuple[str, ...]) -> Image.Image:
+    picture = Image.new("RGB", (1280, 800), "white")
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=22)
+    for row, line in enumerate(lines):
+        draw.text((30, 30 + row * 40), line, font=font, fill="#141414")
+    return picture
+
+
+def label_copy(picture: Image.Image) -> Image.Image:
+    small = picture.copy()
+    small.thumbnail((640, 640))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def cpu_ms(step: Callable[[], object], *, children: bool = False) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    times = []
+    for _ in range(ROUNDS):
+        before = resource.getrusage(who)
+        started = time.process_time()
+        step()
+        after = resource.getrusage(who)
+        if children:
+            times.append(
+                (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+            )
+        else:
+            times.append((time.process_time() - started) * 1000)
+    return statistics.median(times)
+
+
+def words(text: str) -> set[str]:
+    return {word.strip(".,:;").lower() for word in text.split()}
+
+
+def main() -> None:
+    print(f"machine: {cpu_model()}; {ROUNDS} rounds, median CPU ms")
+    base = rss_mb()
+    from imaging.labeling.local import LocalLabeler
+
+    with tempfile.TemporaryDirectory() as cache:
+        classifier = LocalLabeler(cache_dir=Path(cache))
+        classifier.check()
+        after_classifier = rss_mb()
+        from imaging.labeling.faces import FaceDetector
+        from imaging.labeling.text import TextReader, likely_text
+
+        detector = FaceDetector()
+        detector.check()
+        after_faces = rss_mb()
+        reader = TextReader(timeout=10)
+
+        pictures = {
+            name: photo(name)
+            for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field")
+        }
+        pictures["group of 4"] = group()
+        for index, lines in enumerate(SCREENS):
+            pictures[f"screenshot {index + 1}"] = screenshot(lines)
+
+        print(
+            f"{'picture':<18} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
+            f"{'check ms':>8} {'OCR ms':>7}  words read"
+        )
+        recalls = []
+        for name, picture in pictures.items():
+            small = label_copy(picture)
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=95)
+            jpeg = buffer.getvalue()
+            faces = detector.detect(small)
+            likely = likely_text(small)
+            classes = cpu_ms(partial(classifier.label, jpeg))
+            face_ms = cpu_ms(partial(detector.detect, small))
+            check_ms = cpu_ms(partial(likely_text, small))
+            ocr = "      -"
+            if likely:
+                ocr = f"{cpu_ms(partial(reader.ocr, small), children=True):7.0f}"
+            read = ""
+            if name.startswith("screenshot"):
+                expected = words(" ".join(SCREENS[int(name.split()[-1]) - 1]))
+                got = words(reader.read(small).text)
+                recalls.append(len(expected & got) / len(expected))
+                read = f"{len(expected & got)}/{len(expected)}"
+            print(
+                f"{name:<18} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
+                f"{face_ms:8.1f} {check_ms:8.1f} {ocr}  {read}"
+            )
+        print(f"OCR word recall on screenshots: {statistics.mean(recalls):.0%}")
+        print(
+            f"resident memory: classifier +{after_classifier - base:.0f} MB, "
+            f"face detector +{after_faces - after_classifier:.0f} MB, "
+            f"OCR +0 MB (a subprocess per run); process {rss_mb():.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
