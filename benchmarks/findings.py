@@ -21,45 +21,22 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import skimage.data
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from benchmarks.machine import cpu_model
+from tests.images import SCREEN_LINES, group, screenshot, skimage_photo
 
 ROUNDS = 5
 SCREENS = (
-    ("Quarterly report for the harbour office", "Invoice number 4711 is due on Friday"),
-    ("Please restart the server before lunch", "Gallery settings and upload limits"),
+    SCREEN_LINES,
     ("Welcome back", "You have 3 new messages", "Open the settings page to change it"),
+    ("Build 2417 failed", "3 tests failed in test_pipeline.py", "Retry or open the log"),
 )
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def photo(name: str) -> Image.Image:
-    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-
-
-def group() -> Image.Image:
-    astronaut = photo("astronaut").resize((400, 400))
-    cameraman = photo("camera").resize((400, 400))
-    grid = Image.new("RGB", (800, 800))
-    for tile, place in ((astronaut, (0, 0)), (cameraman, (400, 0)), (cameraman, (0, 400))):
-        grid.paste(tile, place)
-    grid.paste(astronaut, (400, 400))
-    return grid
-
-
-def screenshot(lines: tuple[str, ...]) -> Image.Image:
-    picture = Image.new("RGB", (1280, 800), "white")
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=22)
-    for row, line in enumerate(lines):
-        draw.text((30, 30 + row * 40), line, font=font, fill="#141414")
-    return picture
 
 
 def label_copy(picture: Image.Image) -> Image.Image:
@@ -109,7 +86,7 @@ def main() -> None:
         reader = TextReader(timeout=10)
 
         pictures = {
-            name: photo(name)
+            name: skimage_photo(name)
             for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field")
         }
         pictures["group of 4"] = group()

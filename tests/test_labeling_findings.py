@@ -8,12 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import skimage.data
 from flask.testing import FlaskClient
-from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from imaging.errors import LabelerUnavailable
 from imaging.labeling import MAX_FACES, MAX_TEXT, Box, Label, LabelResult, with_findings
@@ -21,19 +18,12 @@ from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
 from imaging.labeling.text import TextReader, likely_text
 from tests.conftest import AppFactory
+from tests.images import SCREEN_LINES, group, portrait, screenshot, skimage_photo
 from tests.uploads import UploadActions
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None,
     reason="tesseract-ocr is not installed (scripts/install-system-deps installs it)",
-)
-
-#: Words a screenshot shows; the test reads them back.
-SCREEN_LINES = (
-    "Quarterly report for the harbour office",
-    "Invoice number 4711 is due on Friday",
-    "Please restart the server before lunch",
-    "Gallery settings and upload limits",
 )
 
 
@@ -44,37 +34,6 @@ def label_copy(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     small.save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
-
-
-def photo(pixels: NDArray[np.uint8]) -> Image.Image:
-    return Image.fromarray(pixels).convert("RGB")
-
-
-def portrait() -> Image.Image:
-    return photo(skimage.data.astronaut())
-
-
-def group() -> Image.Image:
-    """Four portraits in a 2x2 grid: two astronauts, two cameramen."""
-    astronaut = portrait().resize((400, 400))
-    cameraman = photo(skimage.data.camera()).resize((400, 400))
-    grid = Image.new("RGB", (800, 800))
-    for tile, place in ((astronaut, (0, 0)), (cameraman, (400, 0))):
-        grid.paste(tile, place)
-    for tile, place in ((cameraman, (0, 400)), (astronaut, (400, 400))):
-        grid.paste(tile, place)
-    return grid
-
-
-def screenshot(lines: tuple[str, ...] = SCREEN_LINES, *, dark: bool = False) -> Image.Image:
-    """A screenshot-like picture: lines of text in Pillow's bundled TrueType font."""
-    background, ink = ("#1e1e28", "#e6e6e6") if dark else ("white", "#141414")
-    picture = Image.new("RGB", (1280, 800), background)
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=22)
-    for row, line in enumerate(lines):
-        draw.text((30, 30 + row * 40), line, font=font, fill=ink)
-    return picture
 
 
 def words(text: str) -> set[str]:
@@ -123,7 +82,7 @@ def test_a_group_has_a_face_per_portrait(detector: FaceDetector) -> None:
 
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket", "hubble_deep_field"])
 def test_photos_without_people_have_no_faces(detector: FaceDetector, name: str) -> None:
-    assert detector.detect(photo(getattr(skimage.data, name)())) == ()
+    assert detector.detect(skimage_photo(name)) == ()
 
 
 def test_boxes_are_fractions_of_a_wide_picture(detector: FaceDetector) -> None:
@@ -156,7 +115,7 @@ def test_a_screenshot_is_likely_to_hold_text(dark: bool) -> None:
     "name", ["astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "grass", "moon"]
 )
 def test_photos_are_not_likely_to_hold_text(name: str) -> None:
-    assert not likely_text(photo(getattr(skimage.data, name)()))
+    assert not likely_text(skimage_photo(name))
 
 
 def test_a_blank_picture_is_not_likely_to_hold_text() -> None:
@@ -267,7 +226,7 @@ def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
     reader = TextReader()
     labeler = LocalLabeler(cache_dir=tmp_path, reader=reader)
 
-    result = labeler.label(label_copy(photo(skimage.data.coffee())))
+    result = labeler.label(label_copy(skimage_photo("coffee")))
 
     assert (result.text, reader.calls) == ("", 0)
     assert "text" not in [label.description for label in result.labels]
