@@ -1,12 +1,18 @@
 """What finding people and text costs the local labeler: CPU per step, RSS per model, hits.
 
-    .venv/bin/python -m benchmarks.findings
+    .venv/bin/python -m benchmarks.findings            # in one process
+    .venv/bin/python -m benchmarks.findings --server   # the whole server's memory, 3 ways
 
 Builds its pictures in memory (scikit-image's sample photos, portraits tiled into a group, and
 screenshots rendered in Pillow's bundled font), labels each as the pipeline does (a JPEG within
 640 px), and prints per picture what each step found and its CPU time; then the faces found, OCR
 word recall on the screenshots, the OCR runs the pre-check saved, and the resident memory each
 model adds to one process. CPU times are process (or child) CPU, median of several rounds.
+
+``--server`` runs the Dockerfile's command (gunicorn, one worker per core, via
+``tests/container.py``) with LABELER=none, with the classifier alone (LOCAL_FEATURES=none) and
+with every model, sends each the same 24 uploads and prints the resident memory of the master
+and its workers afterwards.
 """
 
 from __future__ import annotations
@@ -129,6 +135,66 @@ def main() -> None:
         )
 
 
+SERVER_MODES = {
+    "labels off": {"LABELER": "none"},
+    "classes only": {"LABELER": "local", "LOCAL_FEATURES": "none"},
+    "classes, faces, text": {"LABELER": "local"},
+}
+
+
+def tree_rss_mb(root: int) -> dict[int, float]:
+    """Resident memory of ``root`` and every process under it, from /proc."""
+    parents: dict[int, int] = {}
+    resident: dict[int, float] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+            )
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(status.parent.name)
+        parents[pid] = int(fields["PPid"])
+        resident[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return {pid: resident[pid] for pid in sorted(tree) if pid in resident}
+
+
+def server() -> None:
+    from tests.container import post_image, start_container, stop
+
+    print(f"machine: {cpu_model()}; the Dockerfile's command, 24 uploads each")
+    pictures = [skimage_photo("astronaut"), group(), screenshot(), skimage_photo("coffee")] * 6
+    for mode, env in SERVER_MODES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            running = start_container(Path(tmp), **env)
+            try:
+                for index, picture in enumerate(pictures):
+                    unique = picture.copy()
+                    unique.putpixel((0, 0), (index, index, index))  # no duplicate answers
+                    buffer = io.BytesIO()
+                    unique.save(buffer, "PNG")
+                    status, _, body = post_image(running.url, buffer.getvalue())
+                    assert status == 201, body
+                rss = tree_rss_mb(running.process.pid)
+            finally:
+                stop(running)
+        each = " + ".join(f"{mb:.0f}" for mb in rss.values())
+        print(f"{mode:<22} {sum(rss.values()):5.0f} MB  (master + workers: {each})")
+
+
 if __name__ == "__main__":
+    import sys
+
     np.seterr(all="ignore")
-    main()
+    if "--server" in sys.argv[1:]:
+        server()
+    else:
+        main()
