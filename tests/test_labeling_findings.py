@@ -12,8 +12,17 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from imaging.config import Settings
 from imaging.errors import LabelerUnavailable
-from imaging.labeling import MAX_FACES, MAX_TEXT, Box, Label, LabelResult, with_findings
+from imaging.labeling import (
+    MAX_FACES,
+    MAX_TEXT,
+    Box,
+    Label,
+    LabelResult,
+    build_labeler,
+    with_findings,
+)
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
 from imaging.labeling.text import TextReader, likely_text
@@ -279,3 +288,26 @@ def test_local_features_empty_turns_people_and_text_off(make_app: AppFactory) ->
     record = upload_copy(UploadActions(client), portrait())
 
     assert (record["people"], record["faces"], record["text"]) == (0, [], "")
+
+
+def test_without_the_tesseract_command_the_labeler_reads_no_text_and_says_so(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+    labeler = build_labeler(settings.replace(labeler="local"))
+
+    assert isinstance(labeler, LocalLabeler)
+    assert labeler.reader is None
+    assert labeler.faces is not None
+    assert "no tesseract command" in caplog.text
+
+
+def test_local_features_choose_the_detectors(settings: Settings) -> None:
+    faces_only = build_labeler(settings.replace(labeler="local", local_features=("faces",)))
+    text_only = build_labeler(settings.replace(labeler="local", local_features=("text",)))
+
+    assert isinstance(faces_only, LocalLabeler)
+    assert isinstance(text_only, LocalLabeler)
+    assert (faces_only.faces is not None, faces_only.reader) == (True, None)
+    assert text_only.faces is None
