@@ -25,7 +25,7 @@ from imaging.labeling import (
 )
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
-from imaging.labeling.text import TextReader, likely_text
+from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text
 from tests.conftest import AppFactory
 from tests.images import SCREEN_LINES, group, portrait, screenshot, skimage_photo
 from tests.uploads import UploadActions
@@ -159,6 +159,15 @@ def test_ocr_past_its_timeout_makes_the_reader_unavailable(tmp_path: Path) -> No
 
     with pytest.raises(LabelerUnavailable, match=r"longer than 0\.5 s"):
         TextReader(timeout=0.5, command=str(slow)).read(screenshot())
+
+
+def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_after_its_timeout() -> None:
+    assert OCR_SLOTS.acquire(timeout=5)  # another upload's OCR is running
+    try:
+        with pytest.raises(LabelerUnavailable, match="OCR busy"):
+            TextReader(timeout=0.5).read(screenshot())
+    finally:
+        OCR_SLOTS.release()
 
 
 def test_a_failing_ocr_command_makes_the_reader_unavailable(tmp_path: Path) -> None:

@@ -2,11 +2,12 @@
 
 Tesseract (Debian's ``tesseract-ocr``, Apache-2.0, with its English model) runs as a
 subprocess, so it holds no memory in the server between uploads; each call is bounded by
-OCR_TIMEOUT. OCR costs 100-300 ms of CPU even on a photo with nothing to read, so it only runs
-when ``likely_text`` says so: a picture mostly of flat colour (screenshots, slides, documents,
-posters) with rows of sharp, dense edges (lines of letters). Photos almost never pass it, so a
-photo costs no OCR call at all; the price is that text inside a photo (a street sign) is not
-read locally. Cloud Vision's TEXT_DETECTION reads that in production.
+OCR_TIMEOUT, and one runs at a time per process. OCR costs 100-300 ms of CPU even on a photo
+with nothing to read, so it only runs when ``likely_text`` says so: a picture mostly of flat
+colour (screenshots, slides, documents, posters) with rows of sharp, dense edges (lines of
+letters). Photos almost never pass it, so a photo costs no OCR call at all; the price is that
+text inside a photo (a street sign) is not read locally. Cloud Vision's TEXT_DETECTION reads
+that in production.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from imaging.errors import LabelerUnavailable
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Reading", "TextReader", "likely_text"]
+__all__ = ["OCR_SLOTS", "Reading", "TextReader", "likely_text"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ _EDGES_PER_TEXT_ROW = 12
 _MAX_TEXT_ROWS = 0.6
 #: Words Tesseract is less sure of than this (0..100) are left out.
 _MIN_CONFIDENCE = 50.0
+#: OCR runs at once per process: each Tesseract holds about 40 MB while it runs, and the label
+#: pool would otherwise start one per labelling thread.
+OCR_SLOTS = threading.BoundedSemaphore(1)
 #: Tesseract reads letters best at 20-30 px; the labeler's copy is at most 640 px, so small
 #: pictures are enlarged first (measured: 91 % -> 100 % of rendered words read back).
 _UPSCALE_BELOW = 1000
@@ -100,6 +104,8 @@ class TextReader:
             grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.LANCZOS)
         png = io.BytesIO()
         grey.save(png, "PNG", compress_level=1)
+        if not OCR_SLOTS.acquire(timeout=self.timeout):
+            raise LabelerUnavailable(f"OCR busy for {self.timeout:g} s")
         with self._calls_lock:
             self.calls += 1
         try:
@@ -116,6 +122,8 @@ class TextReader:
             raise LabelerUnavailable(f"OCR took longer than {self.timeout:g} s") from exc
         except (OSError, subprocess.CalledProcessError) as exc:
             raise LabelerUnavailable(f"OCR failed: {exc}") from exc
+        finally:
+            OCR_SLOTS.release()
         return _parsed(done.stdout.decode("utf-8", "replace"))
 
 
