@@ -63,7 +63,7 @@ from imaging.errors import (
     ObjectNotFound,
     StorageUnavailable,
 )
-from imaging.labeling import Label, LabelResult
+from imaging.labeling import Box, Label, LabelResult
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
 
@@ -215,6 +215,9 @@ class ImageRecord:
     receipt: dict[str, Any] = field(default_factory=dict)
     thumbhash: str = ""  # base64 ThumbHash painted while the thumbnail loads; "" on old records
     camera: dict[str, Any] = field(default_factory=dict)  # processing.Camera's fields; never GPS
+    people: int = 0  # faces found by the labeler
+    faces: tuple[Box, ...] = ()  # the best of their boxes, fractions of width and height
+    text: str = ""  # text read in the picture, capped
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -259,6 +262,7 @@ class ImageRecord:
         data["thumbnail"] = Variant(**data["thumbnail"])
         data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
+        data["faces"] = tuple(Box(**face) for face in data.get("faces", ()))
         return cls(**data)
 
     def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
@@ -302,6 +306,9 @@ class ImageRecord:
             "receipt": dict(self.receipt),
             "thumbhash": self.thumbhash,
             "camera": dict(self.camera),
+            "people": self.people,
+            "faces": [asdict(face) for face in self.faces],
+            "text": self.text,
         }
 
 
@@ -372,6 +379,9 @@ def new_record(
         receipt=receipt,
         thumbhash=thumbhash,
         camera=dict(camera or {}),
+        people=labels.people,
+        faces=labels.faces,
+        text=labels.text,
     )
 
 

@@ -156,6 +156,26 @@ class Shaped:
 
 
 @dataclass(frozen=True)
+class SomeOf:
+    """A comma-separated choice among ``values``; ``optional``: none at all is allowed too."""
+
+    values: tuple[str, ...]
+    optional: bool = False
+
+    def problems(self, env: str, value: Any) -> list[str]:
+        unknown = [word for word in value if word not in self.values]
+        if unknown:
+            return [f"{env} has unknown values: {', '.join(unknown)}"]
+        if not value and not self.optional:
+            return [f"{env} must name at least one of {', '.join(self.values)}"]
+        return []
+
+    def allowed(self) -> str:
+        words = ", ".join(f"`{v}`" for v in self.values)
+        return f"comma-separated, from {words}" + (", or `none`" if self.optional else "")
+
+
+@dataclass(frozen=True)
 class KnownFormats:
     """At least one format, each one the registry can write."""
 
@@ -315,6 +335,13 @@ def setting(
     return declared
 
 
+def _choices(raw: str) -> tuple[str, ...]:
+    """``'Faces, text'`` -> ``('faces', 'text')``; ``'none'`` -> ``()`` (an empty variable
+    keeps the default, so "none at all" needs a word)."""
+    words = _words(raw.lower())
+    return () if words == ("none",) else words
+
+
 def _keyword(raw: str) -> str:
     return raw.upper()
 
@@ -390,6 +417,30 @@ class Settings:
     )
     model_cache_dir: Path = setting(  # noqa: RUF009 (a Path is immutable)
         Path("instance/models"), "where the local labeler caches its ONNX graph", LABELS
+    )
+    local_features: tuple[str, ...] = setting(
+        ("faces", "text"),
+        "what the local labeler looks for besides its classes: `faces` (`person`/`people` "
+        "labels, a count and the boxes; about 3 ms and 13 MB per worker) and `text` (Tesseract "
+        "OCR, only on screenshot-like pictures; 100-300 ms in a subprocess when it runs)",
+        LABELS,
+        check=SomeOf(("faces", "text"), optional=True),
+        parse=_choices,
+    )
+    ocr_timeout: float = setting(
+        3.0,
+        "seconds one OCR run may take before the image is saved without its text",
+        LABELS,
+        check=Between(0.5, 30, "seconds"),
+    )
+    vision_features: tuple[str, ...] = setting(
+        ("labels", "text", "faces"),
+        "what Cloud Vision is asked for in its one call per image: `labels`, `text` "
+        "(TEXT_DETECTION) and `faces` (FACE_DETECTION); each is billed per image "
+        "([formats and labels](formats-and-labels.md#cost))",
+        LABELS,
+        check=SomeOf(("labels", "text", "faces")),
+        parse=_choices,
     )
     vision_api_endpoint: str = setting(
         "",

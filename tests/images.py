@@ -8,7 +8,7 @@ import struct
 import zlib
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def encode(im: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -255,3 +255,48 @@ def camera_photo(
         exif.get_ifd(0x8825).update(GPS_POSITION)
     pixels = gradient(width, height) if image is None else image
     return encode(pixels, "JPEG", quality=90, exif=exif)
+
+
+def skimage_photo(name: str) -> Image.Image:
+    """A sample photo shipped inside scikit-image's wheel ('astronaut', 'camera', ...), as RGB."""
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+
+def portrait() -> Image.Image:
+    """One person: scikit-image's astronaut (Eileen Collins), 512x512."""
+    return skimage_photo("astronaut")
+
+
+def group() -> Image.Image:
+    """Four people: portraits in a 2x2 grid, two astronauts and two cameramen, 800x800."""
+    astronaut = portrait().resize((400, 400))
+    cameraman = skimage_photo("camera").resize((400, 400))
+    grid = Image.new("RGB", (800, 800))
+    for tile, place in ((astronaut, (0, 0)), (cameraman, (400, 0))):
+        grid.paste(tile, place)
+    for tile, place in ((cameraman, (0, 400)), (astronaut, (400, 400))):
+        grid.paste(tile, place)
+    return grid
+
+
+#: The words ``screenshot()`` shows, line by line.
+SCREEN_LINES = (
+    "Quarterly report for the harbour office",
+    "Invoice number 4711 is due on Friday",
+    "Please restart the server before lunch",
+    "Gallery settings and upload limits",
+)
+
+
+def screenshot(lines: tuple[str, ...] = SCREEN_LINES, *, dark: bool = False) -> Image.Image:
+    """A screenshot-like picture, 1280x800: lines of text in Pillow's bundled TrueType font
+    (no system font needed)."""
+    background, ink = ("#1e1e28", "#e6e6e6") if dark else ("white", "#141414")
+    picture = Image.new("RGB", (1280, 800), background)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=22)
+    for row, line in enumerate(lines):
+        draw.text((30, 30 + row * 40), line, font=font, fill=ink)
+    return picture

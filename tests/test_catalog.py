@@ -7,6 +7,7 @@ counting wrapper around the real store where the cost of a page is the point.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ import pytest
 
 from imaging.catalog import Catalog, ImageRecord, Variant, new_id
 from imaging.errors import NotFound, StorageUnavailable
-from imaging.labeling import Label
+from imaging.labeling import Box, Label
 from imaging.storage import ObjectStore
 from tests.faults import CountingStore, FlakyStore
 
@@ -276,3 +277,24 @@ def test_two_admins_approving_at_once_both_succeed(any_store: ObjectStore) -> No
 
     assert [r.hidden for r in results] == [False, False]
     assert Catalog(any_store).get(held.id) == dataclasses.replace(held, hidden=False)
+
+
+def test_people_faces_and_text_survive_a_save_and_read(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    face = Box(left=0.25, top=0.1, width=0.2, height=0.3, score=0.93)
+    found = dataclasses.replace(record(1), people=3, faces=(face,), text="OPEN\n24 hours")
+    commit(catalog, found)
+
+    (again,) = catalog.page(limit=10).records
+
+    assert (again.people, again.faces, again.text) == (3, (face,), "OPEN\n24 hours")
+
+
+def test_a_record_written_before_people_and_text_reads_with_none_found() -> None:
+    saved = json.loads(record(1).to_json())
+    for newer in ("people", "faces", "text"):
+        del saved[newer]
+
+    old = ImageRecord.from_json(json.dumps(saved).encode())
+
+    assert (old.people, old.faces, old.text) == (0, (), "")

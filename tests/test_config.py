@@ -244,6 +244,11 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"label_min_score": -0.1}, "LABEL_MIN_SCORE must be between 0 and 1"),
     ({"label_min_score": 1.1}, "LABEL_MIN_SCORE must be between 0 and 1"),
     ({"label_max_results": 0}, "LABEL_MAX_RESULTS must be at least 1"),
+    ({"local_features": ("faces", "logos")}, "LOCAL_FEATURES has unknown values: logos"),
+    ({"vision_features": ()}, "VISION_FEATURES must name at least one of labels, text, faces"),
+    ({"vision_features": ("labels", "ocr")}, "VISION_FEATURES has unknown values: ocr"),
+    ({"ocr_timeout": 0.1}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
+    ({"ocr_timeout": 31}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
     ({"log_format": "xml"}, "LOG_FORMAT must be 'text' or 'json'"),
     ({"log_level": "TRACE"}, "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
     ({"trace_exporter": "jaeger"}, "TRACE_EXPORTER must be 'none', 'gcp' or 'console'"),
@@ -329,6 +334,7 @@ def test_each_rule_refuses_what_breaks_it(changes: dict[str, Any], problem: str)
         {"max_upload_mb": 1, "direct_upload_max_mb": 1024, "direct_upload_threshold_mb": 0},
         {"upload_url_ttl": 60, "max_side": WEBP_MAX_SIDE, "max_output_side": 1},
         {"label_min_score": 0.0, "trace_sample_ratio": 1.0, "event_workers": 32},
+        {"local_features": (), "vision_features": ("faces",), "ocr_timeout": 30},
         {
             "storage_backend": "gcs",
             "gcs_bucket": "b",
@@ -352,6 +358,15 @@ def test_each_rule_refuses_what_breaks_it(changes: dict[str, Any], problem: str)
 def test_values_inside_every_rule_are_accepted(changes: dict[str, Any]) -> None:
     settings = Settings(**changes)
     assert settings.validated() is settings
+
+
+def test_features_are_read_as_lower_case_words_and_none_means_none() -> None:
+    settings = Settings.from_env(
+        {"LOCAL_FEATURES": "none", "VISION_FEATURES": "Labels, FACES", "SECRET_KEY": "s"}
+    )
+    assert (settings.local_features, settings.vision_features) == ((), ("labels", "faces"))
+    with pytest.raises(SettingsError, match="VISION_FEATURES must name at least one"):
+        Settings.from_env({"VISION_FEATURES": "none", "SECRET_KEY": "s"})
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -148,6 +148,29 @@ def test_the_container_converts_an_upload_over_http(container: Container) -> Non
     assert stored_completely(container.media_root, body)
 
 
+def test_the_image_installs_tesseract_for_the_local_labelers_text() -> None:
+    runs = [args for word, args in final_stage() if word == "RUN"]
+    assert any("apt-get install" in run and "tesseract-ocr" in run for run in runs)
+
+
+def test_the_containers_default_labeler_finds_people_and_reads_text(tmp_path: Path) -> None:
+    running = start_container(tmp_path, LABELER="local")
+    try:
+        found = []
+        for picture in (images.group(), images.screenshot()):
+            buffer = io.BytesIO()
+            picture.save(buffer, "PNG")
+            status, _, body = post_image(running.url, buffer.getvalue())
+            assert status == 201, body
+            found.append(body)
+    finally:
+        stop(running)
+    people, shot = found
+    assert (people["labels"][0]["description"], people["people"]) == ("people", 4)
+    assert "Invoice number 4711" in shot["text"]
+    assert "text" in [label["description"] for label in shot["labels"]]
+
+
 def test_the_container_serves_the_gallery_page_and_its_static_files(container: Container) -> None:
     status, page = get(f"{container.url}/")
     assert status == 200

@@ -14,8 +14,9 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
-from imaging.labeling import Label, LabelerUnavailable
+from imaging.labeling import MAX_FACES, Box, Label, LabelerUnavailable
 from imaging.labeling.vision import VisionLabeler
+from tests.uploads import upload_ok
 from tests.vision_server import VisionServer
 
 MakeLabeler = Callable[..., VisionLabeler]
@@ -307,3 +308,86 @@ def test_check_raises_when_there_are_no_credentials(
 
     with pytest.raises(LabelerUnavailable, match="could not be created"):
         make_labeler(endpoint="", credentials=None).check()
+
+
+# -- text and faces (VISION_FEATURES) -------------------------------------------------------------
+
+
+def test_text_and_faces_are_asked_for_in_the_same_request(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    make_labeler(features=("labels", "text", "faces"), safe_search=True).label(jpeg())
+
+    assert vision_server.calls == 1
+    assert vision_server.received[0].features == {
+        "LABEL_DETECTION": 5,
+        "TEXT_DETECTION": None,
+        "FACE_DETECTION": MAX_FACES,
+        "SAFE_SEARCH_DETECTION": None,
+    }
+
+
+def test_only_the_features_chosen_are_asked_for(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    result = make_labeler(features=("text",)).label(jpeg())
+
+    assert set(vision_server.received[0].features) == {"TEXT_DETECTION"}
+    assert result.labels == ()
+
+
+def test_the_text_vision_reads_is_kept_with_a_text_label(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("labels", text="OPEN 24 HOURS\nFree parking")
+
+    result = make_labeler(features=("labels", "text")).label(jpeg())
+
+    assert result.text == "OPEN 24 HOURS\nFree parking"
+    assert [label.description for label in result.labels] == ["text", "Cat", "Whiskers"]
+
+
+def test_faces_vision_finds_become_people_with_a_count_and_boxes(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    # On a 200x100 image: the left face at (0, 0) (Vision leaves zero coordinates out).
+    vision_server.set_mode("labels", faces=((0, 0, 40, 50, 0.8), (100, 20, 50, 50, 0.95)))
+
+    result = make_labeler(features=("labels", "faces")).label(jpeg(size=(200, 100)))
+
+    assert result.people == 2
+    assert result.labels[0] == Label("people", 0.95, "vision")
+    assert result.faces == (
+        Box(left=0.5, top=0.2, width=0.25, height=0.5, score=0.95),
+        Box(left=0.0, top=0.0, width=0.2, height=0.5, score=0.8),
+    )
+
+
+def test_one_face_from_vision_is_a_person(
+    make_labeler: MakeLabeler, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("labels", faces=((10, 10, 20, 20, 0.9),))
+
+    result = make_labeler(features=("faces",)).label(jpeg())
+
+    assert result.labels == (Label("person", 0.9, "vision"),)
+    assert result.people == 1
+
+
+def test_unknown_vision_features_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown Vision features: logos"):
+        VisionLabeler(features=("labels", "logos"))
+
+
+def test_the_app_asks_vision_for_the_features_of_vision_features(
+    make_app: Any, vision_server: VisionServer
+) -> None:
+    vision_server.set_mode("labels", text="Hello there")
+    client = make_app(
+        labeler="vision", vision_api_endpoint=vision_server.endpoint, vision_features=("text",)
+    ).test_client()
+
+    record = upload_ok(client)
+
+    assert set(vision_server.received[0].features) == {"TEXT_DETECTION"}
+    assert (record["text"], record["labels"][0]["description"]) == ("Hello there", "text")

@@ -6,7 +6,8 @@ through the real client library, its transcoding and its error mapping. Each tes
 
 - ``"labels"`` (default): the configured ``labels`` (``Cat`` 0.97, ``Whiskers`` 0.9) in the
   order given, at most ``maxResults`` of them as the real API does, plus the configured
-  SafeSearch verdict when it was asked for;
+  SafeSearch verdict when it was asked for, the configured ``text`` for TEXT_DETECTION and the
+  configured ``faces`` (pixel boxes with a confidence) for FACE_DETECTION;
 - ``"empty"``: a 200 with an empty annotation, as Vision answers for an image it finds nothing in;
 - ``"error"``: ``error_status`` (500, 403, 429, ...) with a Google-style error body; with
   ``fail_times`` set, only that many requests fail and the later ones get labels;
@@ -95,6 +96,8 @@ class VisionServer:
     fail_times: int | None = None  # "error" mode: fail this many calls, then answer; None = all
     slow_seconds: float = 5.0
     honour_max_results: bool = True  # False: answer every label, as a careless proxy might
+    text: str = ""  # TEXT_DETECTION's answer; "" = no text found
+    faces: tuple[tuple[int, int, int, int, float], ...] = ()  # (left, top, width, height, conf)
     received: list[ReceivedRequest] = field(default_factory=list)
     calls: int = 0  # HTTP calls (one call may carry several images)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -125,6 +128,7 @@ class VisionServer:
             self.error_status, self.fail_times = fresh.error_status, fresh.fail_times
             self.slow_seconds = fresh.slow_seconds
             self.honour_max_results = fresh.honour_max_results
+            self.text, self.faces = fresh.text, fresh.faces
             self.received.clear()
             self.calls = 0
 
@@ -155,6 +159,7 @@ class VisionServer:
             mode, labels, safe_search = self.mode, self.labels, dict(self.safe_search)
             status, slow_seconds = self.error_status, self.slow_seconds
             honour_max_results = self.honour_max_results
+            text, faces = self.text, self.faces
             if mode == "error" and self.fail_times is not None:
                 if self.fail_times > 0:
                     self.fail_times -= 1
@@ -176,6 +181,8 @@ class VisionServer:
                         image,
                         labels,
                         safe_search,
+                        text=text,
+                        faces=faces,
                         numeric=numeric,
                         honour_max_results=honour_max_results,
                     )
@@ -200,6 +207,8 @@ def _annotations(
     labels: tuple[tuple[str, float], ...],
     safe_search: Mapping[str, str],
     *,
+    text: str,
+    faces: tuple[tuple[int, int, int, int, float], ...],
     numeric: bool,
     honour_max_results: bool,
 ) -> dict[str, Any]:
@@ -217,12 +226,36 @@ def _annotations(
             }
             for index, (description, score) in enumerate(ranked)
         ]
+    if "TEXT_DETECTION" in image.features and text:
+        # As the real API: the whole text first, then each word on its own.
+        found["textAnnotations"] = [{"locale": "en", "description": text}] + [
+            {"description": word} for word in text.split()
+        ]
+    if "FACE_DETECTION" in image.features and faces:
+        limit = image.features["FACE_DETECTION"] or DEFAULT_MAX_RESULTS
+        found["faceAnnotations"] = [
+            {
+                # The head (larger) and the face itself, as Vision gives both.
+                "boundingPoly": {
+                    "vertices": _vertices(left - 10, top - 20, width + 20, height + 30)
+                },
+                "fdBoundingPoly": {"vertices": _vertices(left, top, width, height)},
+                "detectionConfidence": confidence,
+            }
+            for left, top, width, height, confidence in faces[:limit]
+        ]
     if "SAFE_SEARCH_DETECTION" in image.features:
         found["safeSearchAnnotation"] = {
             category: LIKELIHOODS.index(value) if numeric else value
             for category, value in safe_search.items()
         }
     return found
+
+
+def _vertices(left: int, top: int, width: int, height: int) -> list[dict[str, int]]:
+    # Vision leaves out a coordinate that is 0 (proto3 JSON), and so does this.
+    corners = [(left, top), (left + width, top), (left + width, top + height), (left, top + height)]
+    return [{k: v for k, v in (("x", x), ("y", y)) if v} for x, y in corners]
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ simple path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imaging.errors import LabelerUnavailable
@@ -17,7 +18,21 @@ from imaging.gclients import stand_in_credentials
 if TYPE_CHECKING:
     from imaging.config import Settings
 
-__all__ = ["Label", "LabelResult", "Labeler", "LabelerUnavailable", "NullLabeler", "build_labeler"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_FACES",
+    "MAX_TEXT",
+    "Box",
+    "Label",
+    "LabelResult",
+    "Labeler",
+    "LabelerUnavailable",
+    "NullLabeler",
+    "build_labeler",
+    "people_labels",
+    "with_findings",
+]
 
 
 @dataclass(frozen=True)
@@ -28,11 +43,64 @@ class Label:
 
 
 @dataclass(frozen=True)
+class Box:
+    """A region of the picture as fractions (0..1) of its width and height, with a score."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    score: float
+
+
+@dataclass(frozen=True)
 class LabelResult:
-    """What a labeler found; ``safe_search`` maps a category to a likelihood name when asked for."""
+    """What a labeler found; ``safe_search`` maps a category to a likelihood name when asked for.
+
+    ``people`` is how many faces were found; ``faces`` holds the best of their boxes (at most
+    ``MAX_FACES``), for crops. ``text`` is the text read in the picture (at most ``MAX_TEXT``
+    characters), ``""`` when none was found or looked for.
+    """
 
     labels: tuple[Label, ...] = ()
     safe_search: dict[str, str] = field(default_factory=dict)
+    faces: tuple[Box, ...] = ()
+    people: int = 0
+    text: str = ""
+
+
+#: Face boxes kept per image: enough for a group photo's crop, small enough for every record.
+MAX_FACES = 20
+#: Characters of recognised text kept per image.
+MAX_TEXT = 1000
+
+
+def people_labels(faces: tuple[Box, ...], source: str) -> tuple[Label, ...]:
+    """``person`` for one face, ``people`` for several, scored by the surest face."""
+    if not faces:
+        return ()
+    word = "person" if len(faces) == 1 else "people"
+    return (Label(word, max(face.score for face in faces), source),)
+
+
+def with_findings(
+    result: LabelResult,
+    *,
+    faces: tuple[Box, ...] = (),
+    text: str = "",
+    text_score: float = 0.0,
+    source: str,
+) -> LabelResult:
+    """``result`` with the faces and text found: their labels first, the boxes and text kept
+    within ``MAX_FACES`` and ``MAX_TEXT``."""
+    text = "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+    text = text[:MAX_TEXT]
+    found = people_labels(faces, source)
+    if text:
+        found += (Label("text", text_score, source),)
+    taken = {label.description for label in found}
+    labels = found + tuple(label for label in result.labels if label.description not in taken)
+    return replace(result, labels=labels, faces=faces[:MAX_FACES], people=len(faces), text=text)
 
 
 class Labeler(Protocol):
@@ -60,12 +128,22 @@ class NullLabeler:
 def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
     """The labeler LABELER names, built once per process."""
     if settings.labeler == "local":
+        from imaging.labeling.faces import FaceDetector
         from imaging.labeling.local import LocalLabeler
+        from imaging.labeling.text import TextReader
 
+        reader = None
+        if "text" in settings.local_features:
+            reader = TextReader(timeout=settings.ocr_timeout)
+            if not reader.available():
+                log.warning("LOCAL_FEATURES has text, but no tesseract command: text is not read")
+                reader = None
         return LocalLabeler(
             cache_dir=settings.model_cache_dir,
             max_results=settings.label_max_results,
             min_score=settings.label_min_score,
+            faces=FaceDetector() if "faces" in settings.local_features else None,
+            reader=reader,
         )
     if settings.labeler == "vision":
         from imaging.labeling.vision import VisionLabeler
@@ -76,6 +154,7 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
             min_score=settings.label_min_score,
             timeout=settings.label_timeout,
             safe_search=settings.safe_search,
+            features=settings.vision_features,
             **{**stand_in_credentials(settings.vision_api_endpoint), **kwargs},
         )
     return NullLabeler()

@@ -6,6 +6,10 @@ labels are the words people use for its ImageNet classes, rolled up to their com
 converted to ONNX once and cached as ``<cache_dir>/efficientnet-lite0.onnx``; the cache records
 which weights and which builder version made it, so a stale or broken cache file is simply
 rebuilt.
+
+With a ``FaceDetector`` (``imaging.labeling.faces``) and a ``TextReader``
+(``imaging.labeling.text``) it also labels ``person``/``people`` and ``text`` and returns the
+face boxes and the text read (LOCAL_FEATURES chooses which).
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from imaging.errors import LabelerUnavailable
-from imaging.labeling import Label, LabelResult
+from imaging.errors import ImagingError, LabelerUnavailable
+from imaging.labeling import Box, Label, LabelResult, with_findings
 from imaging.labeling.effnet import BUILDER_VERSION, INPUT_SIZE, build_onnx, read_checkpoint
+from imaging.labeling.faces import FaceDetector
+from imaging.labeling.text import Reading, TextReader
 from imaging.labeling.vocabulary import Vocabulary, vocabulary
 from imaging.processing import rgb_pixels
+from imaging.processing.header import open_image, pillow_boundary
 
 __all__ = ["MODEL_FILE", "LocalLabeler", "bundled_weights"]
 
@@ -73,8 +80,12 @@ class LocalLabeler:
         max_results: int = 5,
         min_score: float = 0.15,
         weights: Traversable | None = None,
+        faces: FaceDetector | None = None,
+        reader: TextReader | None = None,
     ) -> None:
         self.cache_dir = cache_dir
+        self.faces = faces  # None: no person/people labels
+        self.reader = reader  # None: no text read
         self.max_results = max_results
         self.min_score = min_score
         self._weights = weights
@@ -98,11 +109,39 @@ class LocalLabeler:
         words = model.vocabulary.roll_up(
             probabilities, max_results=self.max_results, min_score=self.min_score
         )
-        return LabelResult(labels=tuple(Label(w.word, w.score, self.name) for w in words))
+        result = LabelResult(labels=tuple(Label(w.word, w.score, self.name) for w in words))
+        if self.faces is None and self.reader is None:
+            return result
+        return self._with_findings(result, image)
+
+    def _with_findings(self, result: LabelResult, image: bytes) -> LabelResult:
+        """Add the faces and the text found; either failing costs only its own findings."""
+        try:
+            with pillow_boundary(), open_image(image) as source:
+                picture = source.convert("RGB")
+        except ImagingError as exc:
+            raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
+        faces: tuple[Box, ...] = ()
+        reading = Reading("", 0.0)
+        if self.faces is not None:
+            try:
+                faces = self.faces.detect(picture)
+            except LabelerUnavailable as exc:
+                log.warning("local labeler: no faces: %s", exc)
+        if self.reader is not None:
+            try:
+                reading = self.reader.read(picture)
+            except LabelerUnavailable as exc:
+                log.warning("local labeler: no text: %s", exc)
+        return with_findings(
+            result, faces=faces, text=reading.text, text_score=reading.confidence, source=self.name
+        )
 
     def check(self) -> None:
-        """Load (converting once if needed) the model; LabelerUnavailable if that fails."""
+        """Load (converting once if needed) the models; LabelerUnavailable if that fails."""
         self._loaded()
+        if self.faces is not None:
+            self.faces.check()
 
     def _loaded(self) -> _Model:
         model = self._model

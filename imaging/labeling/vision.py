@@ -1,6 +1,8 @@
-"""VisionLabeler (LABELER=vision): Cloud Vision label detection, and SafeSearch when asked for.
+"""VisionLabeler (LABELER=vision): Cloud Vision labels, text and faces, and SafeSearch when asked.
 
-One ``images:annotate`` call per new image, through the official client, bounded by
+VISION_FEATURES chooses what is asked for: LABEL_DETECTION, TEXT_DETECTION (the text read, and
+a ``text`` label) and FACE_DETECTION (``person``/``people`` labels, the count and the boxes), all
+in one ``images:annotate`` call per new image, through the official client, bounded by
 LABEL_TIMEOUT. Results are kept in a small in-process LRU keyed by the image's SHA-256, so the
 same bytes never reach Vision twice in a process (a double submit, a re-ingest). Every failure
 becomes ``LabelerUnavailable``: the pipeline then stores the upload without labels.
@@ -24,15 +26,19 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.cloud import vision
 
-from imaging.labeling import Label, LabelerUnavailable, LabelResult
+from imaging.errors import ImagingError
+from imaging.labeling import MAX_FACES, Box, Label, LabelerUnavailable, LabelResult, with_findings
+from imaging.processing.header import open_image, pillow_boundary
 
-__all__ = ["CACHE_SIZE", "SAFE_SEARCH_CATEGORIES", "VisionLabeler"]
+__all__ = ["CACHE_SIZE", "FEATURES", "SAFE_SEARCH_CATEGORIES", "VisionLabeler"]
 
 logger = logging.getLogger(__name__)
 
 #: Results kept per process: a few hundred bytes each, so this costs well under a megabyte.
 CACHE_SIZE = 1024
 SAFE_SEARCH_CATEGORIES = ("adult", "violence", "racy", "medical", "spoof")
+#: What VISION_FEATURES may name: label, text and face detection.
+FEATURES = ("labels", "text", "faces")
 #: api_core gives each retry attempt the time left until the call's deadline, except that with
 #: less than one second left it falls back to the whole timeout. Retries therefore only start
 #: while more than this is left, which keeps the call as a whole inside LABEL_TIMEOUT.
@@ -52,8 +58,13 @@ class VisionLabeler:
         min_score: float = 0.15,
         timeout: float = 10.0,
         safe_search: bool = False,
+        features: tuple[str, ...] = ("labels",),
         credentials: Any | None = None,
     ) -> None:
+        unknown = set(features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown Vision features: {', '.join(sorted(unknown))}")
+        self._features = features
         self._endpoint = endpoint
         self._max_results = max_results
         self._min_score = min_score
@@ -112,9 +123,19 @@ class VisionLabeler:
 
     def _annotate(self, image: bytes) -> LabelResult:
         client = self._client_or_raise()
-        features = [
-            vision.Feature(type_=vision.Feature.Type.LABEL_DETECTION, max_results=self._max_results)
-        ]
+        features = []
+        if "labels" in self._features:
+            features.append(
+                vision.Feature(
+                    type_=vision.Feature.Type.LABEL_DETECTION, max_results=self._max_results
+                )
+            )
+        if "text" in self._features:
+            features.append(vision.Feature(type_=vision.Feature.Type.TEXT_DETECTION))
+        if "faces" in self._features:
+            features.append(
+                vision.Feature(type_=vision.Feature.Type.FACE_DETECTION, max_results=MAX_FACES)
+            )
         if self._safe_search:
             features.append(vision.Feature(type_=vision.Feature.Type.SAFE_SEARCH_DETECTION))
         request = vision.AnnotateImageRequest(image=vision.Image(content=image), features=features)
@@ -140,10 +161,18 @@ class VisionLabeler:
                 f"Cloud Vision could not label the image: "
                 f"code {response.error.code}: {response.error.message}"
             )
-        return LabelResult(
+        result = LabelResult(
             labels=self._labels(response),
             safe_search=self._safe_search_verdict(response),
         )
+        faces = _faces(response, image) if "faces" in self._features else ()
+        text = ""
+        if "text" in self._features and response.text_annotations:
+            # The first annotation is the whole text; the others are its words.
+            text = response.text_annotations[0].description
+        if not faces and not text:
+            return result
+        return with_findings(result, faces=faces, text=text, text_score=1.0, source=self.name)
 
     def _labels(self, response: vision.AnnotateImageResponse) -> tuple[Label, ...]:
         # Scores travel as float32; rounding turns 0.9700000286 back into the 0.97 Vision meant.
@@ -163,6 +192,36 @@ class VisionLabeler:
             category: _likelihood_name(getattr(annotation, category))
             for category in SAFE_SEARCH_CATEGORIES
         }
+
+
+def _faces(response: vision.AnnotateImageResponse, image: bytes) -> tuple[Box, ...]:
+    """Vision's face boxes (pixels of the image sent) as fractions of its size, best first."""
+    if not response.face_annotations:
+        return ()
+    try:
+        with pillow_boundary(), open_image(image) as sent:
+            width, height = sent.size
+    except ImagingError as exc:
+        raise LabelerUnavailable(f"image could not be read: {exc}") from exc
+    boxes = []
+    for face in response.face_annotations:
+        # fd_bounding_poly is the face itself; bounding_poly adds the whole head and more.
+        vertices = face.fd_bounding_poly.vertices or face.bounding_poly.vertices
+        if not vertices:
+            continue
+        xs = [min(max(v.x, 0), width) for v in vertices]
+        ys = [min(max(v.y, 0), height) for v in vertices]
+        boxes.append(
+            Box(
+                left=round(min(xs) / width, 4),
+                top=round(min(ys) / height, 4),
+                width=round((max(xs) - min(xs)) / width, 4),
+                height=round((max(ys) - min(ys)) / height, 4),
+                score=round(face.detection_confidence, 4),
+            )
+        )
+    boxes.sort(key=lambda box: box.score, reverse=True)
+    return tuple(boxes)
 
 
 def _likelihood_name(value: int) -> str:

@@ -1,0 +1,200 @@
+"""What finding people and text costs the local labeler: CPU per step, RSS per model, hits.
+
+    .venv/bin/python -m benchmarks.findings            # in one process
+    .venv/bin/python -m benchmarks.findings --server   # the whole server's memory, 3 ways
+
+Builds its pictures in memory (scikit-image's sample photos, portraits tiled into a group, and
+screenshots rendered in Pillow's bundled font), labels each as the pipeline does (a JPEG within
+640 px), and prints per picture what each step found and its CPU time; then the faces found, OCR
+word recall on the screenshots, the OCR runs the pre-check saved, and the resident memory each
+model adds to one process. CPU times are process (or child) CPU, median of several rounds.
+
+``--server`` runs the Dockerfile's command (gunicorn, one worker per core, via
+``tests/container.py``) with LABELER=none, with the classifier alone (LOCAL_FEATURES=none) and
+with every model, sends each the same 24 uploads and prints the resident memory of the master
+and its workers afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.machine import cpu_model
+from tests.images import SCREEN_LINES, group, screenshot, skimage_photo
+
+ROUNDS = 5
+SCREENS = (
+    SCREEN_LINES,
+    ("Welcome back", "You have 3 new messages", "Open the settings page to change it"),
+    ("Build 2417 failed", "3 tests failed in test_pipeline.py", "Retry or open the log"),
+)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def label_copy(picture: Image.Image) -> Image.Image:
+    small = picture.copy()
+    small.thumbnail((640, 640))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def cpu_ms(step: Callable[[], object], *, children: bool = False) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    times = []
+    for _ in range(ROUNDS):
+        before = resource.getrusage(who)
+        started = time.process_time()
+        step()
+        after = resource.getrusage(who)
+        if children:
+            times.append(
+                (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+            )
+        else:
+            times.append((time.process_time() - started) * 1000)
+    return statistics.median(times)
+
+
+def words(text: str) -> set[str]:
+    return {word.strip(".,:;").lower() for word in text.split()}
+
+
+def main() -> None:
+    print(f"machine: {cpu_model()}; {ROUNDS} rounds, median CPU ms")
+    base = rss_mb()
+    from imaging.labeling.local import LocalLabeler
+
+    with tempfile.TemporaryDirectory() as cache:
+        classifier = LocalLabeler(cache_dir=Path(cache))
+        classifier.check()
+        after_classifier = rss_mb()
+        from imaging.labeling.faces import FaceDetector
+        from imaging.labeling.text import TextReader, likely_text
+
+        detector = FaceDetector()
+        detector.check()
+        after_faces = rss_mb()
+        reader = TextReader(timeout=10)
+
+        pictures = {
+            name: skimage_photo(name)
+            for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field")
+        }
+        pictures["group of 4"] = group()
+        for index, lines in enumerate(SCREENS):
+            pictures[f"screenshot {index + 1}"] = screenshot(lines)
+
+        print(
+            f"{'picture':<18} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
+            f"{'check ms':>8} {'OCR ms':>7}  words read"
+        )
+        recalls = []
+        for name, picture in pictures.items():
+            small = label_copy(picture)
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=95)
+            jpeg = buffer.getvalue()
+            faces = detector.detect(small)
+            likely = likely_text(small)
+            classes = cpu_ms(partial(classifier.label, jpeg))
+            face_ms = cpu_ms(partial(detector.detect, small))
+            check_ms = cpu_ms(partial(likely_text, small))
+            ocr = "      -"
+            if likely:
+                ocr = f"{cpu_ms(partial(reader.ocr, small), children=True):7.0f}"
+            read = ""
+            if name.startswith("screenshot"):
+                expected = words(" ".join(SCREENS[int(name.split()[-1]) - 1]))
+                got = words(reader.read(small).text)
+                recalls.append(len(expected & got) / len(expected))
+                read = f"{len(expected & got)}/{len(expected)}"
+            print(
+                f"{name:<18} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
+                f"{face_ms:8.1f} {check_ms:8.1f} {ocr}  {read}"
+            )
+        print(f"OCR word recall on screenshots: {statistics.mean(recalls):.0%}")
+        print(
+            f"resident memory: classifier +{after_classifier - base:.0f} MB, "
+            f"face detector +{after_faces - after_classifier:.0f} MB, "
+            f"OCR +0 MB (a subprocess per run); process {rss_mb():.0f} MB"
+        )
+
+
+SERVER_MODES = {
+    "labels off": {"LABELER": "none"},
+    "classes only": {"LABELER": "local", "LOCAL_FEATURES": "none"},
+    "classes, faces, text": {"LABELER": "local"},
+}
+
+
+def tree_rss_mb(root: int) -> dict[int, float]:
+    """Resident memory of ``root`` and every process under it, from /proc."""
+    parents: dict[int, int] = {}
+    resident: dict[int, float] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+            )
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(status.parent.name)
+        parents[pid] = int(fields["PPid"])
+        resident[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return {pid: resident[pid] for pid in sorted(tree) if pid in resident}
+
+
+def server() -> None:
+    from tests.container import post_image, start_container, stop
+
+    print(f"machine: {cpu_model()}; the Dockerfile's command, 24 uploads each")
+    pictures = [skimage_photo("astronaut"), group(), screenshot(), skimage_photo("coffee")] * 6
+    for mode, env in SERVER_MODES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            running = start_container(Path(tmp), **env)
+            try:
+                for index, picture in enumerate(pictures):
+                    unique = picture.copy()
+                    unique.putpixel((0, 0), (index, index, index))  # no duplicate answers
+                    buffer = io.BytesIO()
+                    unique.save(buffer, "PNG")
+                    status, _, body = post_image(running.url, buffer.getvalue())
+                    assert status == 201, body
+                rss = tree_rss_mb(running.process.pid)
+            finally:
+                stop(running)
+        each = " + ".join(f"{mb:.0f}" for mb in rss.values())
+        print(f"{mode:<22} {sum(rss.values()):5.0f} MB  (master + workers: {each})")
+
+
+if __name__ == "__main__":
+    import sys
+
+    np.seterr(all="ignore")
+    if "--server" in sys.argv[1:]:
+        server()
+    else:
+        main()

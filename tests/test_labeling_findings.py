@@ -1,0 +1,322 @@
+"""People and text in the picture: the face detector, the text pre-check and OCR, and how the
+local labeler and the app keep what they find (labels, count, boxes, text)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+
+from imaging.config import Settings
+from imaging.errors import LabelerUnavailable
+from imaging.labeling import (
+    MAX_FACES,
+    MAX_TEXT,
+    Box,
+    Label,
+    LabelResult,
+    build_labeler,
+    with_findings,
+)
+from imaging.labeling.faces import FaceDetector, bundled_model
+from imaging.labeling.local import LocalLabeler
+from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text
+from tests.conftest import AppFactory
+from tests.images import SCREEN_LINES, group, portrait, screenshot, skimage_photo
+from tests.uploads import UploadActions
+
+needs_tesseract = pytest.mark.skipif(
+    shutil.which("tesseract") is None,
+    reason="tesseract-ocr is not installed (scripts/install-system-deps installs it)",
+)
+
+
+def label_copy(picture: Image.Image) -> bytes:
+    """The picture as the pipeline hands it to a labeler: a JPEG within 640x640."""
+    small = picture.convert("RGB")
+    small.thumbnail((640, 640))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def words(text: str) -> set[str]:
+    return {word.strip(".,:;").lower() for word in text.split()}
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def labeler(tmp_path_factory: pytest.TempPathFactory) -> LocalLabeler:
+    return LocalLabeler(
+        cache_dir=tmp_path_factory.mktemp("models"), faces=FaceDetector(), reader=TextReader()
+    )
+
+
+# -- faces --------------------------------------------------------------------------------------
+
+
+def test_the_face_model_ships_with_the_package() -> None:
+    assert bundled_model().is_file()
+    assert bundled_model().read_bytes()[4:8] == b"TFL3"  # a TensorFlow Lite flatbuffer
+
+
+def test_a_portrait_has_one_face_where_the_face_is(detector: FaceDetector) -> None:
+    (face,) = detector.detect(portrait())
+
+    # The astronaut's face: right of centre, in the upper third of the photo.
+    assert 0.3 < face.left + face.width / 2 < 0.6
+    assert 0.1 < face.top + face.height / 2 < 0.35
+    assert 0.1 < face.width < 0.35
+    assert face.score > 0.8
+
+
+def test_a_group_has_a_face_per_portrait(detector: FaceDetector) -> None:
+    faces = detector.detect(group())
+
+    assert len(faces) == 4
+    # One in each quarter of the grid.
+    quarters = {(f.left + f.width / 2 > 0.5, f.top + f.height / 2 > 0.5) for f in faces}
+    assert len(quarters) == 4
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket", "hubble_deep_field"])
+def test_photos_without_people_have_no_faces(detector: FaceDetector, name: str) -> None:
+    assert detector.detect(skimage_photo(name)) == ()
+
+
+def test_boxes_are_fractions_of_a_wide_picture(detector: FaceDetector) -> None:
+    wide = Image.new("RGB", (1536, 512), "grey")
+    wide.paste(portrait(), (1024, 0))
+
+    (face,) = detector.detect(wide)
+
+    assert 1024 / 1536 < face.left < face.left + face.width < 1.0
+    assert 0.1 < face.top + face.height / 2 < 0.35
+
+
+def test_a_broken_face_model_makes_the_detector_unavailable(tmp_path: Path) -> None:
+    broken = tmp_path / "faces.tflite"
+    broken.write_bytes(b"not a model")
+
+    with pytest.raises(LabelerUnavailable, match="face model could not be loaded"):
+        FaceDetector(model=broken).check()
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_screenshot_is_likely_to_hold_text(dark: bool) -> None:
+    assert likely_text(screenshot(dark=dark))
+
+
+@pytest.mark.parametrize(
+    "name", ["astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "grass", "moon"]
+)
+def test_photos_are_not_likely_to_hold_text(name: str) -> None:
+    assert not likely_text(skimage_photo(name))
+
+
+def test_a_blank_picture_is_not_likely_to_hold_text() -> None:
+    assert not likely_text(Image.new("RGB", (640, 480), "white"))
+
+
+@needs_tesseract
+def test_ocr_reads_back_the_words_of_a_screenshot() -> None:
+    picture = Image.open(io.BytesIO(label_copy(screenshot())))
+
+    reading = TextReader().read(picture)
+
+    expected = words(" ".join(SCREEN_LINES))
+    recall = len(expected & words(reading.text)) / len(expected)
+    assert recall >= 0.9, reading.text
+    assert len(reading.text.splitlines()) == len(SCREEN_LINES)
+    assert 0.5 < reading.confidence <= 1.0
+
+
+def test_a_photo_costs_no_ocr_run() -> None:
+    reader = TextReader(command="/nonexistent/tesseract")  # would fail if it ran
+
+    reading = reader.read(portrait())
+
+    assert (reading.text, reader.calls) == ("", 0)
+
+
+def test_ocr_past_its_timeout_makes_the_reader_unavailable(tmp_path: Path) -> None:
+    slow = tmp_path / "tesseract"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+
+    with pytest.raises(LabelerUnavailable, match=r"longer than 0\.5 s"):
+        TextReader(timeout=0.5, command=str(slow)).read(screenshot())
+
+
+def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_after_its_timeout() -> None:
+    assert OCR_SLOTS.acquire(timeout=5)  # another upload's OCR is running
+    try:
+        with pytest.raises(LabelerUnavailable, match="OCR busy"):
+            TextReader(timeout=0.5).read(screenshot())
+    finally:
+        OCR_SLOTS.release()
+
+
+def test_a_failing_ocr_command_makes_the_reader_unavailable(tmp_path: Path) -> None:
+    failing = tmp_path / "tesseract"
+    failing.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
+    failing.chmod(0o755)
+
+    with pytest.raises(LabelerUnavailable, match="OCR failed"):
+        TextReader(command=str(failing)).read(screenshot())
+
+
+# -- composing findings into labels -----------------------------------------------------------
+
+
+def face(score: float) -> Box:
+    return Box(left=0.1, top=0.1, width=0.2, height=0.2, score=score)
+
+
+def test_one_face_is_a_person_several_are_people() -> None:
+    cat = LabelResult(labels=(Label("cat", 0.9, "local"),))
+
+    one = with_findings(cat, faces=(face(0.8),), source="local")
+    three = with_findings(cat, faces=(face(0.7), face(0.9), face(0.6)), source="local")
+
+    assert one.labels == (Label("person", 0.8, "local"), Label("cat", 0.9, "local"))
+    assert (one.people, three.people) == (1, 3)
+    assert three.labels[0] == Label("people", 0.9, "local")
+
+
+def test_boxes_are_capped_but_the_count_is_not() -> None:
+    many = tuple(face(0.9) for _ in range(MAX_FACES + 5))
+
+    found = with_findings(LabelResult(), faces=many, source="local")
+
+    assert (len(found.faces), found.people) == (MAX_FACES, MAX_FACES + 5)
+
+
+def test_text_gives_a_text_label_and_is_capped() -> None:
+    found = with_findings(
+        LabelResult(), text="  one   two \n\n" + "x" * 5000, text_score=0.9, source="local"
+    )
+
+    assert found.labels == (Label("text", 0.9, "local"),)
+    assert found.text.startswith("one two\nxxx")
+    assert len(found.text) == MAX_TEXT
+
+
+# -- the local labeler and the app ------------------------------------------------------------
+
+
+def test_the_local_labeler_labels_a_portrait_person(labeler: LocalLabeler) -> None:
+    result = labeler.label(label_copy(portrait()))
+
+    assert result.labels[0].description == "person"
+    assert (result.people, len(result.faces)) == (1, 1)
+
+
+def test_the_local_labeler_labels_a_group_people_with_a_count(labeler: LocalLabeler) -> None:
+    result = labeler.label(label_copy(group()))
+
+    assert result.labels[0].description == "people"
+    assert result.people == 4
+
+
+@needs_tesseract
+def test_the_local_labeler_reads_a_screenshot(labeler: LocalLabeler) -> None:
+    result = labeler.label(label_copy(screenshot()))
+
+    assert "text" in [label.description for label in result.labels]
+    assert "Invoice number 4711" in result.text
+
+
+def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
+    reader = TextReader()
+    labeler = LocalLabeler(cache_dir=tmp_path, reader=reader)
+
+    result = labeler.label(label_copy(skimage_photo("coffee")))
+
+    assert (result.text, reader.calls) == ("", 0)
+    assert "text" not in [label.description for label in result.labels]
+
+
+def test_without_detectors_the_local_labeler_finds_no_people(tmp_path: Path) -> None:
+    result = LocalLabeler(cache_dir=tmp_path).label(label_copy(portrait()))
+
+    assert (result.people, result.faces) == (0, ())
+    assert "person" not in [label.description for label in result.labels]
+
+
+def upload_copy(uploads: UploadActions, picture: Image.Image) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    body: dict[str, Any] = uploads.ok(buffer.getvalue(), "picture.png")
+    return body
+
+
+def test_an_uploaded_portrait_keeps_its_person_label_count_and_box(
+    make_app: AppFactory,
+) -> None:
+    client = make_app(labeler="local", local_features=("faces",)).test_client()
+
+    record = upload_copy(UploadActions(client), portrait())
+
+    assert record["people"] == 1
+    assert "person" in [label["description"] for label in record["labels"]]
+    (box,) = record["faces"]
+    assert set(box) == {"left", "top", "width", "height", "score"}
+    again = client.get(f"/api/images/{record['id']}").get_json()
+    assert (again["people"], again["faces"]) == (1, [box])
+
+
+@needs_tesseract
+def test_the_detail_page_shows_the_text_in_the_picture(make_app: AppFactory) -> None:
+    client: FlaskClient = make_app(labeler="local").test_client()
+
+    record = upload_copy(UploadActions(client), screenshot())
+    page = client.get(f"/images/{record['id']}").get_data(as_text=True)
+
+    assert "Invoice number 4711" in str(record["text"])
+    assert 'data-testid="picture-text"' in page
+    assert "Invoice number 4711" in page
+
+
+def test_local_features_empty_turns_people_and_text_off(make_app: AppFactory) -> None:
+    client = make_app(labeler="local", local_features=()).test_client()
+
+    record = upload_copy(UploadActions(client), portrait())
+
+    assert (record["people"], record["faces"], record["text"]) == (0, [], "")
+
+
+def test_without_the_tesseract_command_the_labeler_reads_no_text_and_says_so(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+    labeler = build_labeler(settings.replace(labeler="local"))
+
+    assert isinstance(labeler, LocalLabeler)
+    assert labeler.reader is None
+    assert labeler.faces is not None
+    assert "no tesseract command" in caplog.text
+
+
+def test_local_features_choose_the_detectors(settings: Settings) -> None:
+    faces_only = build_labeler(settings.replace(labeler="local", local_features=("faces",)))
+    text_only = build_labeler(settings.replace(labeler="local", local_features=("text",)))
+
+    assert isinstance(faces_only, LocalLabeler)
+    assert isinstance(text_only, LocalLabeler)
+    assert (faces_only.faces is not None, faces_only.reader) == (True, None)
+    assert text_only.faces is None
