@@ -4,6 +4,8 @@ Every object key the app writes is made here (the same on local disk and in GCS)
 
     img/<id>/<variant>.<ext>   the public, immutable image files
     lbl/<label-slug>/<id>      empty marker: the label index
+    idx/<word>/<id>            empty marker: the search index (its rules: imaging/search.py)
+    phash/<band>/<hex>/<id>    empty marker: a band of the perceptual hash (near copies)
     sha/<content-key>/<id>     empty marker: the duplicate index (same bytes, same options)
     rec/<id>.json              the record; written LAST, so it is the commit point
     held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
@@ -21,8 +23,9 @@ record) and is removed by ``sweep`` once its id is older than the grace period.
 
 A record SafeSearch holds back (``hidden: true``) lives in the private ``held/`` namespace from
 the moment it is committed: its record and files sit under ``held/`` + the key they will have
-once public, and it has no ``lbl/`` markers. Every listing the gallery, the label pages and the
-cursors are built from (``rec/``, ``lbl/``) therefore holds visible images only, the media route
+once public, and it has no ``lbl/``, ``idx/`` or ``phash/`` markers. Every listing the gallery,
+the label pages, searches and the cursors are built from (``rec/``, ``lbl/``, ``idx/``) therefore
+holds visible images only, the media route
 (``img/`` only) cannot serve it, and on GCS it stays in the private bucket. The record keeps the
 public keys, so approving it (``Catalog.approve``) copies its files to them and changes nothing
 else in the record but ``hidden``.
@@ -48,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from imaging.errors import NotFound, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, LabelResult
+from imaging.processing.palette import Appearance, Swatch
+from imaging.search import INDEX_PREFIX, PHASH_PREFIX, index_keys
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
 
@@ -69,6 +74,8 @@ OWN_PREFIXES = (
     IMAGE_PREFIX,
     RECORD_PREFIX,
     LABEL_PREFIX,
+    INDEX_PREFIX,
+    PHASH_PREFIX,
     HASH_PREFIX,
     EVENT_PREFIX,
     TEMP_PREFIX,
@@ -174,6 +181,8 @@ class ImageRecord:
     delete_key_hash: str = ""
     warnings: tuple[str, ...] = ()
     receipt: dict[str, Any] = field(default_factory=dict)
+    colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
+    phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -196,13 +205,19 @@ class ImageRecord:
         return self.file_keys() + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
-        # A held-back image has no label markers: label pages list markers, so it must not
-        # appear there, not even as an id.
-        slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
-        keys = [] if self.hidden else [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
+        keys = [] if self.hidden else self.public_marker_keys()
         if self.content_key:
             keys.append(f"{HASH_PREFIX}{self.content_key}/{self.id}")
         return keys
+
+    def public_marker_keys(self) -> list[str]:
+        """The label, search and hash-band markers a record has while it is public.
+
+        A held-back image has none: label pages and searches list markers, so it must not
+        appear there, not even as an id.
+        """
+        slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
+        return [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug] + index_keys(self)
 
     def accepts_delete_key(self, delete_key: str) -> bool:
         """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
@@ -220,6 +235,7 @@ class ImageRecord:
         data["thumbnail"] = Variant(**data["thumbnail"])
         data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
+        data["colours"] = tuple(Swatch(**swatch) for swatch in data.get("colours", ()))
         return cls(**data)
 
     def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
@@ -261,6 +277,8 @@ class ImageRecord:
             "hidden": self.hidden,
             "warnings": list(self.warnings),
             "receipt": dict(self.receipt),
+            "colours": [{"hex": s.hex, "name": s.name, "share": s.share} for s in self.colours],
+            "phash": self.phash,
         }
 
 
@@ -276,6 +294,7 @@ def new_record(
     delete_key: str,
     conversion: Mapping[str, Any],
     warnings: Iterable[str] = (),
+    appearance: Appearance | None = None,
 ) -> ImageRecord:
     """The record of a new upload under a fresh id, with its variants' keys laid out.
 
@@ -324,6 +343,8 @@ def new_record(
         delete_key_hash=hash_delete_key(delete_key),
         warnings=tuple(dict.fromkeys(warnings)),
         receipt=receipt,
+        colours=appearance.colours if appearance else (),
+        phash=appearance.phash if appearance else "",
     )
 
 
@@ -351,9 +372,22 @@ class Catalog:
     def save(self, record: ImageRecord) -> None:
         """Write the index markers, then the record: the commit point of an upload (a held-back
         record goes to ``held/rec/``, its files having gone to ``held/img/``)."""
-        for key in record.marker_keys():
-            self.store.put(key, b"", content_type="application/octet-stream")
+        self._put_markers(record.marker_keys())
         self._put_record(record)
+
+    def _put_markers(self, keys: Iterable[str]) -> None:
+        """Put empty markers in parallel (a dozen per upload: one round trip, not twelve).
+
+        Every put is waited for, failed or not, before the first failure is raised: a caller's
+        clean-up must not run while a marker is still in flight (it would land after it).
+        """
+        puts = [self._pool.submit(self._put_marker, key) for key in keys]
+        failed = [e for e in (p.exception() for p in puts) if e is not None]
+        if failed:
+            raise failed[0]
+
+    def _put_marker(self, key: str) -> None:
+        self.store.put(key, b"", content_type="application/octet-stream")
 
     def approve(self, image_id: str) -> ImageRecord:
         """Let a record SafeSearch held back into the gallery: move it out of ``held/``.
@@ -376,15 +410,14 @@ class Catalog:
             return held
         approved = replace(held, hidden=False)
         public = [v.key for v in held.files()]
-        markers = [k for k in approved.marker_keys() if k.startswith(LABEL_PREFIX)]
+        markers = approved.public_marker_keys()
         try:
             # Wait for every copy, failed or not, so the clean-up below misses none in flight.
             copies = [self._pool.submit(self._publish, v) for v in held.files()]
             failed = [e for e in (c.exception() for c in copies) if e is not None]
             if failed:
                 raise failed[0]
-            for key in markers:
-                self.store.put(key, b"", content_type="application/octet-stream")
+            self._put_markers(markers)
             self._put_record(approved)
         except Exception as exc:
             if not self._committed(image_id):
@@ -405,6 +438,21 @@ class Catalog:
             content_type=variant.content_type,
             cache_control=IMMUTABLE_CACHE_CONTROL,
         )
+
+    def update(self, old: ImageRecord, new: ImageRecord) -> None:
+        """Replace a record with a relabelled one of the same id (``flask relabel``).
+
+        The new markers first, then the record, then the markers only the old one had: a
+        failure in between leaves extra markers, which searches check against the record and
+        ``sweep`` removes, never a record without its markers.
+        """
+        if (old.id, old.hidden) != (new.id, new.hidden):
+            raise ValueError("update keeps the id and the held-back state")
+        self._put_markers(new.marker_keys())
+        self.store.overwrite(
+            new.location(), new.to_json(), content_type="application/json", cache_control="no-store"
+        )
+        self.discard(set(old.marker_keys()) - set(new.marker_keys()))
 
     def _committed(self, image_id: str) -> bool:
         """Whether ``rec/<id>.json`` exists; True when that cannot be told (keep, never dangle)."""
@@ -496,6 +544,18 @@ class Catalog:
         records = [r for r in self._pool.map(read, ids) if r is not None]
         return Page(records, ids[-1] if more and ids else None)
 
+    def public_records(self, ids: Iterable[str]) -> list[ImageRecord | None]:
+        """The public records of ``ids``, read in parallel (None: missing or held back)."""
+        return list(self._pool.map(self._maybe_get_public, ids))
+
+    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """``function`` over ``items`` on the catalog's read pool (storage calls in parallel)."""
+        return list(self._pool.map(function, items))
+
+    @staticmethod
+    def is_id(text: str) -> bool:
+        return is_valid_id(text)
+
     def _maybe_get_public(self, image_id: str) -> ImageRecord | None:
         try:
             record = ImageRecord.from_json(self.store.get(record_key(image_id)))
@@ -543,7 +603,14 @@ class Catalog:
             for key in self._iter_keys(HELD_RECORD_PREFIX)
         }
         removed: list[str] = []
-        for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX, HELD_PREFIX):
+        for prefix in (
+            IMAGE_PREFIX,
+            LABEL_PREFIX,
+            INDEX_PREFIX,
+            PHASH_PREFIX,
+            HASH_PREFIX,
+            HELD_PREFIX,
+        ):
             for key in list(self._iter_keys(prefix)):
                 image_id = _owner_id(key)
                 if image_id is None:
@@ -564,7 +631,8 @@ class Catalog:
 
 
 def _owner_id(key: str) -> str | None:
-    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``held/rec/<id>.json``."""
+    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``idx/<word>/<id>``,
+    ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
     if key.startswith(HELD_PREFIX):
         key = key[len(HELD_PREFIX) :].removesuffix(".json")
     parts = key.split("/")

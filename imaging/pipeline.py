@@ -3,7 +3,8 @@
 1. probe: sniff the real format from the bytes and check every limit on the header alone;
 2. dedupe: the same bytes with the same options give the record they gave before;
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
-   slot, while the labeler reads a small copy beside the encodes;
+   slot, while the labeler reads a small copy beside the encodes; the dominant colours and the
+   perceptual hash come from one 32 px copy (an upload that looks like a stored image says so);
 4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
 5. commit: save the record LAST. If anything fails before it, every object already written is
    removed and the caller gets a clear error; a record never points at a missing object.
@@ -38,6 +39,7 @@ from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import Labeler, LabelResult
 from imaging.processing import Limits, Probe, RenderSpec, Rendition
 from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
+from imaging.search import Search
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class Rendered:
     warnings: list[str]
     labels: LabelResult
     label_status: str  # ok | empty | error | off
+    appearance: processing.Appearance  # dominant colours and perceptual hash
 
 
 class Pipeline:
@@ -94,6 +97,7 @@ class Pipeline:
         self.store = store
         self.labeler = labeler
         self.catalog = catalog
+        self.search = Search(catalog)
         self.limits = Limits(
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
@@ -147,7 +151,8 @@ class Pipeline:
             content_key=content_key,
             delete_key=delete_key,
             conversion=rendered.conversion,
-            warnings=rendered.warnings,
+            warnings=[*rendered.warnings, *self._near_copy_warnings(rendered.appearance)],
+            appearance=rendered.appearance,
         )
         written = observability.traced("store", self._store)(record, rendered.renditions)
         observability.traced("commit", self._commit)(record, written)
@@ -172,13 +177,19 @@ class Pipeline:
         with self.conversion_slot(), observability.converting(probed.format):
             decoded = self._decode(data, probed, specs)
             labelling = self._start_labelling(decoded)
+            appearance = processing.appearance(decoded)
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
             warnings = list(decoded.warnings)
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
-        return Rendered(renditions, conversion, warnings, labels, label_status)
+        return Rendered(renditions, conversion, warnings, labels, label_status, appearance)
+
+    def _near_copy_warnings(self, appearance: processing.Appearance) -> list[str]:
+        """Say so when the upload looks like an image already in the gallery (search.py)."""
+        near = self.search.near_copies(appearance.phash, appearance.colours)
+        return [f"This image looks like a near copy of image {r.id}." for r in near[:3]]
 
     def _store(self, record: ImageRecord, renditions: dict[str, Rendition]) -> list[str]:
         """Write every variant create-only, in parallel; return their keys.

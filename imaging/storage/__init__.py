@@ -1,7 +1,8 @@
 """The storage seam: the ObjectStore contract and the mapping from STORAGE_BACKEND to a backend.
 
 Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
-create-only, lists keys in ascending byte order and gives each key a public URL; the key rules
+create-only (but for ``overwrite``, which only relabelling uses, on records), lists keys in
+ascending byte order and gives each key a public URL; the key rules
 themselves are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
 ``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS) answers it with
 ObjectNotFound. Errors are the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists,
@@ -28,6 +29,14 @@ class ObjectStore(Protocol):
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
         """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
+
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Replace an existing object's bytes, atomically; ObjectNotFound if there is none.
+
+        The one write that is not create-only: relabelling a record (``Catalog.update``).
+        """
 
     def get(self, key: str) -> bytes:
         """The object's bytes; raise ObjectNotFound if there is none."""

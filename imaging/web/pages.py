@@ -10,8 +10,15 @@ from flask.typing import ResponseReturnValue
 from imaging.errors import Forbidden
 from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
+from imaging.search import Search
 from imaging.web import check_csrf, services, wants_json
-from imaging.web.presentation import image_json, ingest_request, result_json, upload_response
+from imaging.web.presentation import (
+    gallery_page,
+    image_json,
+    ingest_request,
+    result_json,
+    upload_response,
+)
 from imaging.web.security import (
     authorize_delete,
     page_upload_allowed,
@@ -27,10 +34,11 @@ PAGE_SIZE = 24
 
 @bp.get("/")
 def gallery() -> ResponseReturnValue:
-    """The gallery grid, newest first; ``?label=`` filters, ``?cursor=`` pages."""
-    label = request.args.get("label") or None
+    """The gallery grid, newest first; ``?q=`` searches, ``?label=`` filters, ``?cursor=`` pages."""
+    query = request.args.get("q", "").strip()
+    label = None if query else request.args.get("label") or None
     cursor = request.args.get("cursor") or None
-    page = services().catalog.page(cursor=cursor, limit=PAGE_SIZE, label=label)
+    page = gallery_page(limit=PAGE_SIZE)
     images = [image_json(r) for r in page.records]
     counts: Counter[str] = Counter()
     names: dict[str, str] = {}
@@ -45,6 +53,7 @@ def gallery() -> ResponseReturnValue:
         "gallery.html",
         images=images,
         label=label,
+        query=query,
         label_chips=chips,
         next_cursor=page.next_cursor,
         is_first_page=cursor is None,
@@ -57,9 +66,14 @@ def detail(image_id: str) -> ResponseReturnValue:
 
     A held-back image only for the admin and its uploader: the upload page links it with
     ``?key=<delete key>``, which the browser kept from the upload response."""
-    record = services().catalog.get(image_id)
+    catalog = services().catalog
+    record = catalog.get(image_id)
     visible_record(services().settings, record, request.args.get("key"))
-    return render_template("detail.html", image=image_json(record))
+    # A held-back image lists none: its page is private, the others' are not.
+    similar = [] if record.hidden else Search(catalog).similar(record)
+    return render_template(
+        "detail.html", image=image_json(record), similar=[image_json(r) for r in similar]
+    )
 
 
 @bp.get("/upload")
