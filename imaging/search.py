@@ -18,9 +18,10 @@ vocabulary parents (tabby cat -> cat -> animal), its name, its colour names. A l
 (detected text, captions, people) adds its words by registering one more source; the index
 itself does not change.
 
-Query: several words mean all of them. The shortest of the words' lists drives: its ids are
-walked newest first and each is checked against the other words' lists (from the first listing
-of each, or by reading one marker), and every match is confirmed against its record, which is
+Query: several words mean all of them. One word's list drives: the shortest when one is short
+enough to be listed whole, else the densest. Its ids are walked newest first and each is checked
+against the other words' lists (listed a chunk at a time alongside, or past that by reading one
+marker), and every match is confirmed against its record, which is
 read anyway to show it (so a marker left behind by a crash or a relabel never shows a wrong
 image, and a held-back record never appears). Results are newest first, not by score: a score
 would need every match read before the first page (O(matches)); newest first pages with a plain
@@ -56,6 +57,8 @@ MAX_RECORD_WORDS = 100
 #: How many ids of the driving word's list one request walks at most, and per listing call.
 MAX_SCAN = 5000
 SCAN_CHUNK = 500
+#: How many more listing calls a word's list may take to keep up with each chunk of the driver.
+EXTEND_CALLS = 2
 #: The hash is cut into this many bands of 16 bits; a near copy shares at least one of them.
 BANDS = 4
 #: Hamming distance (of 64 bits) up to which an upload is called a near copy, and up to which
@@ -237,13 +240,15 @@ class Search:
             cursor = None
         first = limit + 1 if len(terms) == 1 else SCAN_CHUNK
         listings = list(self.catalog.map(lambda w: self._listing(w, cursor, first), terms))
-        driver = min(listings, key=lambda listing: len(listing.ids))
+        driver = _driver(listings)
         others = [listing for listing in listings if listing is not driver]
         matches: list[str] = []
         scanned = 0
         chunk, complete = driver.ids, driver.complete
         last = cursor
         while True:
+            if chunk:
+                self.catalog.map(functools.partial(self._extend, upto=chunk[-1]), others)
             for image_id in self._all_present(chunk, others):
                 matches.append(image_id)
             scanned += len(chunk)
@@ -282,6 +287,19 @@ class Search:
         start = f"{prefix}{after}" if after else ""
         keys = self.store.list(prefix, start_after=start, limit=limit)
         return _Listing(prefix, [k[len(prefix) :] for k in keys], len(keys) < limit)
+
+    def _extend(self, listing: _Listing, upto: str) -> None:
+        """List on (at most EXTEND_CALLS calls) until ``listing`` covers ids up to ``upto``.
+
+        One listing call answers for up to SCAN_CHUNK ids; past that, markers are read one by
+        one (in parallel), which is cheaper where the lists are far apart.
+        """
+        for _ in range(EXTEND_CALLS):
+            if listing.covers(upto):
+                return
+            more = self._listing_after(listing.prefix, listing.ids[-1], SCAN_CHUNK)
+            listing.ids += more.ids
+            listing.complete = more.complete
 
     def _all_present(self, ids: list[str], others: list[_Listing]) -> list[str]:
         """The ids of ``ids`` every other word's list holds (reading a marker when not known)."""
@@ -324,6 +342,15 @@ class Search:
             if r is not None and phash.is_hash(r.phash)
         ]
         return [r for d, _, r in sorted(close, key=lambda c: c[:2]) if d <= distance]
+
+
+def _driver(listings: list[_Listing]) -> _Listing:
+    """The list to walk: the shortest one listed whole, else the densest (the one whose first
+    listing ends soonest), so the others' first listings already cover most of its walk."""
+    whole = [listing for listing in listings if listing.complete]
+    if whole:
+        return min(whole, key=lambda listing: len(listing.ids))
+    return min(listings, key=lambda listing: listing.ids[-1])
 
 
 def _same_main_colour(a: tuple[palette.Swatch, ...], b: tuple[palette.Swatch, ...]) -> bool:
