@@ -18,6 +18,10 @@ store wrapper that counts every call, it times the newest page (``limit=24``) of
 Each query runs 15 times after one warm-up; the table gives the median and p95, the ratio of
 the median to the baseline's, and the storage calls of one run. The claim under test: search
 costs O(results) storage calls, not O(catalog), so the ratio stays flat from 2,000 to 20,000.
+
+First it prints what colours and the hash cost an upload: ``processing.appearance`` on a
+decoded 2 MP photo (scikit-image's astronaut, scaled up), against decoding that photo (the
+baseline, in the same run).
 """
 
 from __future__ import annotations
@@ -148,6 +152,39 @@ def measure(size: int, scratch: Path) -> tuple[list[Row], int]:
     return rows, files
 
 
+def appearance_cost() -> str:
+    """The median time of ``appearance`` on a 2 MP photo, and as a share of its decode."""
+    from PIL import Image
+    from skimage import data
+
+    from imaging import processing
+    from tests.images import encode
+
+    photo = encode(Image.fromarray(data.astronaut()).resize((1632, 1224)), "JPEG", quality=90)
+    probed = processing.probe(photo, processing.Limits(10**8, 10**8, 10**5, 10))
+
+    def decode() -> processing.Decoded:
+        return processing.decode(photo, probed, specs=[], max_side=8192, keep_copyright=False)
+
+    decoded = decode()
+
+    def median_ms(run: Callable[[], object], repeats: int) -> float:
+        run()
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
+
+    decode_ms = median_ms(decode, 15)
+    look_ms = median_ms(lambda: processing.appearance(decoded), 200)
+    return (
+        f"- colours + hash (`processing.appearance`) of a 2 MP photo: median {look_ms:.2f} ms, "
+        f"{look_ms / decode_ms:.1%} of its decode ({decode_ms:.0f} ms)"
+    )
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| records | q | what | median ms | p95 ms | × baseline | list calls | get calls | shown |",
@@ -170,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
     scratch = Path(tempfile.mkdtemp(prefix="bench-search-", dir=base))
     try:
+        cost = appearance_cost()
         rows: list[Row] = []
         notes = []
         for size in args.sizes:
@@ -184,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             [
                 table(rows),
                 "",
+                cost,
                 f"- machine: {cpu_model()}, {os.cpu_count()} cores; load average {load}",
                 f"- LocalStore on {'/dev/shm' if base else 'disk'}; " + "; ".join(notes),
             ]
