@@ -313,3 +313,30 @@ def test_relabel_fills_in_colours_and_hash_of_old_records(
     assert found(client, "red") == [image["id"]]
     # Read back from the stored WebP, not the upload: the hash may move a bit, never far.
     assert phash.distance(catalog.get(image["id"]).phash, record.phash) <= NEAR_COPY_DISTANCE
+
+
+def test_relabel_keeps_a_held_image_held_and_unlisted(
+    make_app: AppFactory, store: ObjectStore, tmp_path: Path
+) -> None:
+    held_settings = {"safe_search_hide": "LIKELY", "admin_token": "admin-secret"}
+    old = make_app(
+        storage=store, labeler_impl=FixedLabeler("dog", racy="VERY_LIKELY"), **held_settings
+    )
+    held = upload_ok(old.test_client(), flat((200, 20, 30)), "held.png")
+    upgraded = make_app(storage=store, labeler_impl=FixedLabeler("bird"), **held_settings)
+
+    result = relabel(upgraded, "--cursor-file", str(tmp_path / "cursor"))
+
+    assert result.exit_code == 0, result.output
+    record = Catalog(store).get(held["id"])
+    assert record.hidden is True
+    assert [label.description for label in record.labels] == ["bird"]
+    assert found(upgraded.test_client(), "bird") == []
+    assert store.list(INDEX_PREFIX) == []
+
+
+def test_words_in_any_script_are_found(client: FlaskClient) -> None:
+    image = upload_ok(client, images.jpeg(), "猫と Ümlaut.jpg")
+
+    assert found(client, "猫と") == [image["id"]]
+    assert found(client, "umlaut") == [image["id"]]

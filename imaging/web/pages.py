@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -71,8 +72,19 @@ def detail(image_id: str) -> ResponseReturnValue:
     visible_record(services().settings, record, request.args.get("key"))
     # A held-back image lists none: its page is private, the others' are not.
     similar = [] if record.hidden else Search(catalog).similar(record)
+    image = image_json(record)
+    # One chip per colour name (largest share first), with a square for each of its shades.
+    colours: dict[str, list[dict[str, Any]]] = {}
+    for colour in image["colours"]:
+        colours.setdefault(colour["name"], []).append(colour)
     return render_template(
-        "detail.html", image=image_json(record), similar=[image_json(r) for r in similar]
+        "detail.html",
+        image=image,
+        colour_names=[
+            {"name": name, "shades": shades, "share": sum(s["share"] for s in shades)}
+            for name, shades in colours.items()
+        ],
+        similar=[image_json(r) for r in similar],
     )
 
 
