@@ -188,7 +188,10 @@ class Pipeline:
 
     def _near_copy_warnings(self, appearance: processing.Appearance) -> list[str]:
         """Say so when the upload looks like an image already in the gallery (search.py)."""
-        near = self.search.near_copies(appearance.phash, appearance.colours)
+        distance = self.settings.near_copy_distance
+        if not distance:
+            return []
+        near = self.search.near_copies(appearance.phash, appearance.colours, distance=distance)
         return [f"This image looks like a near copy of image {r.id}." for r in near[:3]]
 
     def _store(self, record: ImageRecord, renditions: dict[str, Rendition]) -> list[str]:

@@ -61,9 +61,8 @@ SCAN_CHUNK = 500
 EXTEND_CALLS = 2
 #: The hash is cut into this many bands of 16 bits; a near copy shares at least one of them.
 BANDS = 4
-#: Hamming distance (of 64 bits) up to which an upload is called a near copy, and up to which
-#: the detail page lists an image as similar.
-NEAR_COPY_DISTANCE = 8
+#: Hamming distance (of 64 bits) up to which the detail page lists an image as similar (an
+#: upload's near-copy warning uses NEAR_COPY_DISTANCE, a setting).
 SIMILAR_DISTANCE = 12
 #: Near copies also share their dominant colour: dHash reads only brightness differences, so a
 #: flat red square and a flat blue one have the same hash. CIELAB distance.
@@ -267,10 +266,12 @@ class Search:
             next_cursor = None
         return Results(records, next_cursor)
 
-    def near_copies(self, value: str, colours: tuple[palette.Swatch, ...]) -> list[ImageRecord]:
-        """Public images whose hash is within NEAR_COPY_DISTANCE of ``value`` and whose dominant
+    def near_copies(
+        self, value: str, colours: tuple[palette.Swatch, ...], *, distance: int
+    ) -> list[ImageRecord]:
+        """Public images whose hash is within ``distance`` bits of ``value`` and whose dominant
         colour matches: what an upload warns about. Closest first."""
-        found = self._by_hash(value, NEAR_COPY_DISTANCE, exclude="")
+        found = self._by_hash(value, distance, exclude="")
         return [r for r in found if _same_main_colour(r.colours, colours)]
 
     def similar(self, record: ImageRecord, limit: int = 8) -> list[ImageRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,7 @@ from PIL import Image
 from imaging.catalog import Catalog
 from imaging.labeling import Label, LabelResult
 from imaging.processing import phash
-from imaging.search import (
-    INDEX_PREFIX,
-    NEAR_COPY_DISTANCE,
-    PHASH_PREFIX,
-    Search,
-    parents,
-    words,
-)
+from imaging.search import INDEX_PREFIX, PHASH_PREFIX, Search, band_prefixes, parents, words
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
@@ -206,6 +200,25 @@ def test_a_near_copy_says_so_with_the_other_id(client: FlaskClient) -> None:
     assert not any("near copy" in warning for warning in original["warnings"])
 
 
+def test_near_copy_warnings_can_be_turned_off(make_app: AppFactory, store: ObjectStore) -> None:
+    client = make_app(storage=store, near_copy_distance=0).test_client()
+    upload_ok(client, images.photo("chelsea"), "cat.jpg")
+    copy = upload_ok(client, images.photo("chelsea"), "cat.png", format="png")
+
+    assert not any("near copy" in warning for warning in copy["warnings"])
+
+
+def test_hashes_up_to_three_bits_apart_always_share_a_band() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        value = rng.getrandbits(64)
+        flipped = value
+        for bit in rng.sample(range(64), 3):
+            flipped ^= 1 << bit
+        a, b = f"{value:016x}", f"{flipped:016x}"
+        assert set(band_prefixes(a)) & set(band_prefixes(b)), (a, b)
+
+
 def test_a_different_picture_is_no_near_copy(client: FlaskClient) -> None:
     upload_ok(client, images.photo("chelsea"), "cat.jpg")
     coffee = upload_ok(client, images.photo("coffee"), "coffee.jpg")
@@ -312,7 +325,7 @@ def test_relabel_fills_in_colours_and_hash_of_old_records(
     assert result.exit_code == 0, result.output
     assert found(client, "red") == [image["id"]]
     # Read back from the stored WebP, not the upload: the hash may move a bit, never far.
-    assert phash.distance(catalog.get(image["id"]).phash, record.phash) <= NEAR_COPY_DISTANCE
+    assert phash.distance(catalog.get(image["id"]).phash, record.phash) <= 8
 
 
 def test_relabel_keeps_a_held_image_held_and_unlisted(
