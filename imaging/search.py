@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -67,8 +68,10 @@ SIMILAR_DISTANCE = 12
 #: Near copies also share their dominant colour: dHash reads only brightness differences, so a
 #: flat red square and a flat blue one have the same hash. CIELAB distance.
 NEAR_COPY_COLOUR = 25.0
-#: How many ids one band's listing reads: a bound on the candidates a lookup checks.
+#: How many ids one band's listing reads, and how many of those candidates' records are read
+#: (the catalog's one wave of parallel reads).
 BAND_CANDIDATES = 50
+RECORDS_READ = 24
 
 #: Words that find nothing useful (in names and in queries alike).
 FILLER = frozenset({"a", "an", "and", "the", "of", "in", "on", "with", "img", "image", "photo"})
@@ -335,11 +338,14 @@ class Search:
     def _by_hash(self, value: str, distance: int, *, exclude: str) -> list[ImageRecord]:
         prefixes = band_prefixes(value)
         listed = self.catalog.map(lambda p: self.store.list(p, limit=BAND_CANDIDATES), prefixes)
-        ids = dict.fromkeys(k.rsplit("/", 1)[-1] for keys in listed for k in keys)
-        ids.pop(exclude, None)
+        shared = Counter(k.rsplit("/", 1)[-1] for keys in listed for k in keys)
+        shared.pop(exclude, None)
+        # The more bands a candidate shares, the closer it is likely to be: read those first,
+        # and one wave of reads at most (a common hash, a flat image's, fills every band).
+        ids = sorted(shared, key=lambda i: (-shared[i], i))[:RECORDS_READ]
         close = [
             (phash.distance(value, r.phash), r.id, r)
-            for r in self.catalog.public_records(list(ids))
+            for r in self.catalog.public_records(ids)
             if r is not None and phash.is_hash(r.phash)
         ]
         return [r for d, _, r in sorted(close, key=lambda c: c[:2]) if d <= distance]
