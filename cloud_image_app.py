@@ -131,10 +131,15 @@ def register_commands(app: Flask) -> None:
     @app.cli.command("gc")
     @click.option("--grace", type=int, default=None, help="Seconds an unrecorded object may live.")
     def gc(grace: int | None) -> None:
-        """Remove variants and index markers left without a record by a crashed upload."""
+        """Remove variants and index markers left without a record by a crashed upload, and
+        direct uploads past their completion window."""
         svc = services_of(app)
         grace_seconds = svc.settings.gc_grace_seconds if grace is None else grace
-        removed = svc.catalog.sweep(grace_seconds=grace_seconds, now=time.time())
+        now = time.time()
+        removed = svc.catalog.sweep(grace_seconds=grace_seconds, now=now)
+        # Expired direct uploads too: the app sweeps them by itself while it takes uploads,
+        # and this covers one that sat idle (or was never started) since they expired.
+        removed += svc.uploads.sweep(now=now)
         for key in removed:
             click.echo(f"removed {key}")
         click.echo(f"{len(removed)} orphaned object(s) removed (grace {grace_seconds}s).")

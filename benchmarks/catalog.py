@@ -49,7 +49,7 @@ from imaging.labeling import Label
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
 from tests.faults import CountingStore
-from tests.gcs_emulator import GCSEmulator, emulator_binary
+from tests.gcs_emulator import GCSEmulator, create_store_buckets, emulator_binary, public_bucket_of
 
 PAGE_LIMIT = 24  # the gallery's PAGE_SIZE and the API's default limit
 DEEP_FRACTION = 0.75  # 15,000 of 20,000
@@ -304,9 +304,9 @@ def running_emulator(scratch: Path) -> Iterator[GCSEmulator]:
 
 
 def gcs_store(emulator: GCSEmulator) -> tuple[CountingStore, RequestCounter]:
-    """A GCSStore on a new bucket, and the counter of its HTTP requests."""
+    """A GCSStore on new buckets (private and public), and the counter of its HTTP requests."""
     bucket = f"bench-{uuid.uuid4().hex[:16]}"
-    emulator.create_bucket(bucket)
+    create_store_buckets(emulator, bucket)
     counter = RequestCounter()
     session = requests.Session()
     session.hooks["response"].append(counter)
@@ -317,7 +317,8 @@ def gcs_store(emulator: GCSEmulator) -> tuple[CountingStore, RequestCounter]:
         credentials=AnonymousCredentials(),
         _http=session,
     )
-    return CountingStore(GCSStore(bucket, client=client)), counter
+    store = GCSStore(bucket, public_bucket=public_bucket_of(bucket), client=client)
+    return CountingStore(store), counter
 
 
 def scratch_root() -> Path:

@@ -353,7 +353,18 @@ class Settings:
         STORAGE,
         check=AtLeast(0),
     )
-    gcs_bucket: str = setting("", "bucket for `STORAGE_BACKEND=gcs`", STORAGE)
+    gcs_bucket: str = setting(
+        "",
+        "the private bucket for `STORAGE_BACKEND=gcs`: records, markers, held-back images, "
+        "direct uploads, everything but the public variants (public access prevention on)",
+        STORAGE,
+    )
+    gcs_public_bucket: str = setting(
+        "",
+        "the public bucket for `STORAGE_BACKEND=gcs`: approved variants (`img/`) only, readable "
+        "by anyone object by object (`roles/storage.legacyObjectReader`, no listing)",
+        STORAGE,
+    )
     public_base_url: str = setting(
         "",
         "URL prefix for public image URLs (a CDN or load balancer in front of the bucket)",
@@ -421,6 +432,21 @@ class Settings:
         "`MAX_UPLOAD_MB`)",
         DIRECT,
         check=Between(1, 1024),
+    )
+    direct_upload_max_puts: int = setting(
+        4,
+        "direct-upload PUTs received at once per process (LocalStore; each holds a thread while "
+        "its client sends); one more gets 503 with `Retry-After`",
+        DIRECT,
+        check=Between(1, 64),
+    )
+    direct_upload_tmp_max_mb: int = setting(
+        1024,
+        "most that direct uploads waiting for completion may take on LocalStore's disk "
+        "(`tmp/`, PUTs in flight counted at their announced size); a PUT past it gets 503 "
+        "with `Retry-After`",
+        DIRECT,
+        check=AtLeast(1),
     )
     upload_url_ttl: int = setting(
         900,
@@ -657,8 +683,17 @@ class Settings:
         return self.direct_upload_max_mb * 1024 * 1024
 
     @property
+    def direct_upload_tmp_max_bytes(self) -> int:
+        return self.direct_upload_tmp_max_mb * 1024 * 1024
+
+    @property
     def direct_upload_threshold_bytes(self) -> int:
         return int(self.direct_upload_threshold_mb * 1024 * 1024)
+
+    @property
+    def event_buckets(self) -> tuple[str, ...]:
+        """The buckets UPLOADS_BUCKET names, whose storage events are converted."""
+        return tuple(b.strip() for b in self.uploads_bucket.split(",") if b.strip())
 
     @property
     def slots(self) -> int:
@@ -742,6 +777,20 @@ RULES: tuple[Rule, ...] = (
         "GCS_BUCKET is required when STORAGE_BACKEND=gcs",
     ),
     Rule(
+        "gcs_public_bucket",
+        "required when `STORAGE_BACKEND=gcs`",
+        lambda s: s.storage_backend == "gcs" and not s.gcs_public_bucket,
+        "GCS_PUBLIC_BUCKET is required when STORAGE_BACKEND=gcs: approved variants are served "
+        "from it, and nothing else may be public",
+    ),
+    Rule(
+        "gcs_public_bucket",
+        "not `GCS_BUCKET`",
+        lambda s: bool(s.gcs_public_bucket) and s.gcs_public_bucket == s.gcs_bucket,
+        "GCS_PUBLIC_BUCKET must not be GCS_BUCKET: the public bucket would expose the records, "
+        "the originals and the held-back images",
+    ),
+    Rule(
         "storage_backend",
         "`local` on Cloud Run only with `ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1`",
         lambda s: (
@@ -752,6 +801,15 @@ RULES: tuple[Rule, ...] = (
         "STORAGE_BACKEND=local on Cloud Run would keep images in the instance's memory, "
         "which vanishes when it scales in; set STORAGE_BACKEND=gcs and GCS_BUCKET "
         "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)",
+    ),
+    Rule(
+        "direct_upload_tmp_max_mb",
+        "at least `DIRECT_UPLOAD_MAX_MB` with `STORAGE_BACKEND=local`",
+        lambda s: (
+            s.storage_backend == "local" and s.direct_upload_tmp_max_mb < s.direct_upload_max_mb
+        ),
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least DIRECT_UPLOAD_MAX_MB with "
+        "STORAGE_BACKEND=local, or the largest direct upload could never be received",
     ),
     Rule(
         "secret_key",
@@ -771,6 +829,13 @@ RULES: tuple[Rule, ...] = (
         "required with `EVENTS_AUDIENCE`",
         lambda s: bool(s.events_audience) and not s.uploads_bucket,
         "EVENTS_AUDIENCE needs UPLOADS_BUCKET (whose events to convert)",
+    ),
+    Rule(
+        "uploads_bucket",
+        "never `GCS_PUBLIC_BUCKET`",
+        lambda s: bool(s.gcs_public_bucket) and s.gcs_public_bucket in s.event_buckets,
+        "UPLOADS_BUCKET must not name GCS_PUBLIC_BUCKET: originals dropped there would be "
+        "public, and its events are the app's own variants",
     ),
     Rule(
         "events_audience",

@@ -95,7 +95,8 @@ class Unavailable(ImagingError):
 
 
 class Busy(Unavailable):
-    """Every conversion slot stayed taken for longer than the configured wait."""
+    """A per-process capacity is taken: every conversion slot for longer than the configured
+    wait, or every direct-upload PUT slot (``DIRECT_UPLOAD_MAX_PUTS``)."""
 
     code = "busy"
 
@@ -105,7 +106,9 @@ class StorageUnavailable(Unavailable):
 
 
 class DiskFull(StorageUnavailable):
-    """The local disk has less free space than MIN_FREE_DISK_MB: not ready for uploads."""
+    """The local disk has less free space than MIN_FREE_DISK_MB (not ready for uploads), or
+    ``tmp/`` has no room for one more direct upload (DIRECT_UPLOAD_TMP_MAX_MB). A 503, not a
+    413: the same request fits once space is freed, so it says when to retry."""
 
     code = "disk_full"
 

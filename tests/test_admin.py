@@ -22,6 +22,13 @@ from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
 from tests.faults import FlakyStore
+from tests.gcs_emulator import (
+    GCSEmulator,
+    anonymous_get,
+    anonymous_names,
+    make_gcs_store,
+    public_bucket_of,
+)
 from tests.uploads import upload_ok
 from tests.vision_server import VisionServer
 
@@ -368,3 +375,47 @@ def test_gc_keeps_held_images_and_removes_what_an_approval_left(
     assert sorted(removed) == sorted(leftovers)
     assert f"held/rec/{kept['id']}.json" in store.list("held/")
     assert client.get(f"/api/images/{kept['id']}", headers=ADMIN).status_code == 200
+
+
+# -- on GCS: what the public bucket shows (issue 14, items 1 and 4) -----------------------------
+def test_on_gcs_the_public_reads_approved_variants_and_nothing_else(
+    make_held_app: HeldAppFactory,
+    vision_server: VisionServer,
+    gcs_emulator: GCSEmulator,
+    gcs_bucket: str,
+) -> None:
+    """Listing the public bucket as anyone would finds only approved variants: no record, no
+    marker, no held-back image; approval moves a held image across, deletion takes it away."""
+    store = make_gcs_store(gcs_bucket)
+    public = public_bucket_of(gcs_bucket)
+    client = make_held_app(store).test_client()
+    held = upload(client, "held.jpg")
+    vision_server.set_mode(
+        "labels", labels=(("Cat", 0.97),), safe_search=dict.fromkeys(UNSAFE, "VERY_UNLIKELY")
+    )
+    shown = upload(client, "shown.jpg", width=41)
+    assert (held["hidden"], shown["hidden"]) == (True, False)
+
+    def urls(record: dict[str, Any]) -> list[str]:
+        return [v["url"] for v in [*record["variants"], record["thumbnail"]]]
+
+    shown_keys = store.list(f"img/{shown['id']}/")
+    assert len(shown_keys) == 2
+    assert anonymous_names(public) == shown_keys
+    assert [anonymous_get(gcs_emulator, url)[0] for url in urls(shown)] == [200, 200]
+    assert [anonymous_get(gcs_emulator, url)[0] for url in urls(held)] == [404, 404]
+    assert f"held/rec/{held['id']}.json" in store.list("held/")
+
+    assert client.post(f"/api/images/{held['id']}/approve", headers=ADMIN).status_code == 200
+
+    held_keys = store.list(f"img/{held['id']}/")
+    assert anonymous_names(public) == sorted(shown_keys + held_keys)
+    assert [anonymous_get(gcs_emulator, url)[0] for url in urls(held)] == [200, 200]
+    assert store.list("held/") == []  # moved, not copied: nothing left in the private bucket
+
+    deleted = client.delete(
+        f"/api/images/{shown['id']}", headers={"X-Delete-Key": shown["delete_key"]}
+    )
+    assert deleted.status_code == 204
+    assert anonymous_names(public) == held_keys
+    assert [anonymous_get(gcs_emulator, url)[0] for url in urls(shown)] == [404, 404]

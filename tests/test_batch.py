@@ -25,7 +25,13 @@ from imaging.errors import Busy
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
-from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
+from tests.gcs_emulator import (
+    GCSEmulator,
+    create_store_buckets,
+    make_gcs_store,
+    new_bucket_name,
+    public_bucket_of,
+)
 from tests.oidc_issuer import OidcIssuer
 from tests.tasks_server import TasksServer
 from tests.test_events import (
@@ -52,7 +58,9 @@ def truncated_png() -> bytes:
 
 @pytest.fixture
 def app(make_app: AppFactory, app_store: ObjectStore, gcs_bucket: str) -> Flask:
-    return make_app(storage=app_store, gcs_bucket=gcs_bucket)
+    return make_app(
+        storage=app_store, gcs_bucket=gcs_bucket, gcs_public_bucket=public_bucket_of(gcs_bucket)
+    )
 
 
 def convert_batch(app: Flask, *args: str) -> Result:
@@ -181,11 +189,27 @@ def test_the_apps_own_objects_are_never_backfilled(
     assert len(records(app_store)) == 1
 
 
+def test_a_backfill_of_the_public_bucket_converts_none_of_its_variants(
+    app: Flask, gcs_bucket: str, app_store: ObjectStore
+) -> None:
+    """Everything in the public bucket is a variant the app wrote: converting it would loop."""
+    uploaded = app.test_client().post(
+        "/api/images", data={"image": (io.BytesIO(images.jpeg()), "a.jpg")}
+    )
+    assert uploaded.status_code == 201
+    put_original(public_bucket_of(gcs_bucket), "holiday.jpg", images.jpeg(32, 32))
+
+    result = convert_batch(app, f"gs://{public_bucket_of(gcs_bucket)}/")
+
+    assert report(result) == ["converted 0, skipped 0, refused 0"]
+    assert len(records(app_store)) == 1
+
+
 def test_an_unreadable_source_bucket_stops_with_a_non_zero_exit(
     make_app: AppFactory, private_gcs_emulator: GCSEmulator, tmp_path: Path
 ) -> None:
     bucket = new_bucket_name()
-    private_gcs_emulator.create_bucket(bucket)
+    create_store_buckets(private_gcs_emulator, bucket)
     app = make_app(storage=make_gcs_store(bucket, timeout=1.0, deadline=2.0))
     (tmp_path / "a.jpg").write_bytes(images.jpeg())
     private_gcs_emulator.stop()

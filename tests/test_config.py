@@ -22,7 +22,13 @@ from imaging.config import (
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
-CLOUD_RUN = {"K_SERVICE": "svc", "STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "SECRET_KEY": "s"}
+CLOUD_RUN = {
+    "K_SERVICE": "svc",
+    "STORAGE_BACKEND": "gcs",
+    "GCS_BUCKET": "b",
+    "GCS_PUBLIC_BUCKET": "b-public",
+    "SECRET_KEY": "s",
+}
 EVENTS = {
     "events_audience": "https://svc.example",
     "events_service_account": "events@p.iam.gserviceaccount.com",
@@ -44,7 +50,7 @@ def local_env(tmp_path: Path, **env: str) -> dict[str, str]:
 
 
 def test_cloud_run_limits_uploads_by_default() -> None:
-    env = {"K_SERVICE": "svc", "STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "SECRET_KEY": "s"}
+    env = dict(CLOUD_RUN)
     assert Settings.from_env(env).rate_limit == "30/minute"
     assert Settings.from_env({**env, "RATE_LIMIT": ""}).rate_limit == ""
 
@@ -163,12 +169,49 @@ def test_zero_conversion_slots_means_one_per_core() -> None:
 REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"near_copy_distance": 17}, "NEAR_COPY_DISTANCE must be between 0 and 16"),
     ({"storage_backend": "s3"}, "STORAGE_BACKEND must be 'local' or 'gcs'"),
-    ({"storage_backend": "gcs"}, "GCS_BUCKET is required when STORAGE_BACKEND=gcs"),
+    (
+        {"storage_backend": "gcs", "gcs_public_bucket": "p"},
+        "GCS_BUCKET is required when STORAGE_BACKEND=gcs",
+    ),
+    (
+        {"storage_backend": "gcs", "gcs_bucket": "b"},
+        "GCS_PUBLIC_BUCKET is required when STORAGE_BACKEND=gcs: approved variants are served "
+        "from it, and nothing else may be public",
+    ),
+    (
+        {"storage_backend": "gcs", "gcs_bucket": "b", "gcs_public_bucket": "b"},
+        "GCS_PUBLIC_BUCKET must not be GCS_BUCKET: the public bucket would expose the records, "
+        "the originals and the held-back images",
+    ),
+    (
+        {**EVENTS, "gcs_bucket": "b", "gcs_public_bucket": "p", "uploads_bucket": "uploads, p"},
+        "UPLOADS_BUCKET must not name GCS_PUBLIC_BUCKET: originals dropped there would be "
+        "public, and its events are the app's own variants",
+    ),
     ({"labeler": "clip"}, "LABELER must be 'local', 'vision' or 'none'"),
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"direct_upload_max_mb": 0}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),
-    ({"direct_upload_max_mb": 1025}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),
+    (
+        {"direct_upload_max_mb": 1025, "direct_upload_tmp_max_mb": 1025},
+        "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024",
+    ),
+    ({"direct_upload_max_puts": 0}, "DIRECT_UPLOAD_MAX_PUTS must be between 1 and 64"),
+    ({"direct_upload_max_puts": 65}, "DIRECT_UPLOAD_MAX_PUTS must be between 1 and 64"),
+    (
+        {
+            "direct_upload_tmp_max_mb": 0,
+            "storage_backend": "gcs",
+            "gcs_bucket": "b",
+            "gcs_public_bucket": "p",
+        },
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least 1",
+    ),
+    (
+        {"direct_upload_tmp_max_mb": 199},
+        "DIRECT_UPLOAD_TMP_MAX_MB must be at least DIRECT_UPLOAD_MAX_MB with "
+        "STORAGE_BACKEND=local, or the largest direct upload could never be received",
+    ),
     ({"direct_upload_threshold_mb": -0.5}, "DIRECT_UPLOAD_THRESHOLD_MB must not be negative"),
     ({"upload_url_ttl": 59}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
     ({"upload_url_ttl": 604801}, "UPLOAD_URL_TTL must be between 60 and 604800 seconds"),
@@ -204,7 +247,12 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "(or ALLOW_LOCAL_STORAGE_ON_CLOUD_RUN=1 for a throwaway demo)",
     ),
     (
-        {"on_cloud_run": True, "storage_backend": "gcs", "gcs_bucket": "b"},
+        {
+            "on_cloud_run": True,
+            "storage_backend": "gcs",
+            "gcs_bucket": "b",
+            "gcs_public_bucket": "p",
+        },
         "SECRET_KEY is required on Cloud Run: every instance must sign sessions alike",
     ),
     (
@@ -269,7 +317,21 @@ def test_each_rule_refuses_what_breaks_it(changes: dict[str, Any], problem: str)
         {"max_upload_mb": 1, "direct_upload_max_mb": 1024, "direct_upload_threshold_mb": 0},
         {"upload_url_ttl": 60, "max_side": WEBP_MAX_SIDE, "max_output_side": 1},
         {"label_min_score": 0.0, "trace_sample_ratio": 1.0, "event_workers": 32},
-        {"storage_backend": "gcs", "gcs_bucket": "b", "labeler": "vision"},
+        {
+            "storage_backend": "gcs",
+            "gcs_bucket": "b",
+            "gcs_public_bucket": "p",
+            "labeler": "vision",
+        },
+        # The app receives no PUTs on GCS: its tmp/ room binds nothing there.
+        {
+            "storage_backend": "gcs",
+            "gcs_bucket": "b",
+            "gcs_public_bucket": "p",
+            "direct_upload_tmp_max_mb": 1,
+        },
+        {"direct_upload_max_puts": 64, "direct_upload_tmp_max_mb": 200},
+        {**EVENTS, "gcs_bucket": "b", "gcs_public_bucket": "p", "uploads_bucket": "b,uploads"},
         {"safe_search_hide": "VERY_LIKELY", "log_level": "ERROR", "log_format": "json"},
         {"on_cloud_run": True, "allow_local_storage_on_cloud_run": True, "secret_key": "s"},
         {**TASKS, "events_audience": "http://localhost:8080"},

@@ -315,17 +315,21 @@ def flags(args: list[str]) -> dict[str, str]:
     return out
 
 
-def documented_deploy_command() -> list[str]:
-    """The ``gcloud run deploy`` command of the deploy guide, as its words."""
-    blocks = re.findall(r"```bash\n(.*?)```", DEPLOY_DOC.read_text(), re.S)
-    commands = [
-        re.sub(r"\\\n\s*", " ", c)
+def guide_commands(path: Path = DEPLOY_DOC) -> list[list[str]]:
+    """Every command in a guide's bash blocks, as its words (continuation lines joined)."""
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), re.S)
+    return [
+        shlex.split(re.sub(r"\\\n\s*", " ", c), comments=True)
         for block in blocks
         for c in re.split(r"\n(?=\S)", block)
-        if c.startswith("gcloud run deploy")
+        if c.strip() and not c.startswith("#")
     ]
-    (command,) = commands
-    return shlex.split(command)
+
+
+def documented_deploy_command() -> list[str]:
+    """The ``gcloud run deploy`` command of the deploy guide, as its words."""
+    (command,) = [c for c in guide_commands() if c[:3] == ["gcloud", "run", "deploy"]]
+    return command
 
 
 def test_cloudbuild_runs_the_checks_before_building() -> None:
@@ -382,7 +386,8 @@ def test_the_deploy_sets_the_same_environment_as_the_guide_and_only_real_setting
     settings = {f.name.upper() for f in fields(Settings)}
     gunicorn = {"WEB_CONCURRENCY", "GUNICORN_THREADS"}
     assert deployed <= settings | gunicorn
-    assert {"STORAGE_BACKEND", "GCS_BUCKET"} <= deployed  # Settings refuse local disk there
+    # Settings refuse local disk there, and GCS without its public bucket.
+    assert {"STORAGE_BACKEND", "GCS_BUCKET", "GCS_PUBLIC_BUCKET"} <= deployed
 
 
 def secrets_of(args: list[str]) -> dict[str, str]:
@@ -509,3 +514,80 @@ def test_the_deploy_counts_upload_budgets_where_the_guide_says() -> None:
     assert "_RATE_LIMIT_STORAGE_URI=$RATE_LIMIT_STORAGE_URI" in text
     # Memorystore has only a private address: the service needs VPC egress to reach it.
     assert "--vpc-egress=private-ranges-only" in text
+
+
+# -- who may read the buckets (issue 14, item 4) ---------------------------------------------------
+GUIDES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def bucket_grants(commands: list[list[str]]) -> list[tuple[str, str, str]]:
+    """(bucket, member, role) of every ``gcloud storage buckets add-iam-policy-binding``."""
+    grants = []
+    for words in commands:
+        if words[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]:
+            given = flags(words[5:])
+            grants.append((words[4], given["member"], given["role"]))
+    return grants
+
+
+def bucket_creations(commands: list[list[str]]) -> dict[str, dict[str, str]]:
+    """Each ``gcloud storage buckets create`` bucket with its flags."""
+    return {
+        words[4]: flags(words[5:])
+        for words in commands
+        if words[:4] == ["gcloud", "storage", "buckets", "create"]
+    }
+
+
+@pytest.mark.parametrize("path", GUIDES, ids=lambda p: p.name)
+def test_no_guide_lets_the_public_list_a_bucket_or_read_the_private_one(path: Path) -> None:
+    """objectViewer to allUsers once exposed tmp/ originals, rec/ records and held/ images."""
+    public_members = {"allUsers", "allAuthenticatedUsers"}
+    for bucket, member, role in bucket_grants(guide_commands(path)):
+        if member in public_members:
+            assert (bucket, role) == ("gs://$PUBLIC_BUCKET", "roles/storage.legacyObjectReader")
+
+
+def test_the_guide_makes_a_private_bucket_with_public_access_prevention_and_a_public_one() -> None:
+    commands = guide_commands()
+    grants = bucket_grants(commands)
+    public = [(b, r) for b, m, r in grants if m == "allUsers"]
+    # The quick try and the Cloud Run setup each grant the public read, and nothing else.
+    assert public == [("gs://$PUBLIC_BUCKET", "roles/storage.legacyObjectReader")] * 2
+    created = [c for c in commands if c[:4] == ["gcloud", "storage", "buckets", "create"]]
+    private = [flags(c[5:]) for c in created if c[4] == "gs://$BUCKET"]
+    assert len(private) == 2
+    assert all("public-access-prevention" in f for f in private)
+    assert all("no-public-access-prevention" not in f for f in private)
+    assert "gs://$PUBLIC_BUCKET" in bucket_creations(commands)
+    # The old bucket of a one-bucket deployment loses its public grant and gets PAP too.
+    assert [
+        "gcloud",
+        "storage",
+        "buckets",
+        "update",
+        "gs://$BUCKET",
+        "--public-access-prevention",
+    ] in (commands)
+    # The service may write both; the CDN fronts the public bucket only.
+    runtime = {(b, r) for b, m, r in grants if m == "serviceAccount:$SA"}
+    assert {("gs://$BUCKET", "roles/storage.objectAdmin")} | {
+        ("gs://$PUBLIC_BUCKET", "roles/storage.objectAdmin")
+    } <= runtime
+    (backend,) = [
+        c for c in commands if c[:4] == ["gcloud", "compute", "backend-buckets", "create"]
+    ]
+    assert flags(backend[5:])["gcs-bucket-name"] == "$PUBLIC_BUCKET"
+
+
+def test_the_deploys_name_the_public_bucket_as_the_guide_creates_it() -> None:
+    def env(args: list[str]) -> dict[str, str]:
+        value = flags(args[3:])["set-env-vars"]
+        return dict(pair.partition("=")[::2] for pair in value.split(","))
+
+    build = cloudbuild()
+    assert env(step(build, "deploy")["args"])["GCS_PUBLIC_BUCKET"] == "${_PUBLIC_BUCKET}"
+    assert env(documented_deploy_command())["GCS_PUBLIC_BUCKET"] == "$PUBLIC_BUCKET"
+    assert "${_PUBLIC_BUCKET}" in " ".join(step(build, "test")["args"])  # required up front
+    for substitutions in re.findall(r'--substitutions="([^"]+)"', DEPLOY_DOC.read_text()):
+        assert "_PUBLIC_BUCKET=$PUBLIC_BUCKET" in substitutions.split(",")

@@ -9,7 +9,9 @@ with the key's public half.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +27,26 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, Request, expect
 
-from imaging.doors.direct import COMPLETE_WINDOW_SECONDS, Ticket, UploadSessions
+from imaging.doors.direct import (
+    COMPLETE_WINDOW_SECONDS,
+    SWEEP_EVERY_SECONDS,
+    Interrupted,
+    Ticket,
+    UploadSessions,
+)
 from imaging.services import services_of
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
-from tests.gcs_emulator import GCSEmulator, make_gcs_store
+from tests.faults import FlakyStore
+from tests.gcs_emulator import (
+    GCSEmulator,
+    anonymous_get,
+    anonymous_names,
+    make_gcs_store,
+    public_bucket_of,
+)
 from tests.images import encode, noise, png
 
 MiB = 1024 * 1024
@@ -435,6 +450,131 @@ def test_sweep_removes_only_expired_leftovers(local_app: Flask, local_store: Loc
     assert "2 expired" in result.output
 
 
+def expired_age(app: Flask) -> float:
+    """How long ago a ticket must have been minted to be past its completion window."""
+    return ttl(app) + COMPLETE_WINDOW_SECONDS + 5
+
+
+def temp_files(store: LocalStore) -> list[str]:
+    """Every file under the store's tmp/ folder, the hidden ones of writes in progress too."""
+    folder = store.root / "tmp"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_the_app_sweeps_expired_uploads_by_itself(
+    local_app: Flask, local_store: LocalStore
+) -> None:
+    """Abandoned uploads vanish without `flask gc`: creating a ticket sweeps, once a minute."""
+    uploads = sessions(local_app)
+    old = mint(local_app, age=expired_age(local_app))
+    fresh = mint(local_app)
+    for ticket in (old, fresh):
+        local_store.put(f"tmp/{ticket.upload_id}", b"bytes", content_type="image/png")
+        local_store.put(f"upl/{ticket.upload_id}.put", b"claim", content_type="image/png")
+    # The mints above swept already (nothing to sweep then): within a minute, no other sweep.
+    assert uploads.sweep_soon() is None
+    assert len(local_store.list("tmp/")) == 2
+
+    later = time.time() + SWEEP_EVERY_SECONDS + 1
+    uploads.create(content_type="image/png", size=10, app_put_url=lambda i, t: "/put", now=later)
+    assert local_store.list("tmp/") == [f"tmp/{fresh.upload_id}"]
+    assert local_store.list("upl/") == [f"upl/{fresh.upload_id}.put"]
+    # Done for the next minute, then again.
+    assert uploads.sweep_soon(now=later + 1) is None
+    assert uploads.sweep_soon(now=later + SWEEP_EVERY_SECONDS + 1) == []
+
+
+def test_a_put_sweeps_expired_uploads_too(local_app: Flask, local_store: LocalStore) -> None:
+    client = local_app.test_client()
+    ticket = create_ticket(client, size=4)
+    old = mint(local_app, age=expired_age(local_app))
+    local_store.put(f"tmp/{old.upload_id}", b"abandoned", content_type="image/png")
+    sessions(local_app)._next_sweep = 0  # a minute has passed since the ticket's sweep
+    assert put(client, ticket, b"data").status_code == 201
+    assert local_store.list("tmp/") == [f"tmp/{ticket['upload_id']}"]
+
+
+def test_flask_gc_sweeps_expired_uploads_too(local_app: Flask, local_store: LocalStore) -> None:
+    old = mint(local_app, age=expired_age(local_app))
+    fresh = mint(local_app)
+    for ticket in (old, fresh):
+        local_store.put(f"tmp/{ticket.upload_id}", b"bytes", content_type="image/png")
+    result = local_app.test_cli_runner().invoke(args=["gc"])
+    assert result.exit_code == 0, result.output
+    assert f"removed tmp/{old.upload_id}" in result.output
+    assert local_store.list("tmp/") == [f"tmp/{fresh.upload_id}"]
+
+
+def test_a_put_past_the_tmp_room_is_503_and_may_be_retried(
+    make_app: AppFactory, local_store: LocalStore
+) -> None:
+    client = make_app(direct_upload_max_mb=1, direct_upload_tmp_max_mb=1).test_client()
+    first = create_ticket(client, size=600 * 1024)
+    assert put(client, first, b"1" * 600 * 1024).status_code == 201
+    second = create_ticket(client, size=600 * 1024)
+
+    refused = put(client, second, b"2" * 600 * 1024)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"] == "disk_full"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert local_store.list("tmp/") == [f"tmp/{first['upload_id']}"]
+    assert temp_files(local_store) == [first["upload_id"]]
+    # Once the first is gone (completed, swept), the same URL goes through: it was not spent.
+    local_store.delete(f"tmp/{first['upload_id']}")
+    assert put(client, second, b"2" * 600 * 1024).status_code == 201
+
+
+def test_a_put_whose_connection_fails_leaves_nothing_and_may_be_retried(
+    local_client: FlaskClient, local_store: LocalStore
+) -> None:
+    data = os.urandom(3 * MiB)
+
+    class DropsHalfWay(io.BytesIO):
+        def readinto(self, buffer: Any) -> int:
+            if self.tell() >= len(data) // 2:
+                raise ConnectionResetError("the client went away")
+            return super().readinto(buffer[: 256 * 1024])
+
+        def read(self, size: int | None = -1, /) -> bytes:
+            raise AssertionError("LimitedStream reads with readinto")  # pragma: no cover
+
+    ticket = create_ticket(local_client, size=len(data))
+    cut = local_client.put(
+        put_path(ticket),
+        input_stream=DropsHalfWay(data),
+        headers=ticket["headers"],
+    )
+    assert cut.status_code == 400
+    assert local_store.list("tmp/") == []
+    assert temp_files(local_store) == []
+    assert put(local_client, ticket, data).status_code == 201
+
+
+def test_no_ticket_from_a_store_that_neither_signs_urls_nor_writes_streams(
+    make_app: AppFactory, local_store: LocalStore
+) -> None:
+    """A PUT that could never be received is not offered: 503, said once, before any URL."""
+    client = make_app(storage=FlakyStore(local_store)).test_client()
+    refused = client.post("/api/uploads", json={"content_type": "image/png", "size": 10})
+    assert refused.status_code == 503
+    assert refused.get_json()["message"] == "Direct uploads are not available on this server."
+
+
+def test_a_body_shorter_than_its_content_length_is_not_kept(local_app: Flask) -> None:
+    """Under gunicorn a client that goes away mid-body just ends the stream; receive checks."""
+    uploads = sessions(local_app)
+    ticket = create_ticket(local_app.test_client(), size=100)
+    token = dict(parse_qsl(urlsplit(ticket["url"]).query))["token"]
+    grant = uploads.grant_put(ticket["upload_id"], token)
+    with pytest.raises(Interrupted, match="after 60 of its 100 bytes"):
+        uploads.receive(grant, io.BytesIO(b"x" * 60), content_length=100)
+    store = uploads.store
+    assert isinstance(store, LocalStore)
+    assert store.list("tmp/") == []
+    assert store.list("upl/") == []  # the claim was given back
+    assert uploads.receive(grant, io.BytesIO(b"x" * 100), content_length=100) == 100
+
+
 # -- GCS: V4 signed URLs, PUT into fake-gcs-server ----------------------------------------------
 SERVICE_ACCOUNT = "uploader@test-project.iam.gserviceaccount.com"
 
@@ -511,6 +651,38 @@ def test_signed_url_put_lands_in_the_emulator_and_completes_into_a_record(
     ]
     assert gcs_store_for_uploads.list("tmp/") == []
     assert complete(client, ticket).get_json()["id"] == record["id"]
+
+
+def test_a_direct_uploads_original_stays_private_and_only_its_variants_become_public(
+    gcs_app: Flask,
+    gcs_store_for_uploads: ObjectStore,
+    gcs_emulator: GCSEmulator,
+    gcs_bucket: str,
+) -> None:
+    """The signed URL points into the private bucket: the original (EXIF, GPS and all) is never
+    in the public one, which after completion holds the record's variants and nothing else."""
+    client = gcs_app.test_client()
+    data = png(90, 70)
+    ticket = create_ticket(client, size=len(data))
+    public = public_bucket_of(gcs_bucket)
+    assert f"/{public}/" not in ticket["url"]
+
+    landed = requests.put(ticket["url"], data=data, headers=ticket["headers"], timeout=10)
+    assert landed.status_code == 200, landed.text
+    assert anonymous_names(public) == []
+    assert anonymous_names(gcs_bucket) == [f"tmp/{ticket['upload_id']}"]
+    tmp_url = f"https://storage.googleapis.com/{public}/tmp/{ticket['upload_id']}"
+    assert anonymous_get(gcs_emulator, tmp_url)[0] == 404
+
+    record = complete(client, ticket).get_json()
+
+    files = [*record["variants"], record["thumbnail"]]
+    assert anonymous_names(public) == sorted(
+        urlsplit(f["url"]).path.removeprefix(f"/{public}/") for f in files
+    )
+    assert all(name.startswith(f"img/{record['id']}/") for name in anonymous_names(public))
+    fetched = [anonymous_get(gcs_emulator, f["url"]) for f in files]
+    assert [(status, len(body)) for status, body in fetched] == [(200, f["bytes"]) for f in files]
 
 
 def test_signed_url_binds_the_type_the_size_range_and_create_only(

@@ -24,7 +24,13 @@ from imaging.errors import BadRequest
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
-from tests.gcs_emulator import GCSEmulator, make_gcs_store, new_bucket_name
+from tests.gcs_emulator import (
+    GCSEmulator,
+    create_store_buckets,
+    make_gcs_store,
+    new_bucket_name,
+    public_bucket_of,
+)
 from tests.oidc_issuer import OidcIssuer
 from tests.tasks_server import TasksServer
 from tests.test_observability import metric
@@ -63,6 +69,7 @@ def events_app(
     def build(**changes: Any) -> Flask:
         settings: dict[str, Any] = {
             "gcs_bucket": gcs_bucket,
+            "gcs_public_bucket": public_bucket_of(gcs_bucket),
             "uploads_bucket": uploads_bucket,
             "events_audience": AUDIENCE,
             "events_service_account": PUSHER,
@@ -472,6 +479,50 @@ def test_an_event_from_a_bucket_not_in_uploads_bucket_is_forbidden(
     assert app_store.list("", limit=10) == []
 
 
+def test_an_event_from_the_public_bucket_is_forbidden_and_converts_nothing(
+    client: FlaskClient, gcs_bucket: str, app_store: ObjectStore, oidc_issuer: OidcIssuer
+) -> None:
+    """The public bucket holds only the app's own variants: never an original to convert (and
+    the settings refuse it in UPLOADS_BUCKET)."""
+    public = public_bucket_of(gcs_bucket)
+    _, resource = put_original(public, "img/0000000000000abcdef01/webp.webp", images.jpeg())
+
+    status, body = deliver(
+        client, binary_cloudevent(resource), oidc_issuer.token(audience=AUDIENCE, email=PUSHER)
+    )
+
+    assert (status, body["error"]) == (403, "forbidden")
+    assert records(app_store) == []
+
+
+def test_the_converter_itself_refuses_an_object_of_the_public_bucket(
+    events_app: Callable[..., Flask], gcs_bucket: str, app_store: ObjectStore
+) -> None:
+    """Whatever door passes it on: the public bucket holds no original to convert."""
+    from imaging.errors import Forbidden
+    from imaging.services import services_of
+
+    public = public_bucket_of(gcs_bucket)
+    ref, _ = put_original(public, "holiday.jpg", images.jpeg())
+    converter = services_of(events_app()).converter
+
+    with pytest.raises(Forbidden):
+        converter.convert(ref)
+    assert records(app_store) == []
+
+
+def test_the_public_bucket_is_the_apps_own_whatever_the_object_is_called() -> None:
+    from imaging.config import Settings
+    from imaging.doors.convert import is_own_object
+
+    settings = Settings(gcs_bucket="private", gcs_public_bucket="public", uploads_bucket="private")
+    assert is_own_object(settings, ObjectRef("public", "holiday.jpg", "1"))
+    assert is_own_object(settings, ObjectRef("public", "img/1/webp.webp", "1"))
+    assert is_own_object(settings, ObjectRef("private", "tmp/upload", "1"))
+    assert not is_own_object(settings, ObjectRef("private", "holiday.jpg", "1"))
+    assert not is_own_object(settings, ObjectRef("uploads", "img/1/webp.webp", "1"))
+
+
 def test_google_certificates_are_fetched_once_for_many_events(
     client: FlaskClient, uploads_bucket: str, oidc_issuer: OidcIssuer
 ) -> None:
@@ -559,7 +610,7 @@ def test_storage_down_answers_503_so_the_event_is_redelivered(
     oidc_issuer: OidcIssuer,
 ) -> None:
     bucket, uploads = new_bucket_name(), new_bucket_name()
-    private_gcs_emulator.create_bucket(bucket)
+    create_store_buckets(private_gcs_emulator, bucket)
     private_gcs_emulator.create_bucket(uploads)
     _, resource = put_original(uploads, "a.jpg", images.jpeg())
     client = make_app(

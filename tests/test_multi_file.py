@@ -76,3 +76,14 @@ def test_the_plain_upload_form_shows_each_files_result_with_its_delete_key(
     assert html.count('data-testid="delete-key"') == 1
     assert 'data-testid="refused"' in html
     assert "bad.jpg" in html
+
+
+def test_inline_with_two_files_is_refused_before_anything_is_stored(client: FlaskClient) -> None:
+    data = {"image": [(io.BytesIO(images.png()), "a.png"), (io.BytesIO(images.jpeg()), "b.jpg")]}
+    response = client.post(
+        "/api/images?inline=1&format=webp", data=data, content_type="multipart/form-data"
+    )
+
+    assert response.status_code == 400
+    assert "exactly one file" in response.get_json()["message"]
+    assert client.get("/api/images").get_json()["images"] == []

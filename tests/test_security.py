@@ -296,27 +296,38 @@ def test_images_and_fetches_are_allowed_only_from_us_locally(local_client: Flask
     assert csp_sources(policy, "connect-src") == ["'self'"]
 
 
+GCS = {"storage_backend": "gcs", "gcs_bucket": "private", "gcs_public_bucket": "public"}
+
+
 @pytest.mark.parametrize(
-    ("changes", "storage"),
+    ("changes", "images", "uploads"),
     [
-        ({"storage_backend": "gcs", "gcs_bucket": "b"}, ["https://storage.googleapis.com"]),
         (
-            {"storage_backend": "gcs", "gcs_bucket": "b", "public_base_url": "https://cdn.x/img"},
-            ["https://storage.googleapis.com", "https://cdn.x"],
+            GCS,
+            ["https://storage.googleapis.com/public/"],
+            ["https://storage.googleapis.com/private/tmp/"],
         ),
-        ({"public_base_url": "https://cdn.x/"}, ["https://cdn.x"]),
+        (
+            {**GCS, "public_base_url": "https://cdn.x/img"},
+            ["https://cdn.x/img/"],
+            ["https://storage.googleapis.com/private/tmp/"],
+        ),
+        ({"public_base_url": "https://cdn.x/"}, ["https://cdn.x/"], []),
     ],
 )
-def test_images_and_fetches_are_allowed_only_from_us_and_our_storage(
-    changes: dict[str, str], storage: list[str]
+def test_images_come_only_from_the_public_bucket_and_uploads_go_only_to_the_private_tmp(
+    changes: dict[str, str], images: list[str], uploads: list[str]
 ) -> None:
+    """Not the whole storage host: a page may show no other bucket's objects (nor our private
+    ones by a signed link) and send nothing to any bucket but our uploads prefix."""
     from imaging.config import Settings
     from imaging.web import content_security_policy
 
-    policy = content_security_policy(Settings(**changes))  # type: ignore[arg-type]
-    assert csp_sources(policy, "img-src") == ["'self'", "data:", "blob:", *storage]
-    assert csp_sources(policy, "connect-src") == ["'self'", *storage]
+    policy = content_security_policy(Settings(**changes).validated())  # type: ignore[arg-type]
+    assert csp_sources(policy, "img-src") == ["'self'", "data:", "blob:", *images]
+    assert csp_sources(policy, "connect-src") == ["'self'", *uploads]
     assert "https:" not in policy.split()
+    assert "https://storage.googleapis.com" not in policy.split()
 
 
 def test_metrics_need_the_metrics_token_when_one_is_set(make_app: AppFactory) -> None:

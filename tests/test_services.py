@@ -77,7 +77,11 @@ def test_a_task_queue_is_built_only_when_one_is_configured(
 @pytest.mark.usefixtures("no_network")
 def test_building_every_service_touches_no_network(settings: Settings) -> None:
     production_like = settings.replace(
-        storage_backend="gcs", gcs_bucket="images", **EVENTS, **TASKS
+        storage_backend="gcs",
+        gcs_bucket="images",
+        gcs_public_bucket="images-public",
+        **EVENTS,
+        **TASKS,
     )
 
     svc = build_services(production_like)

@@ -7,12 +7,14 @@ backend can show: local atomic files and serving, GCS retries, 412s, outages and
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,11 +23,17 @@ from typing import Any
 import pytest
 from google.cloud.storage import Client
 
-from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable, TooLarge
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
-from tests.gcs_emulator import GCSEmulator, ResponseDroppingProxy, make_gcs_store, new_bucket_name
+from tests.gcs_emulator import (
+    GCSEmulator,
+    ResponseDroppingProxy,
+    create_store_buckets,
+    make_gcs_store,
+    new_bucket_name,
+)
 
 WEBP = "image/webp"
 JSON = "application/json"
@@ -65,7 +73,7 @@ def stored_metadata(store: ObjectStore, key: str) -> tuple[str, str | None]:
         metadata = store.metadata(key)
         return metadata.content_type, metadata.cache_control
     assert isinstance(store, GCSStore)
-    blob = emulator_blob(store.bucket_name, key)
+    blob = emulator_blob(store.bucket_for(key), key)
     return blob.content_type, blob.cache_control
 
 
@@ -262,7 +270,7 @@ def test_unsafe_prefixes_are_rejected(any_store: ObjectStore, prefix: str) -> No
 
 def test_public_url_ends_with_the_quoted_key(any_store: ObjectStore) -> None:
     assert any_store.public_url("img/1/a.webp").endswith("/img/1/a.webp")
-    assert any_store.public_url("lbl/tabby cat/1").endswith("/lbl/tabby%20cat/1")
+    assert any_store.public_url("img/tabby cat/1.webp").endswith("/img/tabby%20cat/1.webp")
 
 
 def test_concurrent_puts_of_distinct_keys_all_land(any_store: ObjectStore) -> None:
@@ -441,20 +449,196 @@ def test_local_disk_errors_are_storage_unavailable(tmp_path: Path) -> None:
         put(store, "rec/1.json")
 
 
+# -- LocalStore.put_stream: the direct-upload PUT's body to disk, never whole in memory ----------
+
+MiB = 1024 * 1024
+
+
+class Chunks:
+    """A stream of ``total`` bytes made on the fly, recording what was asked of it; it raises
+    ``fail`` once ``fail_after`` bytes are out."""
+
+    def __init__(
+        self, total: int, *, fail_after: int | None = None, fail: BaseException | None = None
+    ) -> None:
+        self.total = total
+        self.sent = 0
+        self.asked = 0
+        self.fail_after = fail_after
+        self.fail = fail
+
+    def read(self, size: int = -1, /) -> bytes:
+        assert size > 0, "put_stream asks for bounded chunks"
+        self.asked += size
+        if self.fail is not None and self.fail_after is not None and self.sent >= self.fail_after:
+            raise self.fail
+        n = min(size, self.total - self.sent)
+        self.sent += n
+        return bytes([self.sent % 251]) * n
+
+
+def stream_of(data: bytes) -> io.BytesIO:
+    return io.BytesIO(data)
+
+
+def test_local_put_stream_creates_the_object_with_its_content_type(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(3 * MiB + 17)
+    size = store.put_stream("tmp/upload", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    assert size == len(data)
+    assert store.get("tmp/upload") == data
+    assert store.metadata("tmp/upload").content_type == WEBP
+    assert store.list("tmp/") == ["tmp/upload"]
+    assert files_under(tmp_path) == [".meta/tmp/upload", "tmp/upload"]
+
+
+def test_local_put_stream_holds_one_chunk_in_memory_not_the_body(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    body = Chunks(64 * MiB)
+    tracemalloc.start()
+    try:
+        store.put_stream("tmp/big", body, max_bytes=64 * MiB, content_type=WEBP)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "tmp" / "big").stat().st_size == 64 * MiB
+    # A chunk is 1 MiB: the stream's own chunk and the one being written, and small change.
+    assert peak < 4 * MiB, f"peak {peak / MiB:.1f} MiB for a 64 MiB body"
+
+
+def test_local_put_stream_over_max_bytes_leaves_nothing_and_reads_one_byte_past(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    body = Chunks(5 * MiB)
+    with pytest.raises(TooLarge):
+        store.put_stream("tmp/upload", body, max_bytes=2 * MiB + 3, content_type=WEBP)
+    # One byte past the bound is enough to refuse: a server capped at bound + 1 never trips.
+    assert body.asked == 2 * MiB + 4
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_of_exactly_max_bytes_is_accepted(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(MiB)
+    assert store.put_stream("tmp/u", stream_of(data), max_bytes=MiB, content_type=WEBP) == MiB
+    assert store.get("tmp/u") == data
+
+
+def test_local_put_stream_failing_mid_way_leaves_nothing_and_passes_the_error_on(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    gone = ConnectionResetError("the client went away")
+    body = Chunks(8 * MiB, fail_after=3 * MiB, fail=gone)
+    with pytest.raises(ConnectionResetError) as caught:
+        store.put_stream("tmp/upload", body, max_bytes=8 * MiB, content_type=WEBP)
+    # The stream's own error, not StorageUnavailable: the disk did nothing wrong.
+    assert caught.value is gone
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_is_create_only_like_put(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(2 * MiB)
+    store.put_stream("tmp/u", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    # The same bytes again: a retry of a write that landed, so a success.
+    again = store.put_stream("tmp/u", stream_of(data), max_bytes=len(data), content_type=WEBP)
+    assert again == len(data)
+    other = os.urandom(2 * MiB)
+    with pytest.raises(ObjectExists):
+        store.put_stream("tmp/u", stream_of(other), max_bytes=len(other), content_type=WEBP)
+    assert store.get("tmp/u") == data
+    assert files_under(tmp_path) == [".meta/tmp/u", "tmp/u"]
+
+
+def test_local_put_stream_under_an_existing_object_raises_object_exists(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    put(store, "tmp", b"an object where a directory would go")
+    before = files_under(tmp_path)
+    with pytest.raises(ObjectExists):
+        store.put_stream("tmp/u", stream_of(b"x"), max_bytes=1, content_type=WEBP)
+    assert files_under(tmp_path) == before
+
+
+def test_local_put_stream_whose_sidecar_fails_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_replace", disk_full)
+    with pytest.raises(StorageUnavailable):
+        store.put_stream("tmp/u", stream_of(b"bytes"), max_bytes=5, content_type=WEBP)
+    assert files_under(tmp_path) == []
+
+
+def test_local_put_stream_refuses_before_reading_when_the_folder_has_no_room(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    store.put_stream("tmp/a", stream_of(b"a" * 600), max_bytes=600, content_type=WEBP, room=1000)
+    body = Chunks(500)
+    with pytest.raises(DiskFull) as caught:
+        store.put_stream("tmp/b", body, max_bytes=500, content_type=WEBP, room=1000)
+    assert caught.value.status == 503
+    assert caught.value.retry_after
+    assert body.asked == 0
+    assert store.list("tmp/") == ["tmp/a"]
+    # Other folders do not count: the room is the key's folder's.
+    put(store, "rec/1.json", b"r" * 5000)
+    store.put_stream("tmp/b", stream_of(b"b" * 400), max_bytes=400, content_type=WEBP, room=1000)
+
+
+def test_local_put_stream_counts_a_write_in_progress_at_its_reservation(tmp_path: Path) -> None:
+    """Another writer's PUT (here: one started from inside this stream) counts at its
+    max_bytes while it runs, not at the few bytes it has written so far."""
+    store = LocalStore(tmp_path)
+    refused: list[BaseException] = []
+
+    class StartsAnotherUpload(Chunks):
+        def read(self, size: int = -1, /) -> bytes:
+            if self.sent == 0:
+                with pytest.raises(DiskFull) as caught:
+                    store.put_stream(
+                        "tmp/second",
+                        stream_of(b"x" * 300),
+                        max_bytes=300,
+                        content_type=WEBP,
+                        room=1000,
+                    )
+                refused.append(caught.value)
+            return super().read(size)
+
+    store.put_stream(
+        "tmp/first", StartsAnotherUpload(100), max_bytes=800, content_type=WEBP, room=1000
+    )
+    assert len(refused) == 1
+    assert store.list("tmp/") == ["tmp/first"]
+    # Done, the first counts at its real size (100): now there is room for the second.
+    store.put_stream(
+        "tmp/second", stream_of(b"x" * 300), max_bytes=300, content_type=WEBP, room=1000
+    )
+
+
 # -- GCSStore ----------------------------------------------------------------------------------
 
 
 def test_gcs_store_is_named_gcs() -> None:
-    assert GCSStore("bucket").name == "gcs"
+    assert GCSStore("bucket", public_bucket="public").name == "gcs"
 
 
 def test_gcs_public_url_is_the_objects_storage_googleapis_url_by_default() -> None:
-    url = GCSStore("my-bucket").public_url("img/1/a.webp")
-    assert url == "https://storage.googleapis.com/my-bucket/img/1/a.webp"
+    url = GCSStore("my-bucket", public_bucket="my-public").public_url("img/1/a.webp")
+    assert url == "https://storage.googleapis.com/my-public/img/1/a.webp"
 
 
 def test_gcs_public_url_uses_public_base_url() -> None:
-    store = GCSStore("my-bucket", public_base_url="https://cdn.example.com/")
+    store = GCSStore(
+        "my-bucket", public_bucket="my-public", public_base_url="https://cdn.example.com/"
+    )
     assert store.public_url("img/1/a.webp") == "https://cdn.example.com/img/1/a.webp"
 
 
@@ -479,19 +663,19 @@ def test_gcs_put_after_a_412_with_the_same_bytes_succeeds_without_rewriting(
     gcs_bucket: str,
 ) -> None:
     store = make_gcs_store(gcs_bucket)
-    put(store, "img/1/a.webp", b"image")
-    generation = emulator_blob(gcs_bucket, "img/1/a.webp").generation
-    put(store, "img/1/a.webp", b"image")  # the upload meets 412; the object holds our bytes
-    assert emulator_blob(gcs_bucket, "img/1/a.webp").generation == generation
+    put(store, "rec/1.json", b"image")
+    generation = emulator_blob(gcs_bucket, "rec/1.json").generation
+    put(store, "rec/1.json", b"image")  # the upload meets 412; the object holds our bytes
+    assert emulator_blob(gcs_bucket, "rec/1.json").generation == generation
 
 
 def test_gcs_put_after_a_412_with_other_bytes_raises_object_exists(gcs_bucket: str) -> None:
     store = make_gcs_store(gcs_bucket)
-    put(store, "img/1/a.webp", b"image")
-    generation = emulator_blob(gcs_bucket, "img/1/a.webp").generation
+    put(store, "rec/1.json", b"image")
+    generation = emulator_blob(gcs_bucket, "rec/1.json").generation
     with pytest.raises(ObjectExists):
-        put(store, "img/1/a.webp", b"other")
-    assert emulator_blob(gcs_bucket, "img/1/a.webp").generation == generation
+        put(store, "rec/1.json", b"other")
+    assert emulator_blob(gcs_bucket, "rec/1.json").generation == generation
 
 
 def test_gcs_upload_whose_response_was_lost_is_retried_into_success(
@@ -520,7 +704,7 @@ def test_gcs_outage_makes_every_call_storage_unavailable(
     private_gcs_emulator: GCSEmulator, operation: str
 ) -> None:
     bucket = new_bucket_name()
-    private_gcs_emulator.create_bucket(bucket)
+    create_store_buckets(private_gcs_emulator, bucket)
     store = make_gcs_store(bucket, timeout=1.0, deadline=1.0)
     put(store, "img/1/a.webp")
     private_gcs_emulator.stop()
@@ -543,6 +727,91 @@ def test_gcs_check_fails_for_a_missing_bucket(gcs_bucket: str) -> None:
         make_gcs_store(f"{gcs_bucket}-missing").check()
 
 
+def test_gcs_check_fails_when_only_the_public_bucket_is_missing(gcs_bucket: str) -> None:
+    store = make_gcs_store(gcs_bucket, public_bucket=f"{gcs_bucket}-gone")
+    with pytest.raises(StorageUnavailable) as raised:
+        store.check()
+    assert f"{gcs_bucket}-gone" in str(raised.value.detail)
+    make_gcs_store(gcs_bucket).check()  # both there: ready
+
+
+# -- two buckets: approved variants public, everything else private (issue 14, item 4) ----------
+EVERY_KIND_OF_KEY = [
+    "img/0000000000000abcdef01/webp.webp",
+    "rec/0000000000000abcdef01.json",
+    "lbl/cat/0000000000000abcdef01",
+    "sha/abc/0000000000000abcdef01",
+    "held/img/0000000000000abcdef02/webp.webp",
+    "held/rec/0000000000000abcdef02.json",
+    "tmp/some-upload",
+    "upl/some-upload",
+    "evt/bucket/abc/1",
+]
+
+
+def bucket_names(bucket: str) -> list[str]:
+    """Every object name in ``bucket``, listed with a client of the test's own."""
+    return sorted(blob.name for blob in Client(project="test").list_blobs(bucket))
+
+
+def test_gcs_keeps_only_img_keys_in_the_public_bucket(gcs_bucket: str) -> None:
+    store = make_gcs_store(gcs_bucket)
+    put_all(store, EVERY_KIND_OF_KEY)
+
+    assert bucket_names(store.public_bucket_name) == ["img/0000000000000abcdef01/webp.webp"]
+    assert bucket_names(gcs_bucket) == sorted(EVERY_KIND_OF_KEY[1:])
+    assert [store.bucket_for(k) == store.public_bucket_name for k in EVERY_KIND_OF_KEY] == [
+        True,
+        *[False] * (len(EVERY_KIND_OF_KEY) - 1),
+    ]
+
+
+def test_gcs_reads_lists_and_deletes_each_key_in_its_own_bucket(gcs_bucket: str) -> None:
+    store = make_gcs_store(gcs_bucket)
+    put_all(store, EVERY_KIND_OF_KEY)
+
+    assert all(store.get(key) == key.encode() for key in EVERY_KIND_OF_KEY)
+    assert store.list("img/") == EVERY_KIND_OF_KEY[:1]
+    assert store.list("held/") == sorted(k for k in EVERY_KIND_OF_KEY if k.startswith("held/"))
+    assert store.list("") == sorted(EVERY_KIND_OF_KEY)
+    assert store.list("", start_after="held/rec/0000000000000abcdef02.json", limit=2) == [
+        "img/0000000000000abcdef01/webp.webp",
+        "lbl/cat/0000000000000abcdef01",
+    ]
+    for key in EVERY_KIND_OF_KEY:
+        store.delete(key)
+    assert bucket_names(gcs_bucket) == bucket_names(store.public_bucket_name) == []
+
+
+def test_gcs_does_not_see_an_img_key_left_in_the_private_bucket(gcs_bucket: str) -> None:
+    """A variant from before the split (one bucket for all) is not public, so it is not ours."""
+    old = Client(project="test").bucket(gcs_bucket)
+    for n in range(5):
+        old.blob(f"img/{n}/old.webp").upload_from_string(b"old")
+    store = make_gcs_store(gcs_bucket)
+    put_all(store, ["lbl/cat/1", "rec/1.json"])
+
+    with pytest.raises(ObjectNotFound):
+        store.get("img/1/old.webp")
+    assert store.list("img/") == []
+    assert store.list("", limit=2) == ["lbl/cat/1", "rec/1.json"]  # past a page of old ones
+
+
+def test_gcs_public_urls_point_into_the_public_bucket_and_private_keys_have_none() -> None:
+    store = GCSStore("private", public_bucket="public")
+    assert store.public_url("img/1/a.webp") == "https://storage.googleapis.com/public/img/1/a.webp"
+    for key in EVERY_KIND_OF_KEY[1:]:
+        with pytest.raises(ValueError, match="is private"):
+            store.public_url(key)
+
+
+def test_a_gcs_store_refuses_one_bucket_for_both() -> None:
+    with pytest.raises(ValueError, match="must not be the private one"):
+        GCSStore("images", public_bucket="images")
+    with pytest.raises(ValueError, match="a private and a public bucket"):
+        GCSStore("images", public_bucket="")
+
+
 def test_gcs_client_is_made_on_first_use_and_credential_failures_are_unavailable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -550,7 +819,7 @@ def test_gcs_client_is_made_on_first_use_and_credential_failures_are_unavailable
     # not touch them (it happens before gunicorn forks), using it must fail cleanly.
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    store = GCSStore("bucket", timeout=1.0, deadline=1.0)
+    store = GCSStore("bucket", public_bucket="public", timeout=1.0, deadline=1.0)
     with pytest.raises(StorageUnavailable):
         store.get("img/1/a.webp")
 
@@ -564,7 +833,7 @@ def test_a_gcs_clients_connection_pool_holds_a_gallery_pages_parallel_reads(
 
     for n in range(24):
         gcs_store.put(f"rec/{n:021d}.json", b"{}", content_type="application/json")
-    session = gcs_store._bucket.get().client._http
+    session = gcs_store._client.get()._http
     assert session.get_adapter("http://x")._pool_maxsize == CONNECTION_POOL_SIZE >= 24 + 8
     with caplog.at_level(logging.WARNING, logger="urllib3"):
         list(Catalog(gcs_store)._pool.map(gcs_store.get, [f"rec/{n:021d}.json" for n in range(24)]))

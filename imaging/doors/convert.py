@@ -29,7 +29,7 @@ from imaging.catalog import OWN_PREFIXES, Catalog
 from imaging.config import Settings
 from imaging.doors.ledger import EventLedger, Outcome
 from imaging.doors.sources import BucketSource, ObjectRef, SourceObject, file_ref, read_file
-from imaging.errors import Busy, ImagingError, ObjectExists, Unavailable
+from imaging.errors import Busy, Forbidden, ImagingError, ObjectExists, Unavailable
 from imaging.formats import parse_format_list
 from imaging.pipeline import Pipeline, UploadOptions
 
@@ -80,6 +80,11 @@ def batch_byte_limit(settings: Settings) -> int:
 
 
 def is_own_object(settings: Settings, ref: ObjectRef) -> bool:
+    """Whether ``ref`` is something the app wrote itself, never an original to convert: a key
+    of its own in its private bucket, or anything at all in its public bucket (which holds
+    nothing but the variants it made; converting them would loop)."""
+    if settings.gcs_public_bucket and ref.bucket == settings.gcs_public_bucket:
+        return True
     return ref.bucket == settings.gcs_bucket and ref.name.startswith(OWN_PREFIXES)
 
 
@@ -104,8 +109,15 @@ class ObjectConverter:
     def convert(self, ref: ObjectRef, formats: tuple[str, ...] | None = None) -> Conversion:
         """Convert ``ref`` unless it was settled before; raise Unavailable (503) to be retried.
 
-        ``formats`` None means: the object's ``formats`` metadata, else DEFAULT_FORMATS.
+        ``formats`` None means: the object's ``formats`` metadata, else DEFAULT_FORMATS. An
+        object in the public bucket is refused (403) whatever door passed it on: everything
+        there is the app's own output (the doors skip it before they get here).
         """
+        if self.settings.gcs_public_bucket and ref.bucket == self.settings.gcs_public_bucket:
+            raise Forbidden(
+                "Objects in the public bucket are the app's own variants, never originals.",
+                detail=f"{ref} is in GCS_PUBLIC_BUCKET",
+            )
         settled = self.ledger.outcome(ref)
         if settled is not None:
             return _from_outcome(ref, settled)

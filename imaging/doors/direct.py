@@ -21,6 +21,12 @@ Keys (beside the catalog's ``img/``, ``rec/``, ``lbl/``, ``sha/``)::
 An upload id is ``<expiry>-<nonce>-<mac>``: it carries its own expiry, and the HMAC (keyed with
 SECRET_KEY) means only this app can mint one, so nothing about a pending upload is stored.
 
+On LocalStore the app receives the PUT itself and streams it to disk (``WritesStreams``): at
+most ``DIRECT_UPLOAD_MAX_PUTS`` at once per process, and ``tmp/`` may hold at most
+``DIRECT_UPLOAD_TMP_MAX_MB`` of uploads waiting for completion, PUTs in flight counted at their
+announced size. What is never completed is swept by the app itself (``sweep_soon``), at most
+once a minute per process.
+
 Completion is bound to whoever asked for the ticket: the ticket (and nothing else) carries a
 ``completion_key``, a second HMAC of the upload id under its own salt, and ``complete`` answers
 403 without it. An upload id may leak (a log line, a shared link, the PUT URL itself); the key
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -39,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -48,6 +55,7 @@ from imaging.catalog import UPLOAD_PREFIX as MARKER_PREFIX
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
+    Busy,
     Forbidden,
     Gone,
     ImagingError,
@@ -59,10 +67,15 @@ from imaging.errors import (
 )
 from imaging.formats import INPUT_FORMATS
 from imaging.pipeline import IngestResult, Pipeline, Slot, UploadOptions
-from imaging.storage import ObjectStore
+from imaging.storage import ObjectStore, ReadsChunks, WritesStreams
 from imaging.untrusted import same_secret
 
+log = logging.getLogger(__name__)
+
 _CLAIM_SUFFIX = ".put"
+
+#: How often each process sweeps expired uploads by itself (``sweep_soon``), at most.
+SWEEP_EVERY_SECONDS = 60
 
 #: How long after its URL expires an upload may still be completed: a big file on a slow link
 #: may finish its PUT well after the URL's deadline (GCS checks the deadline when a PUT starts).
@@ -75,7 +88,6 @@ ACCEPTED_CONTENT_TYPES = frozenset(
 )
 
 _UPLOAD_ID = re.compile(r"^(?P<expires>[0-9]{10})-(?P<nonce>[0-9a-f]{16})-(?P<mac>[0-9a-f]{32})$")
-_READ_CHUNK = 1024 * 1024
 
 
 class NothingUploaded(ImagingError):
@@ -88,6 +100,12 @@ class AlreadyUploaded(ImagingError):
     """A single-use upload URL was used a second time."""
 
     status, code = 409, "already_uploaded"
+
+
+class Interrupted(ImagingError):
+    """The PUT's body ended before its Content-Length, or its connection failed."""
+
+    status, code = 400, "interrupted"
 
 
 @runtime_checkable
@@ -158,6 +176,11 @@ class UploadSessions:
         # Each completion holds a whole file in memory before the pipeline's own slot is
         # reached, so completions are bounded too: at most `slots` files held per process.
         self._holding = threading.BoundedSemaphore(settings.slots)
+        # PUTs hold a thread each for as long as the client takes to send its body.
+        self._puts = threading.BoundedSemaphore(settings.direct_upload_max_puts)
+        self._sweep_lock = threading.Lock()
+        self._sweeping = False
+        self._next_sweep = 0.0
 
     @property
     def signs_urls(self) -> bool:
@@ -185,6 +208,9 @@ class UploadSessions:
             raise BadRequest("size must be the file's size in bytes (at least 1).")
         if size > self.max_bytes:
             raise TooLarge.over(self.max_bytes, scope="for direct uploads")
+        if not self.signs_urls:
+            self._receiving_store()  # refuse a ticket whose PUT could never be received
+        self.sweep_soon(now=now)
         ttl = self.settings.upload_url_ttl
         expires = int(time.time() if now is None else now) + ttl
         upload_id = self._mint_id(expires)
@@ -238,32 +264,57 @@ class UploadSessions:
         if content_length is not None and content_length > grant.max_bytes:
             raise TooLarge(f"This upload was created for at most {grant.max_bytes} bytes.")
 
-    def receive(self, grant: PutGrant, stream: IO[bytes]) -> int:
-        """Store the PUT body as ``tmp/<upload_id>``, spending the token; return its size.
+    def receive(
+        self, grant: PutGrant, stream: ReadsChunks, *, content_length: int | None = None
+    ) -> int:
+        """Stream the PUT body to ``tmp/<upload_id>``, spending the token; return its size.
 
-        The size bound is enforced while reading, so a body without Content-Length (chunked)
-        cannot run past it. If the body fails (too large, connection lost), the token is given
-        back: it was not used up, and the client may retry the same URL.
+        The body goes to disk in 1 MiB chunks (the store's ``put_stream``), never whole in
+        memory. The size bound is enforced while reading, so a body without Content-Length
+        (chunked) cannot run past it, and a body shorter than its Content-Length (the client
+        went away) is refused, not kept. Busy (503) when ``DIRECT_UPLOAD_MAX_PUTS`` PUTs are
+        already arriving here, DiskFull (503) when ``tmp/`` has no room for the announced size:
+        both pass with time, so both say when to retry. If the body fails, nothing is kept and
+        the token is given back: it was not used up, and the client may retry the same URL.
         """
-        claim = f"{MARKER_PREFIX}{grant.upload_id}{_CLAIM_SUFFIX}"
+        store = self._receiving_store()
+        self.sweep_soon()
+        if not self._puts.acquire(blocking=False):
+            raise Busy(
+                "Too many uploads are arriving right now. Please retry shortly.",
+                detail=f"all {self.settings.direct_upload_max_puts} DIRECT_UPLOAD_MAX_PUTS taken",
+            )
         try:
-            # Random bytes: a create-only put of *other* bytes is how a second claim fails.
-            self.store.put(claim, secrets.token_bytes(16), content_type="application/octet-stream")
-        except ObjectExists:
-            raise AlreadyUploaded(
-                "This upload URL was already used. Ask for a new upload to send another file."
-            ) from None
-        try:
-            data = _read_at_most(stream, grant.max_bytes)
-            if not data:
-                raise BadRequest("The upload was empty.")
-            self.store.put(f"{TEMP_PREFIX}{grant.upload_id}", data, content_type=grant.content_type)
-        except BaseException:
-            # Best effort: if this delete fails too, the client gets the original error and
-            # the URL stays spent (a new ticket is one request away).
-            self.catalog.discard([claim])
-            raise
-        return len(data)
+            claim = f"{MARKER_PREFIX}{grant.upload_id}{_CLAIM_SUFFIX}"
+            try:
+                # Random bytes: a create-only put of *other* bytes is how a second claim fails.
+                self.store.put(
+                    claim, secrets.token_bytes(16), content_type="application/octet-stream"
+                )
+            except ObjectExists:
+                raise AlreadyUploaded(
+                    "This upload URL was already used. Ask for a new upload to send another file."
+                ) from None
+            try:
+                try:
+                    return store.put_stream(
+                        f"{TEMP_PREFIX}{grant.upload_id}",
+                        _Body(stream, content_length),
+                        max_bytes=grant.max_bytes,
+                        content_type=grant.content_type,
+                        room=self.settings.direct_upload_tmp_max_bytes,
+                    )
+                except TooLarge:
+                    raise TooLarge(
+                        f"This upload was created for at most {grant.max_bytes} bytes."
+                    ) from None
+            except BaseException:
+                # Best effort: if this delete fails too, the client gets the original error and
+                # the URL stays spent (a new ticket is one request away).
+                self.catalog.discard([claim])
+                raise
+        finally:
+            self._puts.release()
 
     # -- 3. completion -------------------------------------------------------------------------
     def complete(
@@ -323,6 +374,35 @@ class UploadSessions:
         return result
 
     # -- maintenance ---------------------------------------------------------------------------
+    def sweep_soon(self, *, now: float | None = None) -> list[str] | None:
+        """Sweep expired uploads, unless this process did so in the last
+        ``SWEEP_EVERY_SECONDS`` or is doing so now: what was removed, None when skipped.
+
+        Called by ``create`` and ``receive``, so what was never completed goes away without
+        ``flask gc``. Inline and cheap: a listing of ``tmp/`` and ``upl/`` once a minute, and
+        a failure is logged, never the request's. Only where the app receives PUTs itself: a
+        bucket has its lifecycle rule.
+        """
+        if self.signs_urls:
+            return None
+        now = time.time() if now is None else now
+        with self._sweep_lock:
+            if self._sweeping or now < self._next_sweep:
+                return None
+            self._sweeping = True
+            self._next_sweep = now + SWEEP_EVERY_SECONDS
+        try:
+            removed = self.sweep(now=now)
+        except Exception as exc:  # the request that happened to come by is not at fault
+            log.warning("sweeping expired direct uploads failed: %r", exc)
+            return []
+        finally:
+            with self._sweep_lock:
+                self._sweeping = False
+        if removed:
+            log.info("swept %d expired direct-upload object(s)", len(removed))
+        return removed
+
     def sweep(self, *, now: float | None = None) -> list[str]:
         """Remove temporary objects and markers of uploads past their completion window."""
         now = time.time() if now is None else now
@@ -380,17 +460,48 @@ class UploadSessions:
     def _serializer(self) -> URLSafeSerializer:
         return URLSafeSerializer(self._secret(), salt="imaging.direct.put-token")
 
+    def _receiving_store(self) -> WritesStreams:
+        """The store as the app's own PUT writes to it; 503 if it cannot take a stream."""
+        if not isinstance(self.store, WritesStreams):
+            raise Unavailable(
+                "Direct uploads are not available on this server.",
+                detail=f"store {self.store.name!r} neither signs URLs nor writes streams",
+                retry_after=None,
+            )
+        return self.store
+
     def _holding_slot(self) -> Slot:
         return Slot(self._holding, self.settings.conversion_wait)
 
 
-def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
-    """The whole stream, or TooLarge as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := stream.read(_READ_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise TooLarge(f"This upload was created for at most {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _Body:
+    """A PUT body as ``put_stream`` reads it: the end of the body is checked, not assumed.
+
+    Under gunicorn a client that goes away mid-body just ends the stream early (with a
+    Content-Length) or raises an OSError (chunked): both are refused here, so a cut-off file
+    never becomes ``tmp/<upload_id>``.
+    """
+
+    def __init__(self, stream: ReadsChunks, content_length: int | None) -> None:
+        self._stream = stream
+        self._expected = content_length
+        self.received = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            chunk = self._stream.read(size)
+        except OSError as exc:
+            raise Interrupted(
+                "The upload's connection failed before its end. Send it again.",
+                detail=f"after {self.received} bytes: {exc!r}",
+            ) from exc
+        self.received += len(chunk)
+        if not chunk and size != 0:
+            if self.received == 0:
+                raise BadRequest("The upload was empty.")
+            if self._expected is not None and self.received < self._expected:
+                raise Interrupted(
+                    f"The upload ended after {self.received} of its {self._expected} bytes. "
+                    "Send it again.",
+                )
+        return chunk

@@ -258,7 +258,7 @@ class EventDoor:
 
     @property
     def buckets(self) -> tuple[str, ...]:
-        return tuple(b.strip() for b in self.settings.uploads_bucket.split(",") if b.strip())
+        return self.settings.event_buckets
 
     def check_bucket(self, ref: ObjectRef) -> None:
         if ref.bucket not in self.buckets:

@@ -2,11 +2,11 @@
 
 Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
 create-only (but for ``overwrite``, which only relabelling uses, on records), lists keys in
-ascending byte order and gives each key a public URL; the key rules
-themselves are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
-``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS) answers it with
-ObjectNotFound. Errors are the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists,
-StorageUnavailable (503).
+ascending byte order and gives each variant (``img/``) a public URL; the key rules themselves
+are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
+``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS, from a public
+bucket that holds only ``img/``) answers it with ObjectNotFound. Errors are the
+``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ObjectStore(Protocol):
         """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
 
     def public_url(self, key: str) -> str:
-        """The URL a browser fetches the object from."""
+        """The URL a browser fetches the variant ``img/...`` from (GCS: ValueError for others)."""
 
     def read_for_serving(self, key: str) -> tuple[bytes, str]:
         """The bytes and content type the app's media route sends for ``key``.
@@ -69,12 +69,48 @@ class SweepsLeftovers(Protocol):
         """Remove such debris older than ``grace_seconds``; what was removed."""
 
 
+class ReadsChunks(Protocol):
+    """What ``put_stream`` reads from: a request body, a file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@runtime_checkable
+class WritesStreams(Protocol):
+    """A store that writes an object from a stream, never holding it whole (LocalStore).
+
+    The app's own direct-upload PUT needs it: bodies up to DIRECT_UPLOAD_MAX_MB go to disk in
+    chunks. GCS needs no such thing there (clients PUT to the bucket through a signed URL).
+    """
+
+    def put_stream(
+        self,
+        key: str,
+        stream: ReadsChunks,
+        *,
+        max_bytes: int,
+        content_type: str,
+        cache_control: str | None = None,
+        room: int | None = None,
+    ) -> int:
+        """Create ``key`` from ``stream`` as ``put`` would (all or nothing, create-only, same
+        bytes: success) and return its size. Over ``max_bytes``: TooLarge, and nothing is left.
+
+        ``room``: the most bytes ``key``'s folder may hold, counting its objects and every write
+        in progress there at its ``max_bytes`` (this one included, in every process). A write
+        that would pass it is refused with DiskFull before a byte is read."""
+
+
 def build_store(settings: Settings) -> ObjectStore:
     """The backend STORAGE_BACKEND names, built once per process."""
     if settings.storage_backend == "gcs":
         from imaging.storage.gcs import GCSStore
 
-        return GCSStore(settings.gcs_bucket, public_base_url=settings.public_base_url)
+        return GCSStore(
+            settings.gcs_bucket,
+            public_bucket=settings.gcs_public_bucket,
+            public_base_url=settings.public_base_url,
+        )
     from imaging.storage.local import LocalStore
 
     return LocalStore(

@@ -1,4 +1,11 @@
-"""GCSStore: the production object store, a Google Cloud Storage bucket.
+"""GCSStore: the production object store, two Google Cloud Storage buckets.
+
+Everything lives in the private bucket (``GCS_BUCKET``: records, markers, held-back images,
+direct uploads, the event ledger) except the approved public variants, ``img/...``, which live
+in the public bucket (``GCS_PUBLIC_BUCKET``), the only one anyone but the service may read, and
+only object by object (``roles/storage.legacyObjectReader``: get, no list). Every call routes its
+key by prefix (``bucket_for``), so the rest of the app sees one store with one key space; an
+approval's move from ``held/img/`` to ``img/`` is a get from one bucket and a put to the other.
 
 Create-only writes are ``ifGenerationMatch=0`` uploads, which makes them safe to retry: when a
 retried upload (or a concurrent writer) meets 412 Precondition Failed, the object's size and
@@ -8,14 +15,16 @@ never a library exception.
 
 The client is made on first use, not at construction, so that each gunicorn worker builds its
 own after the fork. With STORAGE_EMULATOR_HOST set it talks to that emulator without credentials;
-otherwise it uses Application Default Credentials. The bucket uses uniform bucket-level access,
-so objects carry no ACLs and public reads are granted on the bucket.
+otherwise it uses Application Default Credentials. Both buckets use uniform bucket-level access,
+so objects carry no ACLs and public reads are granted on the public bucket alone.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
+import heapq
 import os
 import threading
 from collections.abc import Iterator
@@ -38,6 +47,9 @@ from imaging.errors import ObjectExists, ObjectNotFound, StorageUnavailable
 from imaging.gclients import PerProcess, anonymous_credentials
 from imaging.storage.keys import check_key, check_prefix
 
+#: The keys kept in the public bucket: the approved variants, nothing else.
+PUBLIC_PREFIX = "img/"
+
 #: What can go wrong between us and the bucket: HTTP errors (after retries), transport errors
 #: (requests' exceptions are OSErrors), credential lookups, corrupted downloads. To a client, all
 #: of them mean "storage unavailable".
@@ -51,7 +63,7 @@ UNAVAILABLE_ERRORS = (
 
 
 class GCSStore:
-    """Objects in one GCS bucket; one instance is shared by every request thread."""
+    """Objects in a private and a public GCS bucket; one instance is shared by every thread."""
 
     name = "gcs"
 
@@ -59,22 +71,30 @@ class GCSStore:
         self,
         bucket: str,
         *,
+        public_bucket: str,
         public_base_url: str = "",
         client: Client | None = None,
         timeout: float = 10,
         deadline: float = 30,
     ) -> None:
-        if not bucket:
-            raise ValueError("GCSStore needs a bucket name")
+        if not bucket or not public_bucket:
+            raise ValueError("GCSStore needs a private and a public bucket name")
+        if bucket == public_bucket:
+            raise ValueError("the public bucket must not be the private one")
         self.bucket_name = bucket
+        self.public_bucket_name = public_bucket
         self._public_base_url = public_base_url.rstrip("/")
         self._timeout = timeout
         # Retries transient failures (429, 5xx, connection resets, timeouts) with exponential
         # backoff, giving up after ``deadline`` seconds in all.
         self._retry = DEFAULT_RETRY.with_timeout(deadline)
-        self._bucket = PerProcess(lambda: with_pool(client or default_client()).bucket(bucket))
+        self._client = PerProcess(lambda: with_pool(client or default_client()))
         self._signing_credentials: Any = None  # ADC, looked up on the first signed URL
         self._signing_lock = threading.Lock()
+
+    def bucket_for(self, key: str) -> str:
+        """The bucket ``key`` lives in: the public one for ``img/...``, else the private one."""
+        return self.public_bucket_name if key.startswith(PUBLIC_PREFIX) else self.bucket_name
 
     # -- the ObjectStore contract --------------------------------------------------------------
     def put(
@@ -87,7 +107,7 @@ class GCSStore:
             for _ in range(2):
                 if self._create(key, data, content_type, cache_control):
                     return
-                existing = self._handle().get_blob(key, timeout=self._timeout, retry=self._retry)
+                existing = self._handle(key).get_blob(key, timeout=self._timeout, retry=self._retry)
                 if existing is None:
                     continue
                 if _same_content(existing, data):
@@ -108,10 +128,10 @@ class GCSStore:
         """
         check_key(key)
         with self._unavailable_on_failure("overwrite", key):
-            existing = self._handle().get_blob(key, timeout=self._timeout, retry=self._retry)
+            existing = self._handle(key).get_blob(key, timeout=self._timeout, retry=self._retry)
             if existing is None:
                 raise ObjectNotFound("No such object.", detail=f"{key!r} not found")
-            blob = self._handle().blob(key)
+            blob = self._handle(key).blob(key)
             blob.cache_control = cache_control
             try:
                 blob.upload_from_string(
@@ -122,7 +142,7 @@ class GCSStore:
                     retry=self._retry,
                 )
             except api_exceptions.PreconditionFailed:
-                if self._handle().get_blob(key, timeout=self._timeout) is None:
+                if self._handle(key).get_blob(key, timeout=self._timeout) is None:
                     raise ObjectNotFound("No such object.", detail=f"{key!r} deleted") from None
                 raise StorageUnavailable(
                     detail=f"gcs overwrite {key!r}: changed meanwhile"
@@ -134,7 +154,7 @@ class GCSStore:
         with self._unavailable_on_failure("get", key):
             try:
                 data = (
-                    self._handle()
+                    self._handle(key)
                     .blob(key)
                     .download_as_bytes(timeout=self._timeout, retry=self._retry)
                 )
@@ -147,18 +167,41 @@ class GCSStore:
         check_key(key)
         # Retrying is safe although unconditional: a repeat delete only meets NotFound.
         with self._unavailable_on_failure("delete", key), suppress(api_exceptions.NotFound):
-            self._handle().blob(key).delete(timeout=self._timeout, retry=self._retry)
+            self._handle(key).blob(key).delete(timeout=self._timeout, retry=self._retry)
 
     def list(self, prefix: str, *, start_after: str = "", limit: int = 100) -> list[str]:
-        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending."""
+        """Up to ``limit`` keys under ``prefix`` that sort after ``start_after``, ascending.
+
+        A prefix inside ``img/`` lists the public bucket, one outside it the private one; a
+        prefix ``img/`` starts with (``""``, ``"i"``, ...) merges both listings.
+        """
         check_prefix(prefix)
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         if limit == 0:
             return []
-        with self._unavailable_on_failure("list", prefix):
+        if prefix.startswith(PUBLIC_PREFIX):
+            return self._list(self.public_bucket_name, prefix, start_after, limit)
+        if not PUBLIC_PREFIX.startswith(prefix):
+            return self._list(self.bucket_name, prefix, start_after, limit)
+        # Each bucket answers only for its own keys, as every other call routes them: an img/
+        # key left in the private bucket (from before the split) is skipped, page by page.
+        private: builtins.list[str] = []
+        start = start_after
+        while len(private) < limit:
+            page = self._list(self.bucket_name, prefix, start, limit)
+            private += [k for k in page if not k.startswith(PUBLIC_PREFIX)]
+            if len(page) < limit:
+                break
+            start = page[-1]
+        public = self._list(self.public_bucket_name, PUBLIC_PREFIX, start_after, limit)
+        return list(heapq.merge(private, public))[:limit]
+
+    def _list(self, bucket: str, prefix: str, start_after: str, limit: int) -> builtins.list[str]:
+        with self._unavailable_on_failure("list", prefix, bucket):
             # startOffset is inclusive: ask for one more in case start_after itself comes back.
-            blobs = self._handle().list_blobs(
+            blobs = self._client.get().list_blobs(
+                bucket,
                 prefix=prefix or None,
                 start_offset=start_after or None,
                 max_results=limit + 1,
@@ -170,11 +213,17 @@ class GCSStore:
         return [name for name in names if name > start_after][:limit]
 
     def public_url(self, key: str) -> str:
-        """PUBLIC_BASE_URL/<key> (a CDN) if set, else the object's storage.googleapis.com URL."""
+        """PUBLIC_BASE_URL/<key> (a CDN) if set, else the object's URL in the public bucket.
+
+        Only ``img/...`` keys have one: every other key is in the private bucket, which nobody
+        outside the service may read, so asking for its public URL is a programming error.
+        """
         path = quote(check_key(key))
+        if not key.startswith(PUBLIC_PREFIX):
+            raise ValueError(f"storage key {key!r} is private: it has no public URL")
         if self._public_base_url:
             return f"{self._public_base_url}/{path}"
-        return f"https://storage.googleapis.com/{self.bucket_name}/{path}"
+        return f"https://storage.googleapis.com/{self.public_bucket_name}/{path}"
 
     def read_for_serving(self, key: str) -> tuple[bytes, str]:
         """Always ObjectNotFound: the bucket (or the CDN) serves its objects at ``public_url``.
@@ -188,20 +237,23 @@ class GCSStore:
         )
 
     def check(self) -> None:
-        """Raise StorageUnavailable unless the bucket answers a one-object listing."""
+        """Raise StorageUnavailable unless both buckets answer a one-object listing."""
         # A listing needs only storage.objects.list, which the service account has anyway;
         # buckets.get would need a wider role. No retries: a probe must answer within timeout.
-        with self._unavailable_on_failure("check", ""):
-            try:
-                blobs = self._handle().list_blobs(
-                    max_results=1, fields="items(name)", timeout=self._timeout, retry=None
-                )
-                for _ in blobs:
-                    pass
-            except api_exceptions.NotFound:
-                raise StorageUnavailable(
-                    detail=f"bucket {self.bucket_name!r} does not exist"
-                ) from None
+        for bucket in (self.bucket_name, self.public_bucket_name):
+            with self._unavailable_on_failure("check", "", bucket):
+                try:
+                    blobs = self._client.get().list_blobs(
+                        bucket,
+                        max_results=1,
+                        fields="items(name)",
+                        timeout=self._timeout,
+                        retry=None,
+                    )
+                    for _ in blobs:
+                        pass
+                except api_exceptions.NotFound:
+                    raise StorageUnavailable(detail=f"bucket {bucket!r} does not exist") from None
 
     # -- direct uploads --------------------------------------------------------------------------
     def signed_put_url(
@@ -214,6 +266,9 @@ class GCSStore:
         service_account_email: str = "",
     ) -> tuple[str, dict[str, str]]:
         """A V4 signed URL to PUT ``key`` once, and the headers the PUT must carry exactly.
+
+        Direct uploads are ``tmp/...`` keys, so the URL points into the private bucket: the
+        original (with its EXIF and GPS) is never publicly readable.
 
         The signature binds the content type, a byte range (``x-goog-content-length-range``,
         which GCS enforces as the body arrives) and ``x-goog-if-generation-match: 0``, so the
@@ -231,7 +286,7 @@ class GCSStore:
         with self._unavailable_on_failure("sign", key):
             # api_access_endpoint defaults to the client's: the emulator's when one is set.
             url = (
-                self._handle()
+                self._handle(key)
                 .blob(key)
                 .generate_signed_url(
                     version="v4",
@@ -272,7 +327,7 @@ class GCSStore:
     # -- internals -----------------------------------------------------------------------------
     def _create(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> bool:
         """Upload ``key`` if absent: True when created, False on 412 (it already exists)."""
-        blob = self._handle().blob(key)
+        blob = self._handle(key).blob(key)
         blob.cache_control = cache_control
         try:
             # Objects up to 8 MiB go in one multipart request; larger ones resumable, where real
@@ -289,17 +344,20 @@ class GCSStore:
             return False
         return True
 
-    def _handle(self) -> Any:
-        """The bucket (a storage.Bucket), with a client made on first use in this process."""
-        return self._bucket.get()
+    def _handle(self, key: str) -> Any:
+        """The bucket ``key`` lives in (a storage.Bucket), on this process's client."""
+        return self._client.get().bucket(self.bucket_for(key))
 
     @contextmanager
-    def _unavailable_on_failure(self, action: str, key: str) -> Iterator[None]:
+    def _unavailable_on_failure(
+        self, action: str, key: str, bucket: str | None = None
+    ) -> Iterator[None]:
         try:
             yield
         except UNAVAILABLE_ERRORS as exc:
+            where = bucket or self.bucket_for(key)
             raise StorageUnavailable(
-                detail=f"gcs {action} {key!r} in {self.bucket_name!r} failed: {exc!r}"
+                detail=f"gcs {action} {key!r} in {where!r} failed: {exc!r}"
             ) from exc
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import bisect
 import builtins
 import contextlib
+import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +27,9 @@ from itertools import islice
 from pathlib import Path
 from urllib.parse import quote
 
-from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable
+from imaging.errors import DiskFull, ObjectExists, ObjectNotFound, StorageUnavailable, TooLarge
 from imaging.formats import OUTPUT_FORMATS
+from imaging.storage import ReadsChunks
 from imaging.storage.keys import check_key, check_prefix
 
 #: Content types implied by an extension: the ones we write, so none needs a sidecar.
@@ -38,7 +41,18 @@ EXTENSION_TYPES: dict[str, str] = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _TEMP_PREFIX = ".tmp-"
+_RESERVATION = re.compile(r"^\.tmp-[0-9a-f]{16}-([0-9]+)$")
 _META_DIR = ".meta"
+_STREAM_CHUNK = 1024 * 1024
+
+
+@contextlib.contextmanager
+def _unavailable(key: str) -> Iterator[None]:
+    """The disk's errors as the storage family's: StorageUnavailable (503), detail logged."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageUnavailable(detail=f"local put {key!r} failed: {exc!r}") from exc
 
 
 def content_type_for(key: str) -> str:
@@ -90,27 +104,55 @@ class LocalStore:
             # Same bytes: a retry of a write that landed, maybe before its sidecar did.
         except OSError as exc:
             raise StorageUnavailable(detail=f"local put {key!r} failed: {exc!r}") from exc
-        # Written after the data: until then (or if this fails) the file is served with the type
-        # its extension implies, which is the right type for everything this app writes.
-        metadata = ObjectMetadata(content_type, cache_control)
+        self._write_sidecar(key, path, created, content_type, cache_control)
+
+    def put_stream(
+        self,
+        key: str,
+        stream: ReadsChunks,
+        *,
+        max_bytes: int,
+        content_type: str,
+        cache_control: str | None = None,
+        room: int | None = None,
+    ) -> int:
+        """Create ``key`` from ``stream``, read in 1 MiB chunks straight into the temporary
+        file: ``put``'s semantics without holding the object in memory. Returns its size.
+
+        The temporary file's name carries ``max_bytes``, so every process sees this write's
+        reservation while it runs (``room``). Errors raised by ``stream`` itself (a client that
+        went away) pass through unchanged; in every failure the temporary file is removed.
+        """
+        path = self._path(check_key(key))
         try:
-            meta_path = self._meta_path(key)
-            if metadata != ObjectMetadata(content_type_for(key)):
-                payload = json.dumps(
-                    {"content_type": content_type, "cache_control": cache_control}
-                ).encode()
-                self._replace(meta_path, payload)
-            else:
-                # A sidecar left by a crash between a delete's two unlinks must not stick.
-                meta_path.unlink(missing_ok=True)
+            temp, fd = self._open_temp_for(path, reserve=max_bytes)
+        except FileExistsError:
+            raise ObjectExists(
+                "The object already exists.", detail=f"a parent of {key!r} is an object"
+            ) from None
         except OSError as exc:
-            # All or nothing: an object whose sidecar could not be written (a full disk) is
-            # taken back, so a failed put never leaves a record or a variant behind.
-            if created:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    self._prune_empty_parents(path.parent)
-            raise StorageUnavailable(detail=f"local put {key!r} metadata failed: {exc!r}") from exc
+            raise StorageUnavailable(detail=f"local put {key!r} failed: {exc!r}") from exc
+        try:
+            try:
+                if room is not None:
+                    with _unavailable(key):
+                        pending = self._pending_bytes(path.parent)
+                    if pending > room:
+                        raise DiskFull(
+                            "There is no room for this upload right now. Please retry later.",
+                            detail=f"{key!r} would bring {path.parent} to {pending} bytes "
+                            f"(room: {room})",
+                            retry_after=30,
+                        )
+                size, digest = self._copy(key, stream, fd, max_bytes)
+            finally:
+                os.close(fd)
+            with _unavailable(key):
+                created = self._link_new(key, temp, path, digest)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._write_sidecar(key, path, created, content_type, cache_control)
+        return size
 
     def overwrite(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
@@ -238,20 +280,53 @@ class LocalStore:
     def _meta_path(self, key: str) -> Path:
         return self._meta_root / key
 
+    def _write_sidecar(
+        self, key: str, path: Path, created: bool, content_type: str, cache_control: str | None
+    ) -> None:
+        """Record what ``put`` was told, once the object is in place.
+
+        Written after the data: until then (or if this fails) the file is served with the type
+        its extension implies, which is the right type for everything this app writes.
+        """
+        metadata = ObjectMetadata(content_type, cache_control)
+        try:
+            meta_path = self._meta_path(key)
+            if metadata != ObjectMetadata(content_type_for(key)):
+                payload = json.dumps(
+                    {"content_type": content_type, "cache_control": cache_control}
+                ).encode()
+                self._replace(meta_path, payload)
+            else:
+                # A sidecar left by a crash between a delete's two unlinks must not stick.
+                meta_path.unlink(missing_ok=True)
+        except OSError as exc:
+            # All or nothing: an object whose sidecar could not be written (a full disk) is
+            # taken back, so a failed put never leaves a record or a variant behind.
+            if created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    self._prune_empty_parents(path.parent)
+            raise StorageUnavailable(detail=f"local put {key!r} metadata failed: {exc!r}") from exc
+
     def _create(self, path: Path, data: bytes) -> None:
         """Write ``path`` atomically, never replacing it: FileExistsError if it exists."""
-        try:
-            temp = self._write_temp(path.parent, data)
-        except (FileExistsError, NotADirectoryError) as exc:
-            if any(parent.is_file() for parent in path.parents if self.root in parent.parents):
-                # A parent "directory" is an object: "a/b" exists and we are writing "a/b/c".
-                raise FileExistsError(f"a parent of {path} is an object") from None
-            raise OSError(f"cannot create the directory for {path}: {exc}") from exc
+        temp, fd = self._open_temp_for(path)
+        self._fill_temp(temp, fd, data)
         try:
             os.link(temp, path)
         finally:
             temp.unlink(missing_ok=True)
         self._fsync_dir(path.parent)
+
+    def _open_temp_for(self, path: Path, *, reserve: int | None = None) -> tuple[Path, int]:
+        """A new hidden file beside ``path``: FileExistsError when a parent is an object."""
+        try:
+            return self._open_temp(path.parent, reserve=reserve)
+        except (FileExistsError, NotADirectoryError) as exc:
+            if any(parent.is_file() for parent in path.parents if self.root in parent.parents):
+                # A parent "directory" is an object: "a/b" exists and we are writing "a/b/c".
+                raise FileExistsError(f"a parent of {path} is an object") from None
+            raise OSError(f"cannot create the directory for {path}: {exc}") from exc
 
     def _replace(self, path: Path, data: bytes) -> None:
         """Write ``path`` atomically, replacing what is there (sidecars, and ``overwrite``)."""
@@ -262,19 +337,36 @@ class LocalStore:
             temp.unlink(missing_ok=True)
 
     @staticmethod
-    def _write_temp(directory: Path, data: bytes) -> Path:
-        """A new, fsynced hidden file holding ``data`` in ``directory`` (created if need be)."""
+    def _open_temp(directory: Path, *, reserve: int | None = None) -> tuple[Path, int]:
+        """A new hidden file in ``directory`` (created if need be), open for writing.
+
+        ``reserve``: the most bytes the file will grow to, kept in its name
+        (``.tmp-<hex>-<reserve>``) for ``_pending_bytes``.
+        """
+        suffix = "" if reserve is None else f"-{reserve}"
         # A concurrent delete may prune the empty directory between our mkdir and our open;
         # once the temp file is in it, it is no longer empty and cannot be pruned.
         for attempt in range(3):
             directory.mkdir(parents=True, exist_ok=True)
-            temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}{suffix}"
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                break
+                return temp, fd
             except FileNotFoundError:
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _write_temp(cls, directory: Path, data: bytes) -> Path:
+        """A new, fsynced hidden file holding ``data`` in ``directory`` (created if need be)."""
+        temp, fd = cls._open_temp(directory)
+        cls._fill_temp(temp, fd, data)
+        return temp
+
+    @staticmethod
+    def _fill_temp(temp: Path, fd: int, data: bytes) -> None:
+        """Write ``data`` to the new file ``fd`` and fsync it; remove it if that fails."""
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -283,7 +375,76 @@ class LocalStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return temp
+
+    @staticmethod
+    def _copy(key: str, stream: ReadsChunks, fd: int, max_bytes: int) -> tuple[int, bytes]:
+        """Copy ``stream`` into the file ``fd`` and fsync it: its size and SHA-256.
+
+        Never asks for more than ``max_bytes + 1`` bytes in all: one byte past the bound is
+        enough to refuse, and a server's own cap at the bound plus one is never tripped. Only
+        the file's errors become StorageUnavailable; the stream's own pass through.
+        """
+        size = 0
+        digest = hashlib.sha256()
+        while chunk := stream.read(min(_STREAM_CHUNK, max_bytes + 1 - size)):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(
+                    f"The body is longer than {max_bytes} bytes.",
+                    detail=f"put_stream {key!r} passed max_bytes={max_bytes}",
+                )
+            digest.update(chunk)
+            with _unavailable(key):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        with _unavailable(key):
+            os.fsync(fd)
+        return size, digest.digest()
+
+    def _link_new(self, key: str, temp: Path, path: Path, digest: bytes) -> bool:
+        """Give the finished temporary file its name: True if created, False if the same bytes
+        were there already; ObjectExists for other bytes."""
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            if self._digest_existing(key, path) != digest:
+                raise ObjectExists(
+                    "The object already exists.", detail=f"{key!r} exists with other bytes"
+                ) from None
+            return False
+        self._fsync_dir(path.parent)
+        return True
+
+    def _digest_existing(self, key: str, path: Path) -> bytes | None:
+        """The SHA-256 of the object a create collided with, read in chunks (None: a folder)."""
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(_STREAM_CHUNK):
+                    digest.update(chunk)
+        except (IsADirectoryError, NotADirectoryError, FileNotFoundError):
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local put {key!r} compare failed: {exc!r}") from exc
+        return digest.digest()
+
+    @staticmethod
+    def _pending_bytes(directory: Path) -> int:
+        """What ``directory`` holds and is about to: each object's size, and each write in
+        progress at its reservation (``.tmp-<hex>-<reserve>``) or its size if that is larger."""
+        total = 0
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):  # finished or swept meanwhile
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    size = entry.stat(follow_symlinks=False).st_size
+                    if entry.name.startswith(_TEMP_PREFIX):
+                        reserved = _RESERVATION.search(entry.name)
+                        size = max(size, int(reserved[1]) if reserved else 0)
+                    total += size
+        return total
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:

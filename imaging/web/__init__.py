@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, render_template, request, session
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from imaging import observability
+from imaging.catalog import TEMP_PREFIX
 from imaging.config import Settings
 from imaging.errors import Forbidden, ImagingError, limit_message
 from imaging.services import Services, services_of
@@ -24,25 +24,35 @@ from imaging.untrusted import same_secret
 log = logging.getLogger(__name__)
 
 #: Where GCSStore's public URLs and signed upload URLs point (without PUBLIC_BASE_URL).
-GCS_ORIGIN = "https://storage.googleapis.com"
+GCS_ENDPOINT = "https://storage.googleapis.com"
 
 
-def storage_origins(settings: Settings) -> list[str]:
-    """The origins besides ours that pages load images from and send direct uploads to."""
-    origins = [GCS_ORIGIN] if settings.storage_backend == "gcs" else []
+def image_sources(settings: Settings) -> list[str]:
+    """Where pages load images from besides us: the CDN in front, or the public bucket alone
+    (a path, not the whole storage host: no other bucket's objects)."""
     if settings.public_base_url:
-        parts = urlsplit(settings.public_base_url)
-        origins.append(f"{parts.scheme}://{parts.netloc}")
-    return list(dict.fromkeys(origins))
+        return [settings.public_base_url.rstrip("/") + "/"]
+    if settings.storage_backend == "gcs":
+        return [f"{GCS_ENDPOINT}/{settings.gcs_public_bucket}/"]
+    return []
+
+
+def upload_sources(settings: Settings) -> list[str]:
+    """Where pages send direct uploads besides us: signed URLs into the private bucket's tmp/."""
+    if settings.storage_backend == "gcs":
+        return [f"{GCS_ENDPOINT}/{settings.gcs_bucket}/{TEMP_PREFIX}"]
+    return []
 
 
 def content_security_policy(settings: Settings) -> str:
-    """Scripts, styles and frames only from us; images and fetches only from us and our storage
-    (not every https: host, so an injected tag can neither show nor send anything elsewhere)."""
-    storage = "".join(f" {origin}" for origin in storage_origins(settings))
+    """Scripts, styles and frames only from us; images only from us and the public bucket (or
+    its CDN), fetches only to us and the private bucket's upload prefix (not every https: host,
+    so an injected tag can neither show nor send anything elsewhere)."""
+    images = "".join(f" {source}" for source in image_sources(settings))
+    uploads = "".join(f" {source}" for source in upload_sources(settings))
     return (
-        f"default-src 'self'; img-src 'self' data: blob:{storage}; style-src 'self'; "
-        f"script-src 'self'; connect-src 'self'{storage}; frame-ancestors 'none'; "
+        f"default-src 'self'; img-src 'self' data: blob:{images}; style-src 'self'; "
+        f"script-src 'self'; connect-src 'self'{uploads}; frame-ancestors 'none'; "
         "base-uri 'self'; form-action 'self'"
     )
 

@@ -19,7 +19,7 @@ from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
 from imaging.search import Results, Search
 from imaging.web import services
-from imaging.web.forms import read_files, read_options
+from imaging.web.forms import read_files, read_options, requested_formats
 
 #: The most records one JSON page holds (``?limit=``).
 MAX_PAGE = 100
@@ -88,7 +88,7 @@ def upload_response(uploaded: Uploaded | list[IngestResult]) -> ResponseReturnVa
         if uploaded.refusals:
             raise uploaded.refusals[0].error
         raise BadRequest("No file was uploaded.")
-    if request.args.get("inline") in ("1", "true"):
+    if wants_inline():
         if uploaded.refusals:
             raise uploaded.refusals[0].error
         return inline_response(results)
@@ -102,10 +102,18 @@ def upload_response(uploaded: Uploaded | list[IngestResult]) -> ResponseReturnVa
     return body, status
 
 
+INLINE_NEEDS_ONE = "inline=1 needs exactly one file and one output format."
+
+
+def wants_inline() -> bool:
+    """``?inline=1``: the answer is the converted bytes, not the record."""
+    return request.args.get("inline") in ("1", "true")
+
+
 def inline_response(results: list[IngestResult]) -> Response:
     """``?inline=1``: answer with the converted bytes of the one format asked for."""
     if len(results) != 1 or len(results[0].record.variants) != 1:
-        raise BadRequest("inline=1 needs exactly one file and one output format.")
+        raise BadRequest(INLINE_NEEDS_ONE)
     result = results[0]
     variant = result.record.variants[0]
     rendition = result.renditions.get(variant.name)
@@ -136,8 +144,15 @@ def ingest_request() -> Uploaded:
     stored before it, nor stop the ones after: each gets its own result (``Uploaded``).
     """
     svc = services()
+    files = read_files(svc.settings)
+    # ?inline=1 answers with one file's bytes: refuse a post it cannot answer before storing
+    # anything, or the files it stored would never be shown to their uploader.
+    if wants_inline() and (
+        len(files) != 1 or len(requested_formats(svc.settings, request.values)) != 1
+    ):
+        raise BadRequest(INLINE_NEEDS_ONE)
     uploaded = Uploaded([])
-    for index, upload in enumerate(read_files(svc.settings)):
+    for index, upload in enumerate(files):
         try:
             options = read_options(svc.settings, filename=upload.filename)
             uploaded.results.append(svc.pipeline.ingest(upload.data, options))

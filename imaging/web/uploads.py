@@ -59,12 +59,13 @@ def receive(upload_id: str) -> ResponseReturnValue:
         content_length=request.content_length,
     )
     # This body may be larger than MAX_UPLOAD_MB (the app-wide cap): the ticket bounds it, and
-    # receive() enforces that bound exactly while reading. Werkzeug's own cap stays one byte
-    # looser: under gunicorn (wsgi.input_terminated) its stream raises 413 on the read after
-    # the limit is reached, so a cap of exactly the announced size refused every exact-size PUT
-    # (the dev server hid it). One byte over the ticket is still refused, by receive().
+    # receive() enforces that bound exactly while streaming it to disk. Werkzeug's own cap
+    # stays one byte looser: under gunicorn (wsgi.input_terminated) its stream raises 413 on
+    # the read after the limit is reached, so a cap of exactly the announced size refused
+    # every exact-size PUT (the dev server hid it). One byte over the ticket is still refused,
+    # by receive().
     request.max_content_length = grant.max_bytes + 1
-    size = uploads.receive(grant, request.stream)
+    size = uploads.receive(grant, request.stream, content_length=request.content_length)
     return {"upload_id": upload_id, "bytes": size}, 201
 
 
