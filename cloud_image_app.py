@@ -21,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imaging.config import Settings, SettingsError
 from imaging.doors.backfill import convert_batch_command
+from imaging.doors.relabel import relabel_command
 from imaging.labeling import Labeler
 from imaging.services import build_services, install, services_of
 from imaging.storage import ObjectStore
@@ -154,6 +155,7 @@ def register_commands(app: Flask) -> None:
         click.echo(f"{len(removed)} orphaned object(s) removed (grace {grace_seconds}s).")
 
     app.cli.add_command(convert_batch_command)
+    app.cli.add_command(relabel_command)
 
 
 def main() -> None:

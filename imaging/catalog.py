@@ -4,6 +4,8 @@ Every object key the app writes is made here (the same on local disk and in GCS)
 
     img/<id>/<variant>.<ext>   the public, immutable image files
     lbl/<label-slug>/<id>      empty marker: the label index
+    idx/<word>/<id>            empty marker: the search index (its rules: imaging/search.py)
+    phash/<band>/<hex>/<id>    empty marker: a band of the perceptual hash (near copies)
     sha/<content-key>.json     the content key's claim: which upload owns these bytes with these
                                options (the duplicate index); written FIRST, create-only
     rec/<id>.json              the record; written LAST, so it is the commit point
@@ -29,8 +31,9 @@ nobody removes a claim that another upload has taken over in the meantime.
 
 A record SafeSearch holds back (``hidden: true``) lives in the private ``held/`` namespace from
 the moment it is committed: its record and files sit under ``held/`` + the key they will have
-once public, and it has no ``lbl/`` markers. Every listing the gallery, the label pages and the
-cursors are built from (``rec/``, ``lbl/``) therefore holds visible images only, the media route
+once public, and it has no ``lbl/``, ``idx/`` or ``phash/`` markers. Every listing the gallery,
+the label pages, searches and the cursors are built from (``rec/``, ``lbl/``, ``idx/``) therefore
+holds visible images only, the media route
 (``img/`` only) cannot serve it, and on GCS it stays in the private bucket. The record keeps the
 public keys, so approving it (``Catalog.approve``) copies its files to them and changes nothing
 else in the record but ``hidden``.
@@ -64,6 +67,8 @@ from imaging.errors import (
     StorageUnavailable,
 )
 from imaging.labeling import Box, Label, LabelResult
+from imaging.processing.palette import Appearance, Swatch
+from imaging.search import INDEX_PREFIX, PHASH_PREFIX, index_keys
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 from imaging.untrusted import same_secret
 
@@ -85,6 +90,8 @@ OWN_PREFIXES = (
     IMAGE_PREFIX,
     RECORD_PREFIX,
     LABEL_PREFIX,
+    INDEX_PREFIX,
+    PHASH_PREFIX,
     HASH_PREFIX,
     EVENT_PREFIX,
     TEMP_PREFIX,
@@ -218,6 +225,8 @@ class ImageRecord:
     people: int = 0  # faces found by the labeler
     faces: tuple[Box, ...] = ()  # the best of their boxes, fractions of width and height
     text: str = ""  # text read in the picture, capped
+    colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
+    phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -240,11 +249,18 @@ class ImageRecord:
         return self.file_keys() + self.marker_keys()
 
     def marker_keys(self) -> list[str]:
-        """The label index markers ``save`` writes (the claim was written before the files)."""
-        # A held-back image has no label markers: label pages list markers, so it must not
-        # appear there, not even as an id.
+        """The label, search and hash-band markers ``save`` writes (the claim was written
+        before the files); none while the image is held back."""
+        return [] if self.hidden else self.public_marker_keys()
+
+    def public_marker_keys(self) -> list[str]:
+        """The label, search and hash-band markers a record has while it is public.
+
+        A held-back image has none: label pages and searches list markers, so it must not
+        appear there, not even as an id.
+        """
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
-        return [] if self.hidden else [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug]
+        return [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug] + index_keys(self)
 
     def accepts_delete_key(self, delete_key: str) -> bool:
         """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
@@ -263,6 +279,7 @@ class ImageRecord:
         data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
         data["faces"] = tuple(Box(**face) for face in data.get("faces", ()))
+        data["colours"] = tuple(Swatch(**swatch) for swatch in data.get("colours", ()))
         return cls(**data)
 
     def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
@@ -309,6 +326,8 @@ class ImageRecord:
             "people": self.people,
             "faces": [asdict(face) for face in self.faces],
             "text": self.text,
+            "colours": [{"hex": s.hex, "name": s.name, "share": s.share} for s in self.colours],
+            "phash": self.phash,
         }
 
 
@@ -327,6 +346,7 @@ def new_record(
     image_id: str | None = None,
     thumbhash: str = "",
     camera: Mapping[str, Any] | None = None,
+    appearance: Appearance | None = None,
 ) -> ImageRecord:
     """The record of a new upload under ``image_id`` (the one its claim names; default: a fresh
     id), with its variants' keys laid out.
@@ -382,6 +402,8 @@ def new_record(
         people=labels.people,
         faces=labels.faces,
         text=labels.text,
+        colours=appearance.colours if appearance else (),
+        phash=appearance.phash if appearance else "",
     )
 
 
@@ -424,9 +446,9 @@ class Catalog:
         have landed), so a clean-up removes what was tried and nothing else.
         """
         tried = written if written is not None else []
-        for key in record.marker_keys():
-            tried.append(key)
-            self.store.put(key, b"", content_type="application/octet-stream")
+        markers = record.marker_keys()
+        tried.extend(markers)
+        self._put_markers(markers)
         tried.append(record.location())
         self._put_record(record)
 
@@ -452,6 +474,23 @@ class Catalog:
         """Remove ``content_key``'s claim if ``image_id`` still holds it: True if removed."""
         return self.store.delete_if_holds(claim_key(content_key), claim_body(image_id))
 
+    # -- within save -------------------------------------------------------------------------
+    def _put_markers(self, keys: Iterable[str]) -> None:
+        """Put empty markers in parallel (a dozen per upload: one round trip, not twelve).
+
+        Every put is waited for, failed or not, before the first failure is raised: a caller's
+        clean-up must not run while a marker is still in flight (it would land after it).
+        """
+        puts = [
+            self._pool.submit(contextvars.copy_context().run, self._put_marker, key) for key in keys
+        ]
+        failed = [e for e in (p.exception() for p in puts) if e is not None]
+        if failed:
+            raise failed[0]
+
+    def _put_marker(self, key: str) -> None:
+        self.store.put(key, b"", content_type="application/octet-stream")
+
     def approve(self, image_id: str) -> ImageRecord:
         """Let a record SafeSearch held back into the gallery: move it out of ``held/``.
 
@@ -473,15 +512,14 @@ class Catalog:
             return held
         approved = replace(held, hidden=False)
         public = [v.key for v in held.files()]
-        markers = [k for k in approved.marker_keys() if k.startswith(LABEL_PREFIX)]
+        markers = approved.public_marker_keys()
         try:
             # Wait for every copy, failed or not, so the clean-up below misses none in flight.
             copies = [self._pool.submit(self._publish, v) for v in held.files()]
             failed = [e for e in (c.exception() for c in copies) if e is not None]
             if failed:
                 raise failed[0]
-            for key in markers:
-                self.store.put(key, b"", content_type="application/octet-stream")
+            self._put_markers(markers)
             self._put_record(approved)
         except Exception as exc:
             if not self._committed(image_id):
@@ -502,6 +540,21 @@ class Catalog:
             content_type=variant.content_type,
             cache_control=IMMUTABLE_CACHE_CONTROL,
         )
+
+    def update(self, old: ImageRecord, new: ImageRecord) -> None:
+        """Replace a record with a relabelled one of the same id (``flask relabel``).
+
+        The new markers first, then the record, then the markers only the old one had: a
+        failure in between leaves extra markers, which searches check against the record and
+        ``sweep`` removes, never a record without its markers.
+        """
+        if (old.id, old.hidden) != (new.id, new.hidden):
+            raise ValueError("update keeps the id and the held-back state")
+        self._put_markers(new.marker_keys())
+        self.store.overwrite(
+            new.location(), new.to_json(), content_type="application/json", cache_control="no-store"
+        )
+        self.discard(set(old.marker_keys()) - set(new.marker_keys()))
 
     def _committed(self, image_id: str) -> bool:
         """Whether ``rec/<id>.json`` exists; True when that cannot be told (keep, never dangle)."""
@@ -604,6 +657,18 @@ class Catalog:
         records = [r for r in self._pool.map(read, ids) if r is not None]
         return Page(records, ids[-1] if more and ids else None)
 
+    def public_records(self, ids: Iterable[str]) -> list[ImageRecord | None]:
+        """The public records of ``ids``, read in parallel (None: missing or held back)."""
+        return list(self._pool.map(self._maybe_get_public, ids))
+
+    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """``function`` over ``items`` on the catalog's read pool (storage calls in parallel)."""
+        return list(self._pool.map(function, items))
+
+    @staticmethod
+    def is_id(text: str) -> bool:
+        return is_valid_id(text)
+
     def _maybe_get_public(self, image_id: str) -> ImageRecord | None:
         try:
             record = ImageRecord.from_json(self.store.get(record_key(image_id)))
@@ -685,7 +750,14 @@ class Catalog:
         for key in list(self._iter_keys(HASH_PREFIX)):
             if self._sweep_claim(key, public | held, grace_seconds=grace_seconds, now=now):
                 removed.append(key)
-        for prefix in (IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX, HELD_PREFIX):
+        for prefix in (
+            IMAGE_PREFIX,
+            LABEL_PREFIX,
+            INDEX_PREFIX,
+            PHASH_PREFIX,
+            HASH_PREFIX,
+            HELD_PREFIX,
+        ):
             for key in list(self._iter_keys(prefix)):
                 image_id = _owner_id(key)
                 if image_id is None:
@@ -723,7 +795,8 @@ class Catalog:
 
 
 def _owner_id(key: str) -> str | None:
-    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``held/rec/<id>.json``."""
+    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``idx/<word>/<id>``,
+    ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
     if key.startswith(HELD_PREFIX):
         key = key[len(HELD_PREFIX) :].removesuffix(".json")
     parts = key.split("/")

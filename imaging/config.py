@@ -458,6 +458,13 @@ class Settings:
         check=OneOf(("POSSIBLE", "LIKELY", "VERY_LIKELY"), bare=True, optional=True),
         parse=_keyword,
     )
+    near_copy_distance: int = setting(
+        8,
+        "an upload whose perceptual hash is at most this many bits (of 64) from a stored image's "
+        "is warned as a near copy; `0` turns the check (and its storage reads) off",
+        LABELS,
+        check=Between(0, 16),
+    )
     max_upload_mb: int = setting(
         20,
         "largest file accepted (below Cloud Run's 32 MiB request cap)",

@@ -4,7 +4,8 @@
 2. dedupe: claim the content key (same bytes, same options) create-only for a new id; if another
    upload holds it, wait for that upload's record and answer with it (``duplicate``);
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
-   slot, while the labeler reads a small copy beside the encodes;
+   slot, while the labeler reads a small copy beside the encodes; the dominant colours and the
+   perceptual hash come from one 32 px copy (an upload that looks like a stored image says so);
 4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
 5. commit: save the record LAST. If anything fails after the claim, the claim is released and
    every object a write was tried for is removed, best effort and briefly (``flask gc`` sweeps
@@ -45,6 +46,7 @@ from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import Labeler, LabelResult
 from imaging.processing import Limits, Probe, RenderSpec, Rendition
 from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
+from imaging.search import Search
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Rendered:
     warnings: list[str]
     labels: LabelResult
     label_status: str  # ok | empty | error | off
+    appearance: processing.Appearance  # dominant colours and perceptual hash
     thumbhash: str = ""  # the gallery's placeholder
     camera: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (no GPS)
 
@@ -110,6 +113,7 @@ class Pipeline:
         self.store = store
         self.labeler = labeler
         self.catalog = catalog
+        self.search = Search(catalog)
         self.limits = Limits(
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
@@ -170,10 +174,11 @@ class Pipeline:
                     content_key=content_key,
                     delete_key=delete_key,
                     conversion=rendered.conversion,
-                    warnings=rendered.warnings,
+                    warnings=[*rendered.warnings, *self._near_copy_warnings(rendered.appearance)],
                     image_id=image_id,
                     thumbhash=rendered.thumbhash,
                     camera=rendered.camera,
+                    appearance=rendered.appearance,
                 )
                 observability.traced("store", self._store)(record, rendered.renditions, written)
                 observability.traced("commit", self._commit)(record, written)
@@ -235,6 +240,7 @@ class Pipeline:
         with self.conversion_slot(), observability.converting(probed.format):
             decoded = self._decode(data, probed, specs)
             labelling = self._start_labelling(decoded)
+            appearance = processing.appearance(decoded)
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
             warnings = list(decoded.warnings)
@@ -242,7 +248,17 @@ class Pipeline:
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
-        return Rendered(renditions, conversion, warnings, labels, label_status, thumbhash, camera)
+        return Rendered(
+            renditions, conversion, warnings, labels, label_status, appearance, thumbhash, camera
+        )
+
+    def _near_copy_warnings(self, appearance: processing.Appearance) -> list[str]:
+        """Say so when the upload looks like an image already in the gallery (search.py)."""
+        distance = self.settings.near_copy_distance
+        if not distance:
+            return []
+        near = self.search.near_copies(appearance.phash, appearance.colours, distance=distance)
+        return [f"This image looks like a near copy of image {r.id}." for r in near[:3]]
 
     def _store(
         self, record: ImageRecord, renditions: dict[str, Rendition], written: list[str]

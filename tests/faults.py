@@ -42,6 +42,13 @@ class FlakyStore:
             raise StorageUnavailable(detail=f"injected failure on write {self.puts} ({key})")
         self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
 
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        if self.down:
+            raise StorageUnavailable(detail="injected outage")
+        self.inner.overwrite(key, data, content_type=content_type, cache_control=cache_control)
+
     def get(self, key: str) -> bytes:
         if self.down:
             raise StorageUnavailable(detail="injected outage")
@@ -109,6 +116,12 @@ class CountingStore:
     ) -> None:
         self._count("put")
         self.inner.put(key, data, content_type=content_type, cache_control=cache_control)
+
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        self._count("overwrite")
+        self.inner.overwrite(key, data, content_type=content_type, cache_control=cache_control)
 
     def get(self, key: str) -> bytes:
         self._count("get")

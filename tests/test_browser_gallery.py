@@ -494,4 +494,33 @@ def test_copy_html_puts_a_picture_of_every_variant_on_the_clipboard(
         "img": [path_of(by_format["jpeg"]["url"]), image["width"], image["height"], "tabby cat"],
     }
     expect(page.locator("#copy-status")).to_have_text("HTML copied to the clipboard.")
+
+
+def test_the_search_box_finds_by_name_and_the_detail_page_shows_swatches(
+    page: Page, console: ConsoleLog, seeded_gallery: Seeder
+) -> None:
+    server, records = seeded_gallery()
+    page.goto(server.url)
+
+    page.get_by_test_id("search-input").fill("Coffee")
+    page.get_by_test_id("search-button").click()
+
+    expect(page.get_by_test_id("active-search")).to_have_text("Coffee")
+    expect(page.get_by_test_id("gallery-card")).to_have_count(1)
+    coffee = next(r for r in records if r["name"] == "coffee.jpg")
+    card = page.get_by_test_id("gallery-card").first
+    expect(card).to_have_attribute("data-image-id", coffee["id"])
+
+    page.get_by_test_id("search-input").fill("cat")  # every image is a "tabby cat"
+    page.get_by_test_id("search-input").press("Enter")
+    expect(page.get_by_test_id("gallery-card")).to_have_count(3)
+
+    page.goto(f"{server.url}/images/{coffee['id']}")
+    swatches = page.get_by_test_id("swatch")
+    expect(swatches.first).to_be_visible()
+    name = swatches.first.get_by_test_id("swatch-name").inner_text().strip()
+    swatches.first.click()
+    expect(page.get_by_test_id("active-search")).to_have_text(name)
+    expect(page.locator(f'[data-image-id="{coffee["id"]}"]')).to_have_count(1)
+    assert console.page_errors == []
     assert console.csp_violations() == []

@@ -167,6 +167,7 @@ def test_zero_conversion_slots_means_one_per_core() -> None:
 
 #: Every rule, with a value that breaks it and the exact problem it reports.
 REFUSED: list[tuple[dict[str, Any], str]] = [
+    ({"near_copy_distance": 17}, "NEAR_COPY_DISTANCE must be between 0 and 16"),
     ({"storage_backend": "s3"}, "STORAGE_BACKEND must be 'local' or 'gcs'"),
     (
         {"storage_backend": "gcs", "gcs_public_bucket": "p"},

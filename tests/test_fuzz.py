@@ -43,6 +43,7 @@ from werkzeug.test import TestResponse, encode_multipart
 from imaging.config import Settings
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import FIT_MODES
+from imaging.search import words as search_words
 from imaging.storage.local import LocalStore
 from tests import images
 from tests.conftest import AppFactory
@@ -291,6 +292,62 @@ def test_any_form_fields_get_a_documented_json_answer(
         shown = response.get_json()["name"]
         assert shown, text
         assert shown.isprintable(), json.dumps(shown)
+
+
+#: Queries as people and scripts type them, and worse: slashes, key-like text, huge words.
+query_fields = st.one_of(
+    st.text(max_size=60),
+    st.text(st.characters(categories=["L", "N", "Zs"]), max_size=30),
+    st.sampled_from(["../../rec", "idx/cat/", "phash/0/", "a//b", "*", "%2F", "\x00", "x" * 600]),
+    st.lists(
+        st.sampled_from(["cat", "red", "Photo", "photos", "grey", "√", "猫"]), max_size=10
+    ).map(" ".join),
+)
+
+
+@pytest.fixture
+def searched_client(fuzz_client: FlaskClient) -> FlaskClient:
+    post(fuzz_client, images.jpeg(32, 24), {"name": "red cat photo"}, "a.jpg")
+    return fuzz_client
+
+
+@FUZZ
+@given(
+    query=query_fields,
+    cursor=st.one_of(st.none(), junk_text, st.just("9" * 13 + "deadbeef")),
+    limit=st.one_of(st.none(), st.sampled_from(["1", "0", "-5", "1000", "x"])),
+)
+def test_any_search_gets_a_documented_answer_and_only_matching_images(
+    searched_client: FlaskClient, query: str, cursor: str | None, limit: str | None
+) -> None:
+    params = {"q": query, "cursor": cursor, "limit": limit}
+    args = {k: v for k, v in params.items() if v is not None}
+
+    response = searched_client.get("/api/images", query_string=args)
+    page = searched_client.get("/", query_string=args)
+
+    text = response.get_data(as_text=True)
+    assert response.status_code in (200, 400), text
+    assert response.is_json, text
+    assert not any(leak in text for leak in LEAKS), text
+    assert page.status_code in (200, 400)
+    if response.status_code == 200 and query.strip():
+        terms = set(search_words(query))
+        for image in response.get_json()["images"]:
+            # Everything found has every word of the query (a query of no words finds nothing).
+            assert terms, query
+            assert terms <= set(
+                search_words(
+                    image["name"]
+                    + " "
+                    + " ".join(
+                        [
+                            *(c["name"] for c in image["colours"]),
+                            *(lab["description"] for lab in image["labels"]),
+                        ]
+                    )
+                )
+            ), (query, image["name"])
 
 
 def test_the_seeds_themselves_are_accepted(fuzz_client: FlaskClient) -> None:

@@ -38,13 +38,16 @@ def post(client: FlaskClient, data: bytes, **fields: Any) -> tuple[int, dict[str
 
 def all_keys(store: ObjectStore) -> list[str]:
     return [
-        k for prefix in ("img/", "rec/", "lbl/", "sha/") for k in store.list(prefix, limit=1000)
+        k
+        for prefix in ("img/", "rec/", "lbl/", "sha/", "idx/", "phash/")
+        for k in store.list(prefix, limit=1000)
     ]
 
 
 #: The content key's claim (first: it is also the duplicate index), webp + png + thumb variants,
-#: the record. The claim is not rewritten at the commit: the record's existence resolves it.
-WRITES_PER_UPLOAD = 5
+#: 4 search words (the name "x" and the gradient's colours: green, red, purple, brown), 4 hash
+#: bands, the record. The claim is not rewritten at the commit: the record's existence resolves it.
+WRITES_PER_UPLOAD = 13
 WEBP_AND_PNG = UploadOptions(formats=("webp", "png"), name="x.jpg")
 
 

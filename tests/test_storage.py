@@ -38,6 +38,7 @@ from tests.gcs_emulator import (
 )
 
 WEBP = "image/webp"
+JSON = "application/json"
 UNSAFE_KEYS = [
     "",
     "/img/1/a.webp",
@@ -105,6 +106,23 @@ def test_putting_other_bytes_to_an_existing_key_raises_object_exists(
     with pytest.raises(ObjectExists):
         put(any_store, "rec/1.json", b"second")
     assert any_store.get("rec/1.json") == b"first"
+
+
+def test_overwrite_replaces_an_existing_object_and_keeps_its_metadata(
+    any_store: ObjectStore,
+) -> None:
+    any_store.put("rec/1.json", b"first", content_type=JSON, cache_control="no-store")
+    any_store.overwrite("rec/1.json", b"second", content_type=JSON, cache_control="no-store")
+
+    assert any_store.get("rec/1.json") == b"second"
+    assert stored_metadata(any_store, "rec/1.json") == (JSON, "no-store")
+
+
+def test_overwrite_never_creates_a_missing_object(any_store: ObjectStore) -> None:
+    # A relabel racing a delete must not bring the deleted record back.
+    with pytest.raises(ObjectNotFound):
+        any_store.overwrite("rec/1.json", b"ghost", content_type=JSON)
+    assert any_store.list("rec/") == []
 
 
 def test_putting_other_bytes_of_the_same_length_raises_object_exists(

@@ -13,6 +13,8 @@ Bytes come in, renditions go out, one room per step:
 - ``camera``: ``read_camera``, the camera facts of the original's EXIF (an allowlist; no GPS),
   kept on ``Decoded.camera``; ``placeholder``: ``thumbhash``, the ThumbHash the gallery
   paints while a thumbnail loads.
+- ``palette`` and ``phash``: ``appearance`` reads the dominant colours (named) and the
+  perceptual hash from one 32 px copy of the decoded pixels.
 
 The modules are named as nouns so that ``processing.probe`` and ``processing.decode`` stay the
 functions callers use. Import from here; the modules' layout is the package's own business.
@@ -25,17 +27,21 @@ from imaging.processing.decoding import Decoded, decode, rgb_pixels, shrink
 from imaging.processing.encoding import render
 from imaging.processing.geometry import FIT_MODES, parse_fit, target_size
 from imaging.processing.header import Limits, Probe, probe
+from imaging.processing.palette import Appearance, Swatch, appearance
 from imaging.processing.placeholder import thumbhash
 from imaging.processing.spec import RenderSpec, Rendition
 
 __all__ = [
     "FIT_MODES",
+    "Appearance",
     "Camera",
     "Decoded",
     "Limits",
     "Probe",
     "RenderSpec",
     "Rendition",
+    "Swatch",
+    "appearance",
     "decode",
     "parse_fit",
     "probe",

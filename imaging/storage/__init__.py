@@ -1,11 +1,12 @@
 """The storage seam: the ObjectStore contract and the mapping from STORAGE_BACKEND to a backend.
 
 Every backend keeps the same keys (``img/<id>/<variant>.<ext>``, ``rec/<id>.json``, ...), writes
-create-only, lists keys in ascending byte order and gives each variant (``img/``) a public URL;
-the key rules themselves are ``imaging.storage.keys``. A backend whose public URLs point at the
-app (LocalStore: ``/media/...``) serves through ``read_for_serving``; one that serves its own
-(GCS, from a public bucket that holds only ``img/``) answers it with ObjectNotFound. Errors are
-the ``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
+create-only (but for ``overwrite``, which only relabelling uses, on records), lists keys in
+ascending byte order and gives each variant (``img/``) a public URL; the key rules themselves
+are ``imaging.storage.keys``. A backend whose public URLs point at the app (LocalStore:
+``/media/...``) serves through ``read_for_serving``; one that serves its own (GCS, from a public
+bucket that holds only ``img/``) answers it with ObjectNotFound. Errors are the
+``imaging.errors`` storage family: ObjectNotFound, ObjectExists, StorageUnavailable (503).
 
 A piece of work that must answer in time (an upload) runs its store calls ``within`` a deadline:
 each call then gets the time left, not the backend's own retry deadline, and once it is spent a
@@ -41,6 +42,14 @@ class ObjectStore(Protocol):
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
         """Create ``key``; raise ObjectExists if it holds other bytes (same bytes: success)."""
+
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Replace an existing object's bytes, atomically; ObjectNotFound if there is none.
+
+        The one write that is not create-only: relabelling a record (``Catalog.update``).
+        """
 
     def get(self, key: str) -> bytes:
         """The object's bytes; raise ObjectNotFound if there is none."""

@@ -120,6 +120,37 @@ class GCSStore:
                 )
         raise StorageUnavailable(detail=f"gcs put {key!r}: the object kept appearing and vanishing")
 
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Replace an existing object's bytes; ObjectNotFound if there is none.
+
+        Compare-and-swap on the generation read first, so a delete in between is not undone
+        (the object would come back): a 412 then answers ObjectNotFound or, if it was replaced
+        meanwhile, StorageUnavailable (retry).
+        """
+        check_key(key)
+        with self._unavailable_on_failure("overwrite", key):
+            existing = self._handle(key).get_blob(key, timeout=self._timeout, retry=self._retry)
+            if existing is None:
+                raise ObjectNotFound("No such object.", detail=f"{key!r} not found")
+            blob = self._handle(key).blob(key)
+            blob.cache_control = cache_control
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type,
+                    if_generation_match=existing.generation,
+                    timeout=self._timeout,
+                    retry=self._retry,
+                )
+            except api_exceptions.PreconditionFailed:
+                if self._handle(key).get_blob(key, timeout=self._timeout) is None:
+                    raise ObjectNotFound("No such object.", detail=f"{key!r} deleted") from None
+                raise StorageUnavailable(
+                    detail=f"gcs overwrite {key!r}: changed meanwhile"
+                ) from None
+
     def get(self, key: str) -> bytes:
         """The object's bytes; raise ObjectNotFound if there is none."""
         check_key(key)

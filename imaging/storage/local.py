@@ -164,6 +164,22 @@ class LocalStore:
         self._write_sidecar(key, path, created, content_type, cache_control)
         return size
 
+    def overwrite(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Replace an existing object's bytes atomically (rename over it); ObjectNotFound if none.
+
+        Only records are overwritten, and a record's metadata is always the same, so the sidecar
+        is left as it is.
+        """
+        path = self._path(check_key(key))
+        if not path.is_file():
+            raise ObjectNotFound("No such object.", detail=f"{key!r} not found")
+        try:
+            self._replace(path, data)
+        except OSError as exc:
+            raise StorageUnavailable(detail=f"local overwrite {key!r} failed: {exc!r}") from exc
+
     def get(self, key: str) -> bytes:
         """The object's bytes; raise ObjectNotFound if there is none."""
         path = self._path(check_key(key))
@@ -357,7 +373,7 @@ class LocalStore:
             raise OSError(f"cannot create the directory for {path}: {exc}") from exc
 
     def _replace(self, path: Path, data: bytes) -> None:
-        """Write ``path`` atomically, replacing what is there (sidecars only)."""
+        """Write ``path`` atomically, replacing what is there (sidecars, and ``overwrite``)."""
         temp = self._write_temp(path.parent, data)
         try:
             os.replace(temp, path)

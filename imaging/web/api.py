@@ -10,7 +10,13 @@ from flask.typing import ResponseReturnValue
 
 from imaging.formats import describe_outputs
 from imaging.web import services
-from imaging.web.presentation import image_json, ingest_request, page_limit, upload_response
+from imaging.web.presentation import (
+    gallery_page,
+    image_json,
+    ingest_request,
+    page_limit,
+    upload_response,
+)
 from imaging.web.security import authorize_delete, require_api_upload, visible_record
 
 bp = Blueprint("api", __name__)
@@ -32,12 +38,9 @@ def convert() -> ResponseReturnValue:
 
 @bp.get("/api/images")
 def index() -> ResponseReturnValue:
-    """Gallery order, newest first: ``?cursor=``, ``?limit=`` (max 100), ``?label=``."""
-    page = services().catalog.page(
-        cursor=request.args.get("cursor") or None,
-        limit=page_limit(24),
-        label=request.args.get("label") or None,
-    )
+    """Gallery order, newest first: ``?cursor=``, ``?limit=`` (max 100), ``?label=``, and
+    ``?q=`` (images found by every word, through the search index)."""
+    page = gallery_page(limit=page_limit(24))
     return {
         "images": [image_json(r) for r in page.records],
         "next_cursor": page.next_cursor,

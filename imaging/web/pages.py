@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -10,8 +11,10 @@ from flask.typing import ResponseReturnValue
 from imaging.errors import Forbidden
 from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe_outputs
 from imaging.pipeline import FIT_MODES
+from imaging.search import Search
 from imaging.web import check_csrf, services, wants_json
 from imaging.web.presentation import (
+    gallery_page,
     image_json,
     ingest_request,
     picture_html,
@@ -37,10 +40,11 @@ bp.add_app_template_filter(picture_html, "picture_html")
 
 @bp.get("/")
 def gallery() -> ResponseReturnValue:
-    """The gallery grid, newest first; ``?label=`` filters, ``?cursor=`` pages."""
-    label = request.args.get("label") or None
+    """The gallery grid, newest first; ``?q=`` searches, ``?label=`` filters, ``?cursor=`` pages."""
+    query = request.args.get("q", "").strip()
+    label = None if query else request.args.get("label") or None
     cursor = request.args.get("cursor") or None
-    page = services().catalog.page(cursor=cursor, limit=PAGE_SIZE, label=label)
+    page = gallery_page(limit=PAGE_SIZE)
     images = [image_json(r) for r in page.records]
     counts: Counter[str] = Counter()
     names: dict[str, str] = {}
@@ -55,6 +59,7 @@ def gallery() -> ResponseReturnValue:
         "gallery.html",
         images=images,
         label=label,
+        query=query,
         label_chips=chips,
         next_cursor=page.next_cursor,
         is_first_page=cursor is None,
@@ -67,9 +72,25 @@ def detail(image_id: str) -> ResponseReturnValue:
 
     A held-back image only for the admin and its uploader: the upload page links it with
     ``?key=<delete key>``, which the browser kept from the upload response."""
-    record = services().catalog.get(image_id)
+    catalog = services().catalog
+    record = catalog.get(image_id)
     visible_record(services().settings, record, request.args.get("key"))
-    return render_template("detail.html", image=image_json(record))
+    # A held-back image lists none: its page is private, the others' are not.
+    similar = [] if record.hidden else Search(catalog).similar(record)
+    image = image_json(record)
+    # One chip per colour name (largest share first), with a square for each of its shades.
+    colours: dict[str, list[dict[str, Any]]] = {}
+    for colour in image["colours"]:
+        colours.setdefault(colour["name"], []).append(colour)
+    return render_template(
+        "detail.html",
+        image=image,
+        colour_names=[
+            {"name": name, "shades": shades, "share": sum(s["share"] for s in shades)}
+            for name, shades in colours.items()
+        ],
+        similar=[image_json(r) for r in similar],
+    )
 
 
 @bp.get("/upload")

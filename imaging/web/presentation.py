@@ -14,10 +14,11 @@ from flask import Response, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
-from imaging.catalog import ImageRecord
+from imaging.catalog import ImageRecord, Page
 from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
+from imaging.search import Results, Search
 from imaging.web import services
 from imaging.web.forms import read_files, read_options, requested_formats
 
@@ -224,6 +225,16 @@ def ingest_request() -> Uploaded:
         except ImagingError as exc:
             uploaded.refusals.append(Refusal(index, upload.filename, exc))
     return uploaded
+
+
+def gallery_page(*, limit: int) -> Page | Results:
+    """The page the request's ``?q=`` (a search), ``?label=`` and ``?cursor=`` ask for."""
+    cursor = request.args.get("cursor") or None
+    query = request.args.get("q", "").strip()
+    if query:
+        return Search(services().catalog).find(query, cursor=cursor, limit=limit)
+    label = request.args.get("label") or None
+    return services().catalog.page(cursor=cursor, limit=limit, label=label)
 
 
 def page_limit(default: int) -> int:

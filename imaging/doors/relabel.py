@@ -1,0 +1,160 @@
+"""``flask relabel``: run the labeler, the palette and the perceptual hash again over the catalog.
+
+So that an upgrade (a better model, a bigger vocabulary, colours and near copies) reaches images
+uploaded before it. Each record is read from its largest stored variant (the original is not
+kept), labelled through the same label-size copy an upload uses, and written back with
+``Catalog.update``: new index markers first, then the record, then the markers it no longer has.
+What SafeSearch decided at upload time (held back or not) is left as it is: that is the admin's
+business, not a relabel's.
+
+Records are walked in key order, held-back ones (``held/rec/``) then public ones (``rec/``),
+newest first; after each one the key is written to a cursor file, so a run stopped halfway (or
+killed) resumes after the last record it finished. Images uploaded during a run sort before the
+cursor and are skipped: the current labeler made them. A labeler or storage outage stops the run
+(exit 1) with the cursor kept; run the command again to go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from imaging import processing
+from imaging.catalog import HELD_RECORD_PREFIX, RECORD_PREFIX, Catalog, ImageRecord
+from imaging.config import Settings
+from imaging.errors import ImagingError, LabelerUnavailable, NotFound
+from imaging.labeling import Labeler
+from imaging.processing import RenderSpec
+from imaging.services import services_of
+from imaging.storage import ObjectStore
+
+#: The order records are walked in: every held-back one, then every public one.
+PREFIXES = (HELD_RECORD_PREFIX, RECORD_PREFIX)
+
+
+class Relabeller:
+    """Reads one record's pixels back and describes them again."""
+
+    def __init__(self, settings: Settings, labeler: Labeler, catalog: Catalog) -> None:
+        self.settings = settings
+        self.labeler = labeler
+        self.catalog = catalog
+        preset = settings.presets["label"]
+        self.label_spec = RenderSpec("jpeg", preset.width, preset.height, preset.fit, animate=False)
+
+    def described(self, record: ImageRecord) -> ImageRecord:
+        """``record`` with labels, colours and hash made again from its largest variant.
+
+        Raises LabelerUnavailable when the labeler fails (the record is then left as it was).
+        """
+        largest = max(record.files(), key=lambda v: v.width * v.height)
+        data = self.catalog.store.get(record.stored_key(largest.key))
+        limits = processing.Limits(
+            max_bytes=len(data),  # our own output: only its pixels' limits apply
+            max_pixels=self.settings.max_pixels,
+            max_side=self.settings.max_side,
+            max_frames=self.settings.max_frames,
+        )
+        probed = processing.probe(data, limits)
+        decoded = processing.decode(
+            data,
+            probed,
+            specs=[self.label_spec],
+            max_side=self.settings.max_output_side,
+            keep_copyright=False,
+        )
+        appearance = processing.appearance(decoded)
+        labels, status = record.labels, record.label_status
+        if self.labeler.name != "none":
+            copy = processing.render(
+                decoded,
+                self.label_spec,
+                max_side=self.settings.max_output_side,
+                background=self.settings.background,
+            )
+            found = self.labeler.label(copy.data).labels
+            labels, status = found, ("ok" if found else "empty")
+        return dataclasses.replace(
+            record,
+            labels=labels,
+            label_status=status,
+            colours=appearance.colours,
+            phash=appearance.phash,
+        )
+
+    def relabel(self, key: str) -> bool:
+        """Describe the record at ``key`` again; True when anything changed (and was written)."""
+        image_id = key.removeprefix(HELD_RECORD_PREFIX).removeprefix(RECORD_PREFIX)
+        try:
+            old = self.catalog.get(image_id.removesuffix(".json"))
+        except NotFound:
+            return False  # deleted since it was listed
+        new = self.described(old)
+        if new == old:
+            return False
+        self.catalog.update(old, new)
+        return True
+
+
+def record_keys(store: ObjectStore, after: str) -> Iterator[str]:
+    """Every record key after ``after`` in the walking order, one listing call per 1000."""
+    for prefix in PREFIXES:
+        start = after if after.startswith(prefix) else ""
+        if after and not start and after > prefix:
+            continue  # the cursor is in a later prefix: this one is done
+        while True:
+            keys = store.list(prefix, start_after=start, limit=1000)
+            if not keys or keys[-1] <= start:
+                break
+            yield from keys
+            start = keys[-1]
+
+
+def save_cursor(path: Path, key: str) -> None:
+    """Write the cursor atomically: a kill never leaves half a key behind."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(key + "\n", "utf-8")
+    os.replace(temp, path)
+
+
+@click.command("relabel")
+@click.option(
+    "--cursor-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("relabel.cursor"),
+    show_default=True,
+    help="Where the run keeps the last record it finished, to resume from.",
+)
+@click.option("--restart", is_flag=True, help="Start from the newest record, ignoring the cursor.")
+@with_appcontext
+def relabel_command(cursor_file: Path, restart: bool) -> None:
+    """Run the labeler, colours and perceptual hash again over every stored image."""
+    svc = services_of(current_app)
+    relabeller = Relabeller(svc.settings, svc.labeler, svc.catalog)
+    after = "" if restart or not cursor_file.exists() else cursor_file.read_text("utf-8").strip()
+    keys = list(record_keys(svc.store, after))
+    changed = 0
+    with click.progressbar(
+        keys, label="relabel", file=sys.stderr, show_pos=True, show_eta=True
+    ) as progress:
+        for key in progress:
+            try:
+                changed += relabeller.relabel(key)
+            except LabelerUnavailable as exc:
+                click.echo(f"\nstopped: the labeler failed ({exc}). Run again to resume.", err=True)
+                raise SystemExit(1) from None
+            except ImagingError as exc:
+                if exc.status >= 500:
+                    click.echo(f"\nstopped: {exc.public_message} Run again to resume.", err=True)
+                    raise SystemExit(1) from None
+                click.echo(f"\nskipped {key}: {exc.public_message}", err=True)
+            save_cursor(cursor_file, key)
+    click.echo(f"{changed} of {len(keys)} record(s) changed.")
+    cursor_file.unlink(missing_ok=True)  # done: the next run starts from the newest again
