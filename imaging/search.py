@@ -173,6 +173,12 @@ def _colour_text(record: ImageRecord) -> Iterable[str]:
         yield swatch.name
 
 
+@word_source("text")
+def _picture_text(record: ImageRecord) -> Iterable[str]:
+    """The words read in the picture (OCR or Vision): after the others, so the cap trims these."""
+    yield record.text
+
+
 def record_words(record: ImageRecord) -> list[str]:
     """Every word ``record`` is found by (at most MAX_RECORD_WORDS, sources in order)."""
     found: dict[str, None] = {}

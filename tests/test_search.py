@@ -41,6 +41,17 @@ class FixedLabeler:
         return None
 
 
+class ReadingLabeler(FixedLabeler):
+    """Finds one face and reads ``text`` in every picture, as the local detectors report them."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("person")
+        self.text = text
+
+    def label(self, image: bytes) -> LabelResult:
+        return dataclasses.replace(super().label(image), people=1, text=self.text)
+
+
 def flat(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes:
     return images.encode(Image.new("RGB", size, colour), "PNG")
 
@@ -95,6 +106,19 @@ def test_colour_search_finds_the_dominant_colour(client: FlaskClient) -> None:
     assert found(client, "blue") == [blue["id"]]
     assert red["colours"][0]["name"] == "red"
     assert red["colours"][0]["hex"].startswith("#")
+
+
+def test_text_read_in_the_picture_and_its_people_are_searchable(
+    make_app: AppFactory, store: ObjectStore
+) -> None:
+    labeler = ReadingLabeler("Invoice number 4711\nis due on Friday")
+    client = make_app(storage=store, labeler_impl=labeler).test_client()
+    receipt = upload_ok(client, images.jpeg(), "scan.jpg")
+
+    assert receipt["text"].startswith("Invoice number 4711")
+    assert found(client, "invoice friday") == [receipt["id"]]
+    assert found(client, "4711 person") == [receipt["id"]]
+    assert found(client, "invoice monday") == []
 
 
 def test_several_words_mean_all_of_them(make_app: AppFactory, store: ObjectStore) -> None:
