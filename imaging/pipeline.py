@@ -236,6 +236,7 @@ class Pipeline:
                 fit=fit,
                 quality=options.quality if OUTPUT_FORMATS[fmt].default_quality else None,
                 lossless=options.lossless and fmt == "webp",
+                effort=self.settings.encoder_effort,
             )
             for fmt in options.formats
         }

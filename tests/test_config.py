@@ -164,6 +164,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"storage_backend": "s3"}, "STORAGE_BACKEND must be 'local' or 'gcs'"),
     ({"storage_backend": "gcs"}, "GCS_BUCKET is required when STORAGE_BACKEND=gcs"),
     ({"labeler": "clip"}, "LABELER must be 'local', 'vision' or 'none'"),
+    ({"encoder_effort": "max"}, "ENCODER_EFFORT must be 'fast' or 'smallest'"),
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"direct_upload_max_mb": 0}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),

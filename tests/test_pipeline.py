@@ -136,6 +136,19 @@ def test_the_record_receipt_tells_the_source_and_every_variants_size(
     assert record.receipt["frames_kept"] == 1
 
 
+@pytest.mark.parametrize(("effort", "method"), [("fast", 2), ("smallest", 4)])
+def test_encoder_effort_sets_the_variants_effort_and_the_thumbnail_stays_fast(
+    settings: Settings, disk: LocalStore, effort: str, method: int
+) -> None:
+    source = images.noise(64, 48)
+    pipeline = make_pipeline(settings, disk, encoder_effort=effort)
+    result = pipeline.ingest(images.encode(source, "PNG"), UploadOptions(formats=("webp",)))
+
+    expected = images.encode(source, "WEBP", quality=80, method=method)
+    assert result.renditions["webp"].data == expected
+    assert result.renditions["thumb"].data == images.encode(source, "WEBP", quality=80, method=2)
+
+
 def test_the_same_bytes_with_the_same_options_give_the_same_record(
     settings: Settings, disk: LocalStore
 ) -> None:

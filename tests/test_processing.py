@@ -240,14 +240,43 @@ def test_a_very_large_lossy_webp_is_saved_with_less_effort(monkeypatch: pytest.M
     usual = images.encode(source, "WEBP", quality=80, method=4)
     cheaper = images.encode(source, "WEBP", quality=80, method=2)
     assert usual != cheaper
-    assert convert_one(data, RenderSpec("webp")).data == usual
+    smallest = RenderSpec("webp", effort="smallest")
+    assert convert_one(data, smallest).data == usual
     webp = OUTPUT_FORMATS["webp"]
     large = dataclasses.replace(webp.save, large_pixels=64 * 48 - 1)  # this image is "large"
     monkeypatch.setitem(OUTPUT_FORMATS, "webp", dataclasses.replace(webp, save=large))
-    assert convert_one(data, RenderSpec("webp")).data == cheaper
+    assert convert_one(data, smallest).data == cheaper
     assert convert_one(data, RenderSpec("webp", lossless=True)).data == images.encode(
         source, "WEBP", lossless=True, quality=100, method=4
     )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "fast", "smallest"),
+    [
+        ("webp", {"quality": 80, "method": 2}, {"quality": 80, "method": 4}),
+        ("avif", {"quality": 60, "speed": 7}, {"quality": 60, "speed": 6}),
+        ("png", {"compress_level": 6}, {"optimize": True}),
+    ],
+)
+def test_the_encoder_effort_picks_the_formats_measured_settings(
+    fmt: str, fast: dict[str, object], smallest: dict[str, object]
+) -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    pillow = OUTPUT_FORMATS[fmt].pillow
+    assert convert_one(data, RenderSpec(fmt)).data == images.encode(source, pillow, **fast)
+    assert convert_one(data, RenderSpec(fmt, effort="smallest")).data == images.encode(
+        source, pillow, **smallest
+    )
+
+
+def test_lossless_webp_keeps_its_effort_whatever_the_setting() -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    expected = images.encode(source, "WEBP", lossless=True, quality=100, method=4)
+    for effort in ("fast", "smallest"):
+        assert convert_one(data, RenderSpec("webp", lossless=True, effort=effort)).data == expected
 
 
 def test_lossless_webp_keeps_every_pixel() -> None:

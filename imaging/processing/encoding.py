@@ -50,7 +50,7 @@ def _encode(
     """Save ``frames`` with the options the format registry gives ``spec.format``."""
     out = OUTPUT_FORMATS[spec.format]
     save = out.save
-    params: dict[str, Any] = dict(save.options)
+    params: dict[str, Any] = {**save.options, **save.effort.get(spec.effort, {})}
     if decoded.safe_exif and save.exif:
         params["exif"] = decoded.safe_exif
     if spec.lossless and save.lossless is not None:
