@@ -257,12 +257,15 @@ class Pipeline:
             max_side=self.settings.max_output_side,
             keep_copyright=self.settings.keep_copyright,
         )
-        # When every output fits one box, scale to it once and render from there: the
-        # thumbnail and the label copy then resample the small pixels, not the source.
-        box = _shared_box([spec for name, spec in specs.items() if name != "thumb"])
-        if box is not None:
-            decoded = processing.shrink(decoded, box, max_side=self.settings.max_output_side)
-        return decoded
+        # Every requested output has the same size: resample to it once and render all of them
+        # from there; the thumbnail and the label copy then resample the output's pixels, not
+        # the full decode (when the output is at least the thumbnail's size).
+        return processing.shared_fit(
+            decoded,
+            [spec for name, spec in specs.items() if name != "thumb"],
+            derived=[specs["thumb"]],
+            max_side=self.settings.max_output_side,
+        )
 
     def _start_labelling(self, decoded: processing.Decoded) -> Future[LabelResult] | None:
         """Label the small copy while the variants encode: labels cost no extra latency."""
@@ -336,16 +339,3 @@ def _raise_as_storage_error(exc: BaseException) -> NoReturn:
         "Storage is unavailable; nothing was saved. Please retry shortly.",
         detail=f"{type(exc).__name__}: {exc}",
     ) from exc
-
-
-def _shared_box(specs: list[RenderSpec]) -> tuple[int, int] | None:
-    """The one box every output fits into, when all are ``contain`` fits with a box."""
-    if not specs or any(s.fit != "contain" or s.upscale for s in specs):
-        return None
-    if any(s.width is None and s.height is None for s in specs):
-        return None  # a full-size output needs the full pixels
-    big = 1 << 30  # a missing side does not constrain
-    return (
-        max(s.width or big for s in specs),
-        max(s.height or big for s in specs),
-    )

@@ -149,6 +149,16 @@ def test_encoder_effort_sets_the_variants_effort_and_the_thumbnail_stays_fast(
     assert result.renditions["thumb"].data == images.encode(source, "WEBP", quality=80, method=2)
 
 
+def test_the_thumbnail_is_never_smaller_than_its_box_because_the_output_is(
+    settings: Settings, disk: LocalStore
+) -> None:
+    options = UploadOptions(formats=("webp",), width=200)
+    result = make_pipeline(settings, disk).ingest(images.jpeg(1000, 800), options)
+
+    assert (result.renditions["webp"].width, result.renditions["webp"].height) == (200, 160)
+    assert (result.renditions["thumb"].width, result.renditions["thumb"].height) == (480, 384)
+
+
 def test_the_same_bytes_with_the_same_options_give_the_same_record(
     settings: Settings, disk: LocalStore
 ) -> None:

@@ -873,3 +873,40 @@ def test_rendering_from_a_shrunk_image_gives_the_same_sizes() -> None:
     direct = processing.render(source, thumb, max_side=MAX_SIDE, background=BACKGROUND)
     via = processing.render(small, thumb, max_side=MAX_SIDE, background=BACKGROUND)
     assert (via.width, via.height) == (direct.width, direct.height) == (480, 360)
+
+
+THUMB = RenderSpec("webp", 480, 480, animate=False)
+
+
+def test_shared_fit_resamples_once_to_the_outputs_size_and_renders_them_unchanged() -> None:
+    source = decoded(images.jpeg(1632, 1224), RenderSpec("webp", 1024), THUMB)
+    main = [RenderSpec("webp", 1024), RenderSpec("jpeg", 1024)]
+    fitted = processing.shared_fit(source, main, derived=[THUMB], max_side=MAX_SIDE)
+    assert [f.size for f in fitted.frames] == [(1024, 768)]
+    for spec in main:
+        direct = processing.render(source, spec, max_side=MAX_SIDE, background=BACKGROUND)
+        via = processing.render(fitted, spec, max_side=MAX_SIDE, background=BACKGROUND)
+        assert via.data == direct.data
+    thumb = processing.render(fitted, THUMB, max_side=MAX_SIDE, background=BACKGROUND)
+    assert (thumb.width, thumb.height) == (480, 360)
+
+
+@pytest.mark.parametrize(
+    "main",
+    [
+        RenderSpec("webp", 200),  # smaller than the thumbnail needs
+        RenderSpec("webp", 600, 600, fit="cover"),  # cropped
+        RenderSpec("webp", 900, 500, fit="fill"),  # distorted
+    ],
+)
+def test_shared_fit_leaves_the_decode_alone_when_the_outputs_pixels_would_not_do(
+    main: RenderSpec,
+) -> None:
+    source = decoded(images.jpeg(1000, 800), main, THUMB)
+    assert processing.shared_fit(source, [main], derived=[THUMB], max_side=MAX_SIDE) is source
+
+
+def test_shared_fit_leaves_outputs_of_different_sizes_alone() -> None:
+    source = decoded(images.jpeg(1000, 800), RenderSpec("webp"))
+    specs = [RenderSpec("webp", 600), RenderSpec("png", 700)]
+    assert processing.shared_fit(source, specs, max_side=MAX_SIDE) is source

@@ -3,7 +3,8 @@
 ``decode`` applies EXIF orientation, converts colour to sRGB (``colour.Colour``) and keeps
 animation frames, decoding JPEGs in draft (DCT-domain) mode when every output is smaller than the
 source. Nothing of the source's metadata leaves here unless asked for (``keep_copyright``).
-``shrink`` scales a decoded image down to render smaller outputs from, and ``rgb_pixels`` is the
+``shrink`` and ``shared_fit`` scale a decoded image down to render smaller outputs from, and
+``rgb_pixels`` is the
 classifier's own decode: an eval crop straight from the bytes, behind the same allowlist.
 """
 
@@ -184,9 +185,47 @@ def shrink(decoded: Decoded, box: tuple[int, int], *, max_side: int) -> Decoded:
     Rendering a 480 px thumbnail from the 1024 px output's pixels instead of the full source
     costs a fraction of the resampling, at no visible loss (Lanczos both times).
     """
+    spec = RenderSpec(format="png", width=box[0], height=box[1])
+    size, _ = target_size(decoded.width, decoded.height, spec, max_side)
+    return _resampled(decoded, size)
+
+
+def shared_fit(
+    decoded: Decoded,
+    specs: Sequence[RenderSpec],
+    *,
+    derived: Sequence[RenderSpec] = (),
+    max_side: int,
+) -> Decoded:
+    """``decoded`` resampled once to the size every one of ``specs`` renders at, if they share
+    one uncropped, undistorted size that is at least what each of ``derived`` needs; else as is.
+
+    The outputs in ``specs`` then render from it without resampling again (byte-identical to
+    rendering them from ``decoded``), and the smaller ``derived`` ones (the gallery thumbnail)
+    resample the output's pixels instead of the full decode: a fraction of the work.
+    """
+    if not specs:
+        return decoded
     with pillow_boundary():
-        spec = RenderSpec(format="png", width=box[0], height=box[1])
-        size, _ = target_size(decoded.width, decoded.height, spec, max_side)
+        sizes = set()
+        for spec in specs:
+            size, crop = target_size(decoded.width, decoded.height, spec, max_side)
+            distorted = spec.fit == "fill" and spec.width is not None and spec.height is not None
+            if crop is not None or distorted:
+                return decoded
+            sizes.add(size)
+        if len(sizes) != 1:
+            return decoded
+        (size,) = sizes
+        for spec in derived:
+            (w, h), _ = target_size(decoded.width, decoded.height, spec, max_side)
+            if w > size[0] or h > size[1]:
+                return decoded  # the output is smaller than a derived one needs
+        return _resampled(decoded, size)
+
+
+def _resampled(decoded: Decoded, size: tuple[int, int]) -> Decoded:
+    with pillow_boundary():
         if size == (decoded.width, decoded.height) and decoded.frames[0].size == size:
             return decoded
         frames = [fit_frame(f, size, None) for f in decoded.frames]
