@@ -268,11 +268,18 @@ class Pipeline:
         )
 
     def _start_labelling(self, decoded: processing.Decoded) -> Future[LabelResult] | None:
-        """Label the small copy while the variants encode: labels cost no extra latency."""
+        """Label a small copy while the variants encode: labels cost no extra latency.
+
+        The copy is the decoded pixels box-reduced (no JPEG round trip); each labeler makes the
+        form it reads (pixels, a JPEG) from it in its own thread.
+        """
         if self.labeler.name == "none":
             return None
-        label_copy = self._encode(decoded, self._preset_spec("label", "jpeg"))
-        return self._label_pool.submit(observability.timed_label(self.labeler), label_copy.data)
+        preset = self.settings.presets["label"]
+        label_copy = processing.LabelImage.of(
+            decoded, box=(preset.width, preset.height), background=self.settings.background
+        )
+        return self._label_pool.submit(observability.timed_label(self.labeler), label_copy)
 
     def _encode(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
         return observability.traced("encode", processing.render, format=spec.format)(

@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect
 from skimage import data as samples
 
 from imaging.labeling import Label, LabelResult
+from imaging.processing import LabelImage
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.test_browser import ALL_THUMBNAILS_LOADED, jpeg_bytes, upload_via_api
@@ -40,7 +41,7 @@ class TabbyLabeler:
 
     name = "fixed"
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         return LabelResult(labels=(Label("tabby cat", 0.9, self.name),))
 
     def check(self) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from imaging.labeling import Label, LabelerUnavailable
 from imaging.labeling.vision import VisionLabeler
+from imaging.processing import LabelImage
 from tests.vision_server import VisionServer
 
 MakeLabeler = Callable[..., VisionLabeler]
@@ -48,7 +49,7 @@ def make_labeler(vision_server: VisionServer) -> Iterator[MakeLabeler]:
 def test_labels_come_back_as_vision_returns_them_with_source_vision(
     make_labeler: MakeLabeler,
 ) -> None:
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert result.labels == (Label("Cat", 0.97, "vision"), Label("Whiskers", 0.9, "vision"))
     assert result.safe_search == {}
@@ -59,7 +60,7 @@ def test_the_image_bytes_are_sent_as_they_are(
 ) -> None:
     image = jpeg("teal")
 
-    make_labeler().label(image)
+    make_labeler().label(LabelImage.from_bytes(image))
 
     assert [request.image for request in vision_server.received] == [image]
 
@@ -69,7 +70,7 @@ def test_labels_below_min_score_are_dropped(
 ) -> None:
     vision_server.set_mode("labels", labels=(("Cat", 0.97), ("Mammal", 0.4), ("Rug", 0.1)))
 
-    result = make_labeler(min_score=0.5).label(jpeg())
+    result = make_labeler(min_score=0.5).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat"]
 
@@ -81,7 +82,7 @@ def test_max_results_is_sent_to_vision_and_caps_the_labels(
         "labels", labels=(("Cat", 0.97), ("Whiskers", 0.9), ("Mammal", 0.8), ("Rug", 0.7))
     )
 
-    result = make_labeler(max_results=2).label(jpeg())
+    result = make_labeler(max_results=2).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.received[0].features["LABEL_DETECTION"] == 2
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
@@ -96,7 +97,7 @@ def test_max_results_caps_the_labels_even_when_vision_returns_more(
         honour_max_results=False,
     )
 
-    result = make_labeler(max_results=2).label(jpeg())
+    result = make_labeler(max_results=2).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
 
@@ -106,7 +107,7 @@ def test_labels_are_best_first_whatever_order_vision_uses(
 ) -> None:
     vision_server.set_mode("labels", labels=(("Rug", 0.5), ("Cat", 0.97), ("Mammal", 0.8)))
 
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Mammal", "Rug"]
 
@@ -116,7 +117,7 @@ def test_an_empty_annotation_gives_no_labels(
 ) -> None:
     vision_server.set_mode("empty")
 
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert result.labels == ()
 
@@ -128,7 +129,7 @@ def test_an_error_status_raises_labeler_unavailable(
     vision_server.set_mode("error", error_status=status)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=2.0).label(jpeg())
+        make_labeler(timeout=2.0).label(LabelImage.from_bytes(jpeg()))
 
 
 def test_a_quota_error_is_not_retried(
@@ -137,7 +138,7 @@ def test_a_quota_error_is_not_retried(
     vision_server.set_mode("error", error_status=429)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler().label(jpeg())
+        make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
 
@@ -147,7 +148,7 @@ def test_a_transient_unavailable_is_retried_within_the_timeout(
 ) -> None:
     vision_server.set_mode("error", error_status=503, fail_times=1)
 
-    result = make_labeler(timeout=3.0).label(jpeg())
+    result = make_labeler(timeout=3.0).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
     assert vision_server.calls == 2
@@ -159,7 +160,7 @@ def test_no_retry_when_the_timeout_leaves_no_room_for_one(
     vision_server.set_mode("error", error_status=503, fail_times=1)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=1.0).label(jpeg())
+        make_labeler(timeout=1.0).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
 
@@ -170,7 +171,7 @@ def test_a_per_image_error_raises_labeler_unavailable(
     vision_server.set_mode("image-error")
 
     with pytest.raises(LabelerUnavailable, match="Bad image data"):
-        make_labeler().label(jpeg())
+        make_labeler().label(LabelImage.from_bytes(jpeg()))
 
 
 def test_a_server_slower_than_the_timeout_raises_labeler_unavailable(
@@ -179,7 +180,7 @@ def test_a_server_slower_than_the_timeout_raises_labeler_unavailable(
     vision_server.set_mode("slow", slow_seconds=10.0)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=0.5).label(jpeg())
+        make_labeler(timeout=0.5).label(LabelImage.from_bytes(jpeg()))
 
 
 def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
@@ -196,7 +197,7 @@ def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
         },
     )
 
-    result = make_labeler(safe_search=True).label(jpeg())
+    result = make_labeler(safe_search=True).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
     assert set(vision_server.received[0].features) == {
@@ -216,7 +217,7 @@ def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
 def test_safe_search_is_not_asked_for_unless_enabled(
     make_labeler: MakeLabeler, vision_server: VisionServer
 ) -> None:
-    make_labeler().label(jpeg())
+    make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert set(vision_server.received[0].features) == {"LABEL_DETECTION"}
 
@@ -226,8 +227,8 @@ def test_the_same_image_reaches_vision_once(
 ) -> None:
     labeler = make_labeler()
 
-    first = labeler.label(jpeg("navy"))
-    second = labeler.label(jpeg("navy"))
+    first = labeler.label(LabelImage.from_bytes(jpeg("navy")))
+    second = labeler.label(LabelImage.from_bytes(jpeg("navy")))
 
     assert second == first
     assert vision_server.calls == 1
@@ -238,8 +239,8 @@ def test_different_images_each_reach_vision(
 ) -> None:
     labeler = make_labeler()
 
-    labeler.label(jpeg("navy"))
-    labeler.label(jpeg("olive"))
+    labeler.label(LabelImage.from_bytes(jpeg("navy")))
+    labeler.label(LabelImage.from_bytes(jpeg("olive")))
 
     assert vision_server.calls == 2
 
@@ -248,10 +249,10 @@ def test_a_failure_is_not_cached(make_labeler: MakeLabeler, vision_server: Visio
     labeler = make_labeler()
     vision_server.set_mode("error", error_status=403)
     with pytest.raises(LabelerUnavailable):
-        labeler.label(jpeg())
+        labeler.label(LabelImage.from_bytes(jpeg()))
     vision_server.set_mode("labels")
 
-    result = labeler.label(jpeg())
+    result = labeler.label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
 
@@ -266,7 +267,7 @@ def test_concurrent_requests_for_one_image_share_one_call(
     results: list[object] = []
 
     def ask() -> None:
-        results.append(labeler.label(image))
+        results.append(labeler.label(LabelImage.from_bytes(image)))
 
     first = threading.Thread(target=ask)
     first.start()
@@ -289,7 +290,9 @@ def test_nothing_listening_raises_labeler_unavailable(make_labeler: MakeLabeler)
         closed_port = probe.getsockname()[1]
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(endpoint=f"http://127.0.0.1:{closed_port}").label(jpeg())
+        make_labeler(endpoint=f"http://127.0.0.1:{closed_port}").label(
+            LabelImage.from_bytes(jpeg())
+        )
 
 
 def test_check_builds_the_client_without_calling_vision(

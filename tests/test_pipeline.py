@@ -20,6 +20,7 @@ from imaging.config import Settings
 from imaging.errors import BadRequest, Busy, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, Labeler, LabelerUnavailable, LabelResult, NullLabeler
 from imaging.pipeline import FIT_MODES, Pipeline, UploadOptions, parse_fit
+from imaging.processing import LabelImage
 from imaging.storage import ObjectStore
 from imaging.storage.local import LocalStore
 from tests import images
@@ -46,7 +47,7 @@ WEBP_AND_PNG = UploadOptions(formats=("webp", "png"), name="x.jpg")
 class RaisingLabeler:
     name = "broken"
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         raise LabelerUnavailable("quota exceeded")
 
     def check(self) -> None:
@@ -59,7 +60,7 @@ class HangingLabeler:
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         self.release.wait(10)
         return LabelResult()
 
@@ -74,9 +75,9 @@ class CatLabeler:
 
     def __init__(self, *, racy: str = "VERY_UNLIKELY") -> None:
         self.racy = racy
-        self.seen: list[bytes] = []
+        self.seen: list[LabelImage] = []
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         self.seen.append(image)
         return LabelResult((Label("Cat", 0.9, self.name),), {"racy": self.racy})
 
@@ -240,7 +241,8 @@ def test_labels_come_from_the_small_copy_and_enter_the_label_index(
     assert [label.description for label in record.labels] == ["Cat"]
     assert Catalog(disk).page(label="cat").records == [record]
     (copy,) = labeler.seen
-    assert max(images.open_image(copy).size) <= settings.presets["label"].width
+    assert max(images.open_image(copy.jpeg()).size) <= settings.presets["label"].width
+    assert len(copy.square_rgb(224)) == 224 * 224 * 3
 
 
 def test_safe_search_holds_back_what_reaches_the_threshold(

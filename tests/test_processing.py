@@ -170,10 +170,12 @@ def test_a_format_pillow_could_read_is_refused_by_the_allowlist() -> None:
         processing.probe(data, LIMITS)
 
 
-def test_rgb_pixels_uses_the_same_allowlist() -> None:
+def test_the_label_copy_from_bytes_uses_the_same_allowlist() -> None:
     with pytest.raises(UnsupportedFormat):
-        processing.rgb_pixels(images.psd(64, 64), 32)
-    assert len(processing.rgb_pixels(images.jpeg(320, 240), 32)) == 32 * 32 * 3
+        processing.LabelImage.from_bytes(images.psd(64, 64)).square_rgb(32)
+    assert (
+        len(processing.LabelImage.from_bytes(images.jpeg(320, 240)).square_rgb(32)) == 32 * 32 * 3
+    )
 
 
 # -- Output formats and their encoder settings ----------------------------------------------
@@ -910,3 +912,30 @@ def test_shared_fit_leaves_outputs_of_different_sizes_alone() -> None:
     source = decoded(images.jpeg(1000, 800), RenderSpec("webp"))
     specs = [RenderSpec("webp", 600), RenderSpec("png", 700)]
     assert processing.shared_fit(source, specs, max_side=MAX_SIDE) is source
+
+
+# -- The labelers' copy -----------------------------------------------------------------------
+
+
+def test_the_label_copy_is_a_whole_factor_reduce_that_still_covers_the_box() -> None:
+    source = decoded(images.jpeg(4000, 3000), RenderSpec("webp"))
+    copy = processing.LabelImage.of(source, box=(640, 640), background=BACKGROUND)
+    jpeg = images.open_image(copy.jpeg())
+    assert jpeg.format == "JPEG"
+    assert jpeg.size == (640, 480)
+    assert len(copy.square_rgb(224)) == 224 * 224 * 3
+
+
+def test_the_label_copy_flattens_transparency_onto_the_background() -> None:
+    source = decoded(images.rgba_png(64, 64), RenderSpec("png"))
+    copy = processing.LabelImage.of(source, box=(640, 640), background="#00ff00")
+    square = Image.frombytes("RGB", (32, 32), copy.square_rgb(32))
+    assert close_to(square.getpixel((2, 16)), GREEN)  # the transparent half
+    assert close_to(square.getpixel((30, 16)), BLUE)
+
+
+def test_a_jpeg_label_copy_from_bytes_is_sent_as_it_is() -> None:
+    data = images.jpeg(320, 240)
+    assert processing.LabelImage.from_bytes(data).jpeg() == data
+    png = processing.LabelImage.from_bytes(images.png(320, 240)).jpeg()
+    assert images.open_image(png).format == "JPEG"

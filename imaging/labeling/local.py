@@ -28,7 +28,7 @@ from imaging.errors import LabelerUnavailable
 from imaging.labeling import Label, LabelResult
 from imaging.labeling.effnet import BUILDER_VERSION, INPUT_SIZE, build_onnx, read_checkpoint
 from imaging.labeling.vocabulary import Vocabulary, vocabulary
-from imaging.processing import rgb_pixels
+from imaging.processing import LabelImage
 
 __all__ = ["MODEL_FILE", "LocalLabeler", "bundled_weights"]
 
@@ -80,12 +80,12 @@ class LocalLabeler:
         self._weights = weights
         self._model: _Model | None = None
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         """The words for an image, best first, at most ``max_results``, none below
         ``min_score``: class names and their parents, each scored with the probability of
         every class it covers (so "animal" is at least as likely as "cat")."""
         try:
-            pixels = rgb_pixels(image, INPUT_SIZE)
+            pixels = image.square_rgb(INPUT_SIZE)
         except Exception as exc:  # Pillow fails in many ways on bad input
             raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
         model = self._loaded()

@@ -3,9 +3,7 @@
 ``decode`` applies EXIF orientation, converts colour to sRGB (``colour.Colour``) and keeps
 animation frames, decoding JPEGs in draft (DCT-domain) mode when every output is smaller than the
 source. Nothing of the source's metadata leaves here unless asked for (``keep_copyright``).
-``shrink`` and ``shared_fit`` scale a decoded image down to render smaller outputs from, and
-``rgb_pixels`` is the
-classifier's own decode: an eval crop straight from the bytes, behind the same allowlist.
+``shrink`` and ``shared_fit`` scale a decoded image down to render smaller outputs from.
 """
 
 from __future__ import annotations
@@ -230,21 +228,3 @@ def _resampled(decoded: Decoded, size: tuple[int, int]) -> Decoded:
             return decoded
         frames = [fit_frame(f, size, None) for f in decoded.frames]
         return dataclasses.replace(decoded, frames=frames, width=size[0], height=size[1])
-
-
-def rgb_pixels(data: bytes, size: int) -> bytes:
-    """Raw RGB bytes (size*size*3) of an image for a classifier: ImageNet-style eval crop.
-
-    The shorter side is resized to ``round(size / 0.875)`` (bicubic), then the centre
-    ``size x size`` square is cut out. The same allowlist and error boundary as ``probe``.
-    """
-    short = round(size / 0.875)
-    with pillow_boundary(), open_image(data) as source:
-        if min(source.size) > 2 * short:
-            source.draft("RGB", (short, short))  # JPEG only; other formats ignore it
-        im = source.convert("RGB")
-        scale = short / min(im.size)
-        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-        im = im.resize((w, h), Image.Resampling.BICUBIC)
-        left, top = (w - size) // 2, (h - size) // 2
-        return im.crop((left, top, left + size, top + size)).tobytes()

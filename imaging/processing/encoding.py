@@ -24,7 +24,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         sources = decoded.frames if animate else decoded.frames[:1]
         frames = [fit_frame(f, size, crop) for f in sources]
         if not out.alpha:
-            frames = [_flatten(f, background) for f in frames]
+            frames = [flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)
         w, h = frames[0].size
         warning = None
@@ -36,7 +36,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         return Rendition(spec.format, out.mime, out.ext, data, w, h, len(frames), warning)
 
 
-def _flatten(im: Image.Image, background: str) -> Image.Image:
+def flatten(im: Image.Image, background: str) -> Image.Image:
     if im.mode != "RGBA":
         return im
     base = Image.new("RGB", im.size, background)
