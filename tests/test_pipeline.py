@@ -7,6 +7,9 @@ no Flask app at all; the second proves the same through the HTTP doors, on both 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -430,3 +433,56 @@ def test_a_full_disk_at_the_records_sidecar_leaves_no_record_behind_the_503(
     assert local_store.list("rec/") == []
     assert all_keys(local_store) == []
     assert client.get("/api/images").get_json()["images"] == []
+
+
+# -- Memory --------------------------------------------------------------------------------
+
+_PEAK_CHILD = """
+import json, resource, sys, tempfile
+from pathlib import Path
+from imaging.catalog import Catalog
+from imaging.config import Settings
+from imaging.labeling import NullLabeler
+from imaging.pipeline import Pipeline, UploadOptions
+from imaging.storage.local import LocalStore
+from tests import images
+
+def rss_kb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+data = Path(sys.argv[1]).read_bytes()
+with tempfile.TemporaryDirectory() as tmp:
+    settings = Settings(media_root=Path(tmp), labeler="none")
+    store = LocalStore(Path(tmp))
+    pipeline = Pipeline(settings, store, NullLabeler(), Catalog(store))
+    pipeline.ingest(images.large_jpeg(800, 600), UploadOptions(formats=("webp",)))  # warm-up
+    before = rss_kb()
+    result = pipeline.ingest(data, UploadOptions(formats=("webp",)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    size = (result.renditions["webp"].width, result.renditions["webp"].height)
+print(json.dumps({"growth_mb": (peak - before) / 1024, "size": size}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_a_48_megapixel_jpeg_with_no_width_costs_at_most_300_mb_at_its_peak(
+    tmp_path: Path,
+) -> None:
+    # 8000x6000: 1/2 DCT scale (4000 px) falls just under MAX_OUTPUT_SIDE (4096); decoding at
+    # full size instead would cost 192 MB for the pixels alone, before any resampling.
+    source = tmp_path / "48mp.jpg"
+    source.write_bytes(images.large_jpeg(8000, 6000))
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    report = json.loads(child.stdout)
+    assert report["size"] == [4096, 3072]
+    assert report["growth_mb"] <= 300, report

@@ -675,11 +675,19 @@ def test_a_jpeg_shrunk_for_every_output_is_decoded_in_draft_mode() -> None:
     data = images.large_jpeg(4000, 3000)
     spec = RenderSpec("webp", 1024, 1024)
     d = decoded(data, spec, RenderSpec("jpeg", 480, 480))
-    frame_w, frame_h = d.frames[0].size
-    assert 1024 <= frame_w < 4000  # decoded at 1/2 scale, not 12 MP
-    assert 768 <= frame_h < 3000
+    # 1/4 scale (1000x750) falls less than DRAFT_SLACK under 1024x768: not 1/2, not 12 MP.
+    assert d.frames[0].size == (1000, 750)
     out = processing.render(d, spec, max_side=MAX_SIDE, background=BACKGROUND)
     assert opened(out).size == (1024, 768)  # the output is still exactly the size asked
+
+
+def test_draft_mode_never_lands_further_than_its_slack_under_the_output() -> None:
+    data = images.large_jpeg(4000, 3000)
+    spec = RenderSpec("webp", 1100, 1100)  # 1/4 scale (1000 px) would be 9 % short
+    d = decoded(data, spec)
+    assert d.frames[0].size == (2000, 1500)
+    out = processing.render(d, spec, max_side=MAX_SIDE, background=BACKGROUND)
+    assert opened(out).size == (1100, 825)
 
 
 def test_draft_mode_respects_orientation() -> None:

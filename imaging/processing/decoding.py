@@ -9,6 +9,7 @@ source. Nothing of the source's metadata leaves here unless asked for (``keep_co
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from imaging.processing.spec import RenderSpec
 
 #: EXIF tags kept when KEEP_COPYRIGHT=1: Artist and Copyright; nothing that locates anyone.
 SAFE_EXIF_TAGS = (0x013B, 0x8298)
+#: How far under an output's size a JPEG may be decoded at a DCT scale (then resampled up):
+#: 12 MP -> 1024 px decodes at 1/4 (1000x750) instead of 1/2, and a 48 MP upload capped at
+#: MAX_OUTPUT_SIDE (4096) at 1/2 (4000x3000) instead of full size (+317 MB peak).
+DRAFT_SLACK = 1.05
 #: Frame delay used when a frame declares none (or 0 ms): what browsers do with such GIFs.
 DEFAULT_FRAME_MS = 100
 
@@ -85,8 +90,9 @@ def decode(
     """Decode, orient and colour-normalise, at no more resolution than ``specs`` need.
 
     When every output is smaller than the source, a JPEG is decoded in draft mode at the
-    smallest DCT scale that still covers the largest output (as libvips' shrink-on-load does),
-    then resampled with Lanczos: a 12 MP photo headed for 1024 px decodes 4x fewer pixels.
+    smallest DCT scale that still covers the largest output, or falls at most ``DRAFT_SLACK``
+    short of it (as libvips' shrink-on-load does), then resampled with Lanczos: a 12 MP photo
+    headed for 1024 px decodes 16x fewer pixels.
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
     with pillow_boundary():
@@ -112,7 +118,9 @@ def _decode(
         width, height = height, width
     box = needed_box(width, height, specs, max_side)
     if box is not None and im.format in ("JPEG", "MPO"):
-        bw, bh = box
+        # A DCT scale may land up to DRAFT_SLACK under the largest output: one short Lanczos
+        # step up from there costs far less than decoding (and resampling) twice the pixels.
+        bw, bh = (math.ceil(side / DRAFT_SLACK) for side in box)
         if orientation in _ROTATED:  # the box is oriented; the draft is in stored orientation
             bw, bh = bh, bw
         im.draft(im.mode if im.mode in ("L", "CMYK") else "RGB", (bw, bh))
