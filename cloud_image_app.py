@@ -39,6 +39,7 @@ from imaging.web import (
     requestlog,
     uploads,
 )
+from imaging.web.forms import UploadRequest
 from imaging.web.security import HttpsSessionInterface, init_rate_limits
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def create_app(
     if settings is None:
         settings = load_settings()
     app = Flask(__name__)
+    app.request_class = UploadRequest  # uploads stay in memory, bounded by MAX_CONTENT_LENGTH
     app.json = BodyJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,

@@ -51,10 +51,14 @@ graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 8)
 # Longer than gunicorn's 2 s default, so the front end closes idle connections, not us.
 keepalive = _int_env("GUNICORN_KEEPALIVE", 65)
 # Recycle workers now and then: image work fragments the heap, a fresh process gives it back.
+# A recycled worker is forked from the master, which holds the local labeler's model already
+# (on_starting below): recycling never reloads it.
 max_requests = _int_env("GUNICORN_MAX_REQUESTS", 1000)
 max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 100)
-# The app (and its GCS, Vision and ONNX clients) is built in each worker after the fork:
-# gRPC channels and onnxruntime sessions must not be shared across a fork.
+# The app (and its GCS and Vision clients) is built in each worker after the fork: gRPC channels
+# must not be shared across a fork. The one exception is the local labeler's ONNX model, loaded
+# in the master by on_starting: its session runs no threads of its own (one intra-op thread,
+# sequential), so it forks safely, and its weights are then shared copy-on-write by every worker.
 preload_app = False
 # Cloud Run's front end is the only thing that can reach the container; trust its
 # X-Forwarded-Proto so request URLs say https.
@@ -134,6 +138,26 @@ class JsonLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
 
 
 logger_class = JsonLogger
+
+
+def on_starting(server: Any) -> None:
+    """Load the local labeler's model in the master, before any worker is forked.
+
+    Every worker (and every worker started later to replace a recycled one) then inherits the
+    loaded model instead of loading its own copy: one copy of the weights in memory, shared
+    copy-on-write, and no model load under load. Any failure here is only logged: the workers
+    load the model themselves and report the problem as they always did.
+    """
+    try:
+        from imaging.config import Settings
+        from imaging.labeling import build_labeler
+
+        settings = Settings.from_env()
+        if settings.labeler == "local":
+            build_labeler(settings).check()
+            server.log.info("local labeler: model loaded before forking the workers")
+    except Exception as exc:  # settings or model trouble: the workers will say so
+        server.log.warning("local labeler: not preloaded (%s: %s)", type(exc).__name__, exc)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -85,6 +85,7 @@ def main() -> None:
         after_classifier = rss_mb()
         from imaging.labeling.faces import FaceDetector
         from imaging.labeling.text import TextReader, likely_text
+        from imaging.processing import LabelImage
 
         detector = FaceDetector()
         detector.check()
@@ -111,7 +112,7 @@ def main() -> None:
             jpeg = buffer.getvalue()
             faces = detector.detect(small)
             likely = likely_text(small)
-            classes = cpu_ms(partial(classifier.label, jpeg))
+            classes = cpu_ms(partial(classifier.label, LabelImage.from_bytes(jpeg)))
             face_ms = cpu_ms(partial(detector.detect, small))
             check_ms = cpu_ms(partial(likely_text, small))
             ocr = "      -"

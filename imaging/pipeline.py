@@ -325,6 +325,7 @@ class Pipeline:
                 fit=fit,
                 quality=options.quality if OUTPUT_FORMATS[fmt].default_quality else None,
                 lossless=options.lossless and fmt == "webp",
+                effort=self.settings.encoder_effort,
             )
             for fmt in options.formats
         }
@@ -345,19 +346,29 @@ class Pipeline:
             max_side=self.settings.max_output_side,
             keep_copyright=self.settings.keep_copyright,
         )
-        # When every output fits one box, scale to it once and render from there: the
-        # thumbnail and the label copy then resample the small pixels, not the source.
-        box = _shared_box([spec for name, spec in specs.items() if name != "thumb"])
-        if box is not None:
-            decoded = processing.shrink(decoded, box, max_side=self.settings.max_output_side)
-        return decoded
+        # Every requested output has the same size: resample to it once and render all of them
+        # from there; the thumbnail and the label copy then resample the output's pixels, not
+        # the full decode (when the output is at least the thumbnail's size).
+        return processing.shared_fit(
+            decoded,
+            [spec for name, spec in specs.items() if name != "thumb"],
+            derived=[specs["thumb"]],
+            max_side=self.settings.max_output_side,
+        )
 
     def _start_labelling(self, decoded: processing.Decoded) -> Future[LabelResult] | None:
-        """Label the small copy while the variants encode: labels cost no extra latency."""
+        """Label a small copy while the variants encode: labels cost no extra latency.
+
+        The copy is the decoded pixels box-reduced (no JPEG round trip); each labeler makes the
+        form it reads (pixels, a JPEG) from it in its own thread.
+        """
         if self.labeler.name == "none":
             return None
-        label_copy = self._encode(decoded, self._preset_spec("label", "jpeg"))
-        return self._label_pool.submit(observability.timed_label(self.labeler), label_copy.data)
+        preset = self.settings.presets["label"]
+        label_copy = processing.LabelImage.of(
+            decoded, box=(preset.width, preset.height), background=self.settings.background
+        )
+        return self._label_pool.submit(observability.timed_label(self.labeler), label_copy)
 
     def _encode(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
         return observability.traced("encode", processing.render, format=spec.format)(

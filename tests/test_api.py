@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+from typing import NoReturn
 
 import pytest
+import werkzeug.formparser
+from flask import request
 from flask.testing import FlaskClient
 
 from imaging.errors import ObjectNotFound
@@ -124,6 +127,48 @@ def test_request_over_the_body_limit_is_413_before_parsing(make_app: AppFactory)
     )
     assert response.status_code == 413
     assert response.get_json()["message"].startswith("The upload is larger than")
+
+
+def test_a_2_mb_upload_is_kept_in_memory_never_spooled_to_a_temporary_file(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_temporary_file(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("an upload was spooled to disk")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", no_temporary_file)
+    data = images.encode(images.noise(1000, 800), "PNG")
+    assert len(data) > 2 * 1024 * 1024
+
+    body, boundary = multipart_body(data, "big.png")  # raw: the test client spools its own
+    response = client.post(
+        "/api/images", data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+
+    assert response.status_code == 201, response.get_json()
+
+
+def test_file_parts_stay_in_memory_only_within_the_request_cap(make_app: AppFactory) -> None:
+    app = make_app(max_upload_mb=1)
+    body, boundary = multipart_body(b"\xff" * (600 * 1024), "x.jpg")
+    context = app.test_request_context(
+        "/api/images",
+        method="POST",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    with context:
+        assert isinstance(request.files["image"].stream, io.BytesIO)
+        request.close()
+    with app.test_request_context(
+        "/api/images",
+        method="POST",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    ):
+        # A request allowed more than MAX_CONTENT_LENGTH gets Werkzeug's spooled file back.
+        request.max_content_length = 64 * 1024 * 1024
+        assert not isinstance(request.files["image"].stream, io.BytesIO)
+        request.close()
 
 
 def test_not_an_image_is_415_naming_the_accepted_formats(uploads: UploadActions) -> None:

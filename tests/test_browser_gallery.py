@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect
 from skimage import data as samples
 
 from imaging.labeling import Label, LabelResult
-from imaging.processing import placeholder
+from imaging.processing import LabelImage, placeholder
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.test_browser import ALL_THUMBNAILS_LOADED, jpeg_bytes, upload_via_api
@@ -43,7 +43,7 @@ class TabbyLabeler:
 
     name = "fixed"
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         return LabelResult(labels=(Label("tabby cat", 0.9, self.name),))
 
     def check(self) -> None:

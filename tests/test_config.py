@@ -189,6 +189,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "public, and its events are the app's own variants",
     ),
     ({"labeler": "clip"}, "LABELER must be 'local', 'vision' or 'none'"),
+    ({"encoder_effort": "max"}, "ENCODER_EFFORT must be 'fast' or 'smallest'"),
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"direct_upload_max_mb": 0}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),

@@ -275,6 +275,60 @@ def test_sigterm_lets_an_in_flight_upload_finish_and_gunicorn_exits_cleanly(
         stop(running)
 
 
+def _server_memory_mb(pid: int) -> tuple[float, float, int]:
+    """(RSS, PSS) of the gunicorn master and all its workers together, in MB, and the workers.
+
+    PSS counts a page shared by n processes as 1/n in each: the memory the server really takes.
+    """
+    pids = [pid, *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    rss = pss = 0
+    for each in pids:
+        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == "Rss":
+                rss += int(value.split()[0])
+            elif name == "Pss":
+                pss += int(value.split()[0])
+    return rss / 1024, pss / 1024, len(pids) - 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_memory(
+    tmp_path: Path,
+) -> None:
+    # The image converts the model at build time (Dockerfile): so does this test, beforehand.
+    models = tmp_path / "models"
+    convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
+    convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
+    subprocess.run([sys.executable, "-c", convert, str(models)], check=True, cwd=ROOT)
+    # Workers recycled every 3 requests: each replacement must label at once, with no model load.
+    running = start_container(
+        tmp_path,
+        MODEL_CACHE_DIR=str(models),
+        LABELER="local",
+        GUNICORN_MAX_REQUESTS="3",
+        GUNICORN_MAX_REQUESTS_JITTER="0",
+        WEB_CONCURRENCY="2",
+    )
+    try:
+        cat = images.photo("chelsea")
+        for i in range(12):
+            status, _, body = post_image(running.url, cat + i.to_bytes(2, "big"), format="webp")
+            assert status == 201, body
+            assert body["label_status"] == "ok", body
+        rss, pss, workers = _server_memory_mb(running.process.pid)
+        print(
+            f"\nserver after 12 labelled uploads: RSS {rss:.0f} MB, PSS {pss:.0f} MB, "
+            f"{workers} workers"
+        )
+        logs = running.logs()
+        assert logs.count("model loaded before forking the workers") == 1, logs
+        assert logs.count("Booting worker") > 2, logs  # workers were recycled meanwhile
+        assert pss <= 350, (rss, pss)
+    finally:
+        stop(running)
+
+
 def test_urls_say_https_behind_a_tls_terminating_proxy(make_app: AppFactory) -> None:
     # The host comes from PUBLIC_URL (X-Forwarded-Host is never trusted: see the next tests).
     client = make_app(trusted_proxy_hops=1, public_url="https://images.example.com").test_client()

@@ -26,6 +26,7 @@ from imaging.labeling import (
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
 from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text
+from imaging.processing import LabelImage
 from tests.conftest import AppFactory
 from tests.images import SCREEN_LINES, group, portrait, screenshot, skimage_photo
 from tests.uploads import UploadActions
@@ -219,14 +220,14 @@ def test_text_gives_a_text_label_and_is_capped() -> None:
 
 
 def test_the_local_labeler_labels_a_portrait_person(labeler: LocalLabeler) -> None:
-    result = labeler.label(label_copy(portrait()))
+    result = labeler.label(LabelImage.from_bytes(label_copy(portrait())))
 
     assert result.labels[0].description == "person"
     assert (result.people, len(result.faces)) == (1, 1)
 
 
 def test_the_local_labeler_labels_a_group_people_with_a_count(labeler: LocalLabeler) -> None:
-    result = labeler.label(label_copy(group()))
+    result = labeler.label(LabelImage.from_bytes(label_copy(group())))
 
     assert result.labels[0].description == "people"
     assert result.people == 4
@@ -234,7 +235,7 @@ def test_the_local_labeler_labels_a_group_people_with_a_count(labeler: LocalLabe
 
 @needs_tesseract
 def test_the_local_labeler_reads_a_screenshot(labeler: LocalLabeler) -> None:
-    result = labeler.label(label_copy(screenshot()))
+    result = labeler.label(LabelImage.from_bytes(label_copy(screenshot())))
 
     assert "text" in [label.description for label in result.labels]
     assert "Invoice number 4711" in result.text
@@ -244,14 +245,14 @@ def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
     reader = TextReader()
     labeler = LocalLabeler(cache_dir=tmp_path, reader=reader)
 
-    result = labeler.label(label_copy(skimage_photo("coffee")))
+    result = labeler.label(LabelImage.from_bytes(label_copy(skimage_photo("coffee"))))
 
     assert (result.text, reader.calls) == ("", 0)
     assert "text" not in [label.description for label in result.labels]
 
 
 def test_without_detectors_the_local_labeler_finds_no_people(tmp_path: Path) -> None:
-    result = LocalLabeler(cache_dir=tmp_path).label(label_copy(portrait()))
+    result = LocalLabeler(cache_dir=tmp_path).label(LabelImage.from_bytes(label_copy(portrait())))
 
     assert (result.people, result.faces) == (0, ())
     assert "person" not in [label.description for label in result.labels]

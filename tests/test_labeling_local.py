@@ -26,6 +26,7 @@ from imaging.labeling import Label
 from imaging.labeling.effnet import CheckpointError, read_checkpoint
 from imaging.labeling.local import MODEL_FILE, LocalLabeler, bundled_weights
 from imaging.labeling.vocabulary import vocabulary
+from imaging.processing import LabelImage
 
 REPO = Path(__file__).resolve().parents[1]
 # Real photos shipped inside scikit-image (untyped, hence the annotations).
@@ -68,7 +69,7 @@ def labeler(model_dir: Path) -> LocalLabeler:
 
 
 def test_labels_a_photo_of_a_cat_as_a_cat(labeler: LocalLabeler, cat: bytes) -> None:
-    labels = labeler.label(cat).labels
+    labels = labeler.label(LabelImage.from_bytes(cat)).labels
 
     assert best_class_name(labels) in CAT_LABELS
     assert [label.description for label in labels[:2]] == ["animal", "cat"]
@@ -77,7 +78,7 @@ def test_labels_a_photo_of_a_cat_as_a_cat(labeler: LocalLabeler, cat: bytes) -> 
 def test_labels_a_photo_of_coffee_as_espresso_coffee_and_drink(
     labeler: LocalLabeler, coffee: bytes
 ) -> None:
-    labels = labeler.label(coffee).labels
+    labels = labeler.label(LabelImage.from_bytes(coffee)).labels
 
     assert best_class_name(labels) == "espresso"
     assert {"espresso", "coffee", "drink"} <= {label.description for label in labels}
@@ -86,7 +87,7 @@ def test_labels_a_photo_of_coffee_as_espresso_coffee_and_drink(
 def test_labels_come_best_first_as_probabilities_from_the_local_source(
     labeler: LocalLabeler, cat: bytes
 ) -> None:
-    labels = labeler.label(cat).labels
+    labels = labeler.label(LabelImage.from_bytes(cat)).labels
 
     scores = [label.score for label in labels]
     assert scores == sorted(scores, reverse=True)
@@ -97,19 +98,27 @@ def test_labels_come_best_first_as_probabilities_from_the_local_source(
 def test_max_results_caps_the_number_of_labels(model_dir: Path, cat: bytes) -> None:
     labeler = LocalLabeler(cache_dir=model_dir, max_results=2, min_score=0.0)
 
-    assert len(labeler.label(cat).labels) == 2
+    assert len(labeler.label(LabelImage.from_bytes(cat)).labels) == 2
 
 
 def test_min_score_drops_the_unlikely_labels(model_dir: Path, cat: bytes) -> None:
-    everything = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.0).label(cat)
-    likely = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.15).label(cat)
+    everything = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.0).label(
+        LabelImage.from_bytes(cat)
+    )
+    likely = LocalLabeler(cache_dir=model_dir, max_results=1000, min_score=0.15).label(
+        LabelImage.from_bytes(cat)
+    )
 
     assert likely.labels == tuple(label for label in everything.labels if label.score >= 0.15)
     assert 0 < len(likely.labels) < len(everything.labels)
 
 
 def test_classes_sharing_a_name_give_one_label(model_dir: Path, cat: bytes) -> None:
-    labels = LocalLabeler(cache_dir=model_dir, max_results=2000, min_score=0.0).label(cat).labels
+    labels = (
+        LocalLabeler(cache_dir=model_dir, max_results=2000, min_score=0.0)
+        .label(LabelImage.from_bytes(cat))
+        .labels
+    )
 
     names = [label.description for label in labels]
     assert len(names) == len(set(names))
@@ -118,7 +127,11 @@ def test_classes_sharing_a_name_give_one_label(model_dir: Path, cat: bytes) -> N
 
 
 def test_the_top_level_words_share_out_the_whole_probability(model_dir: Path, cat: bytes) -> None:
-    labels = LocalLabeler(cache_dir=model_dir, max_results=2000, min_score=0.0).label(cat).labels
+    labels = (
+        LocalLabeler(cache_dir=model_dir, max_results=2000, min_score=0.0)
+        .label(LabelImage.from_bytes(cat))
+        .labels
+    )
 
     top = [label.score for label in labels if label.description in vocabulary().top]
     assert sum(top) == pytest.approx(1.0, abs=1e-4)
@@ -126,7 +139,7 @@ def test_the_top_level_words_share_out_the_whole_probability(model_dir: Path, ca
 
 def test_garbage_bytes_make_the_labeler_unavailable(labeler: LocalLabeler) -> None:
     with pytest.raises(LabelerUnavailable):
-        labeler.label(b"this is not an image")
+        labeler.label(LabelImage.from_bytes(b"this is not an image"))
 
 
 def test_broken_weights_make_the_labeler_unavailable(tmp_path: Path, cat: bytes) -> None:
@@ -137,7 +150,7 @@ def test_broken_weights_make_the_labeler_unavailable(tmp_path: Path, cat: bytes)
     with pytest.raises(LabelerUnavailable):
         labeler.check()
     with pytest.raises(LabelerUnavailable):
-        labeler.label(cat)
+        labeler.label(LabelImage.from_bytes(cat))
 
 
 def test_check_converts_the_model_into_the_cache_dir(
@@ -159,7 +172,7 @@ def test_labels_with_the_network_off(
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
 
-    labels = LocalLabeler(cache_dir=tmp_path).label(cat).labels
+    labels = LocalLabeler(cache_dir=tmp_path).label(LabelImage.from_bytes(cat)).labels
 
     assert best_class_name(labels) in CAT_LABELS
 
@@ -185,7 +198,7 @@ def test_labelers_in_one_process_share_the_loaded_model(tmp_path: Path, cat: byt
     LocalLabeler(cache_dir=tmp_path).check()
     (tmp_path / MODEL_FILE).unlink()
 
-    LocalLabeler(cache_dir=tmp_path).label(cat)
+    LocalLabeler(cache_dir=tmp_path).label(LabelImage.from_bytes(cat))
 
     assert not (tmp_path / MODEL_FILE).exists()
 
@@ -216,7 +229,7 @@ def test_concurrent_first_uses_convert_the_model_once(
 def test_an_unreadable_cached_model_is_rebuilt(tmp_path: Path, cat: bytes) -> None:
     (tmp_path / MODEL_FILE).write_bytes(b"half a model")
 
-    labels = LocalLabeler(cache_dir=tmp_path).label(cat).labels
+    labels = LocalLabeler(cache_dir=tmp_path).label(LabelImage.from_bytes(cat)).labels
 
     assert best_class_name(labels) in CAT_LABELS
     assert (tmp_path / MODEL_FILE).stat().st_size > 1_000_000

@@ -16,6 +16,7 @@ from PIL import Image
 
 from imaging.labeling import MAX_FACES, Box, Label, LabelerUnavailable
 from imaging.labeling.vision import VisionLabeler
+from imaging.processing import LabelImage
 from tests.uploads import upload_ok
 from tests.vision_server import VisionServer
 
@@ -49,7 +50,7 @@ def make_labeler(vision_server: VisionServer) -> Iterator[MakeLabeler]:
 def test_labels_come_back_as_vision_returns_them_with_source_vision(
     make_labeler: MakeLabeler,
 ) -> None:
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert result.labels == (Label("Cat", 0.97, "vision"), Label("Whiskers", 0.9, "vision"))
     assert result.safe_search == {}
@@ -60,7 +61,7 @@ def test_the_image_bytes_are_sent_as_they_are(
 ) -> None:
     image = jpeg("teal")
 
-    make_labeler().label(image)
+    make_labeler().label(LabelImage.from_bytes(image))
 
     assert [request.image for request in vision_server.received] == [image]
 
@@ -70,7 +71,7 @@ def test_labels_below_min_score_are_dropped(
 ) -> None:
     vision_server.set_mode("labels", labels=(("Cat", 0.97), ("Mammal", 0.4), ("Rug", 0.1)))
 
-    result = make_labeler(min_score=0.5).label(jpeg())
+    result = make_labeler(min_score=0.5).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat"]
 
@@ -82,7 +83,7 @@ def test_max_results_is_sent_to_vision_and_caps_the_labels(
         "labels", labels=(("Cat", 0.97), ("Whiskers", 0.9), ("Mammal", 0.8), ("Rug", 0.7))
     )
 
-    result = make_labeler(max_results=2).label(jpeg())
+    result = make_labeler(max_results=2).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.received[0].features["LABEL_DETECTION"] == 2
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
@@ -97,7 +98,7 @@ def test_max_results_caps_the_labels_even_when_vision_returns_more(
         honour_max_results=False,
     )
 
-    result = make_labeler(max_results=2).label(jpeg())
+    result = make_labeler(max_results=2).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
 
@@ -107,7 +108,7 @@ def test_labels_are_best_first_whatever_order_vision_uses(
 ) -> None:
     vision_server.set_mode("labels", labels=(("Rug", 0.5), ("Cat", 0.97), ("Mammal", 0.8)))
 
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Mammal", "Rug"]
 
@@ -117,7 +118,7 @@ def test_an_empty_annotation_gives_no_labels(
 ) -> None:
     vision_server.set_mode("empty")
 
-    result = make_labeler().label(jpeg())
+    result = make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert result.labels == ()
 
@@ -129,7 +130,7 @@ def test_an_error_status_raises_labeler_unavailable(
     vision_server.set_mode("error", error_status=status)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=2.0).label(jpeg())
+        make_labeler(timeout=2.0).label(LabelImage.from_bytes(jpeg()))
 
 
 def test_a_quota_error_is_not_retried(
@@ -138,7 +139,7 @@ def test_a_quota_error_is_not_retried(
     vision_server.set_mode("error", error_status=429)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler().label(jpeg())
+        make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
 
@@ -148,7 +149,7 @@ def test_a_transient_unavailable_is_retried_within_the_timeout(
 ) -> None:
     vision_server.set_mode("error", error_status=503, fail_times=1)
 
-    result = make_labeler(timeout=3.0).label(jpeg())
+    result = make_labeler(timeout=3.0).label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
     assert vision_server.calls == 2
@@ -160,7 +161,7 @@ def test_no_retry_when_the_timeout_leaves_no_room_for_one(
     vision_server.set_mode("error", error_status=503, fail_times=1)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=1.0).label(jpeg())
+        make_labeler(timeout=1.0).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
 
@@ -171,7 +172,7 @@ def test_a_per_image_error_raises_labeler_unavailable(
     vision_server.set_mode("image-error")
 
     with pytest.raises(LabelerUnavailable, match="Bad image data"):
-        make_labeler().label(jpeg())
+        make_labeler().label(LabelImage.from_bytes(jpeg()))
 
 
 def test_a_server_slower_than_the_timeout_raises_labeler_unavailable(
@@ -180,7 +181,7 @@ def test_a_server_slower_than_the_timeout_raises_labeler_unavailable(
     vision_server.set_mode("slow", slow_seconds=10.0)
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(timeout=0.5).label(jpeg())
+        make_labeler(timeout=0.5).label(LabelImage.from_bytes(jpeg()))
 
 
 def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
@@ -197,7 +198,7 @@ def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
         },
     )
 
-    result = make_labeler(safe_search=True).label(jpeg())
+    result = make_labeler(safe_search=True).label(LabelImage.from_bytes(jpeg()))
 
     assert vision_server.calls == 1
     assert set(vision_server.received[0].features) == {
@@ -217,7 +218,7 @@ def test_safe_search_is_asked_for_in_the_same_request_and_parsed(
 def test_safe_search_is_not_asked_for_unless_enabled(
     make_labeler: MakeLabeler, vision_server: VisionServer
 ) -> None:
-    make_labeler().label(jpeg())
+    make_labeler().label(LabelImage.from_bytes(jpeg()))
 
     assert set(vision_server.received[0].features) == {"LABEL_DETECTION"}
 
@@ -227,8 +228,8 @@ def test_the_same_image_reaches_vision_once(
 ) -> None:
     labeler = make_labeler()
 
-    first = labeler.label(jpeg("navy"))
-    second = labeler.label(jpeg("navy"))
+    first = labeler.label(LabelImage.from_bytes(jpeg("navy")))
+    second = labeler.label(LabelImage.from_bytes(jpeg("navy")))
 
     assert second == first
     assert vision_server.calls == 1
@@ -239,8 +240,8 @@ def test_different_images_each_reach_vision(
 ) -> None:
     labeler = make_labeler()
 
-    labeler.label(jpeg("navy"))
-    labeler.label(jpeg("olive"))
+    labeler.label(LabelImage.from_bytes(jpeg("navy")))
+    labeler.label(LabelImage.from_bytes(jpeg("olive")))
 
     assert vision_server.calls == 2
 
@@ -249,10 +250,10 @@ def test_a_failure_is_not_cached(make_labeler: MakeLabeler, vision_server: Visio
     labeler = make_labeler()
     vision_server.set_mode("error", error_status=403)
     with pytest.raises(LabelerUnavailable):
-        labeler.label(jpeg())
+        labeler.label(LabelImage.from_bytes(jpeg()))
     vision_server.set_mode("labels")
 
-    result = labeler.label(jpeg())
+    result = labeler.label(LabelImage.from_bytes(jpeg()))
 
     assert [label.description for label in result.labels] == ["Cat", "Whiskers"]
 
@@ -267,7 +268,7 @@ def test_concurrent_requests_for_one_image_share_one_call(
     results: list[object] = []
 
     def ask() -> None:
-        results.append(labeler.label(image))
+        results.append(labeler.label(LabelImage.from_bytes(image)))
 
     first = threading.Thread(target=ask)
     first.start()
@@ -290,7 +291,9 @@ def test_nothing_listening_raises_labeler_unavailable(make_labeler: MakeLabeler)
         closed_port = probe.getsockname()[1]
 
     with pytest.raises(LabelerUnavailable):
-        make_labeler(endpoint=f"http://127.0.0.1:{closed_port}").label(jpeg())
+        make_labeler(endpoint=f"http://127.0.0.1:{closed_port}").label(
+            LabelImage.from_bytes(jpeg())
+        )
 
 
 def test_check_builds_the_client_without_calling_vision(
@@ -316,7 +319,9 @@ def test_check_raises_when_there_are_no_credentials(
 def test_text_and_faces_are_asked_for_in_the_same_request(
     make_labeler: MakeLabeler, vision_server: VisionServer
 ) -> None:
-    make_labeler(features=("labels", "text", "faces"), safe_search=True).label(jpeg())
+    make_labeler(features=("labels", "text", "faces"), safe_search=True).label(
+        LabelImage.from_bytes(jpeg())
+    )
 
     assert vision_server.calls == 1
     assert vision_server.received[0].features == {
@@ -330,7 +335,7 @@ def test_text_and_faces_are_asked_for_in_the_same_request(
 def test_only_the_features_chosen_are_asked_for(
     make_labeler: MakeLabeler, vision_server: VisionServer
 ) -> None:
-    result = make_labeler(features=("text",)).label(jpeg())
+    result = make_labeler(features=("text",)).label(LabelImage.from_bytes(jpeg()))
 
     assert set(vision_server.received[0].features) == {"TEXT_DETECTION"}
     assert result.labels == ()
@@ -341,7 +346,7 @@ def test_the_text_vision_reads_is_kept_with_a_text_label(
 ) -> None:
     vision_server.set_mode("labels", text="OPEN 24 HOURS\nFree parking")
 
-    result = make_labeler(features=("labels", "text")).label(jpeg())
+    result = make_labeler(features=("labels", "text")).label(LabelImage.from_bytes(jpeg()))
 
     assert result.text == "OPEN 24 HOURS\nFree parking"
     assert [label.description for label in result.labels] == ["text", "Cat", "Whiskers"]
@@ -353,7 +358,9 @@ def test_faces_vision_finds_become_people_with_a_count_and_boxes(
     # On a 200x100 image: the left face at (0, 0) (Vision leaves zero coordinates out).
     vision_server.set_mode("labels", faces=((0, 0, 40, 50, 0.8), (100, 20, 50, 50, 0.95)))
 
-    result = make_labeler(features=("labels", "faces")).label(jpeg(size=(200, 100)))
+    result = make_labeler(features=("labels", "faces")).label(
+        LabelImage.from_bytes(jpeg(size=(200, 100)))
+    )
 
     assert result.people == 2
     assert result.labels[0] == Label("people", 0.95, "vision")
@@ -368,7 +375,7 @@ def test_one_face_from_vision_is_a_person(
 ) -> None:
     vision_server.set_mode("labels", faces=((10, 10, 20, 20, 0.9),))
 
-    result = make_labeler(features=("faces",)).label(jpeg())
+    result = make_labeler(features=("faces",)).label(LabelImage.from_bytes(jpeg()))
 
     assert result.labels == (Label("person", 0.9, "vision"),)
     assert result.people == 1

@@ -394,7 +394,7 @@ def test_an_upload_is_traced_as_decode_encode_label_and_store_in_the_callers_tra
     encoded = sorted(
         str((s.attributes or {}).get("format")) for s in recorded if s.name == "encode"
     )
-    assert encoded == ["jpeg", "png", "webp", "webp"]  # label copy, variants, thumbnail
+    assert encoded == ["png", "webp", "webp"]  # variants, thumbnail: no JPEG label copy
 
 
 def test_log_lines_take_the_span_they_were_written_in(

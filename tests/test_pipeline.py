@@ -7,6 +7,9 @@ no Flask app at all; the second proves the same through the HTTP doors, on both 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +24,7 @@ from imaging.config import Settings
 from imaging.errors import BadRequest, Busy, ImagingError, ObjectNotFound, StorageUnavailable
 from imaging.labeling import Label, Labeler, LabelerUnavailable, LabelResult, NullLabeler
 from imaging.pipeline import FIT_MODES, NOTHING_SAVED, Pipeline, UploadOptions, parse_fit
+from imaging.processing import LabelImage
 from imaging.storage import ObjectStore
 from imaging.storage.gcs import GCSStore
 from imaging.storage.local import LocalStore
@@ -54,7 +58,7 @@ WEBP_AND_PNG = UploadOptions(formats=("webp", "png"), name="x.jpg")
 class RaisingLabeler:
     name = "broken"
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         raise LabelerUnavailable("quota exceeded")
 
     def check(self) -> None:
@@ -67,7 +71,7 @@ class HangingLabeler:
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         self.release.wait(10)
         return LabelResult()
 
@@ -82,9 +86,9 @@ class CatLabeler:
 
     def __init__(self, *, racy: str = "VERY_UNLIKELY") -> None:
         self.racy = racy
-        self.seen: list[bytes] = []
+        self.seen: list[LabelImage] = []
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         self.seen.append(image)
         return LabelResult((Label("Cat", 0.9, self.name),), {"racy": self.racy})
 
@@ -142,6 +146,29 @@ def test_the_record_receipt_tells_the_source_and_every_variants_size(
     assert record.receipt["source_bytes"] == len(data) == record.bytes
     assert record.receipt["bytes"] == {v.name: v.bytes for v in record.files()}
     assert record.receipt["frames_kept"] == 1
+
+
+@pytest.mark.parametrize(("effort", "method"), [("fast", 2), ("smallest", 4)])
+def test_encoder_effort_sets_the_variants_effort_and_the_thumbnail_stays_fast(
+    settings: Settings, disk: LocalStore, effort: str, method: int
+) -> None:
+    source = images.noise(64, 48)
+    pipeline = make_pipeline(settings, disk, encoder_effort=effort)
+    result = pipeline.ingest(images.encode(source, "PNG"), UploadOptions(formats=("webp",)))
+
+    expected = images.encode(source, "WEBP", quality=80, method=method)
+    assert result.renditions["webp"].data == expected
+    assert result.renditions["thumb"].data == images.encode(source, "WEBP", quality=80, method=2)
+
+
+def test_the_thumbnail_is_never_smaller_than_its_box_because_the_output_is(
+    settings: Settings, disk: LocalStore
+) -> None:
+    options = UploadOptions(formats=("webp",), width=200)
+    result = make_pipeline(settings, disk).ingest(images.jpeg(1000, 800), options)
+
+    assert (result.renditions["webp"].width, result.renditions["webp"].height) == (200, 160)
+    assert (result.renditions["thumb"].width, result.renditions["thumb"].height) == (480, 384)
 
 
 def test_the_same_bytes_with_the_same_options_give_the_same_record(
@@ -225,7 +252,8 @@ def test_labels_come_from_the_small_copy_and_enter_the_label_index(
     assert [label.description for label in record.labels] == ["Cat"]
     assert Catalog(disk).page(label="cat").records == [record]
     (copy,) = labeler.seen
-    assert max(images.open_image(copy).size) <= settings.presets["label"].width
+    assert max(images.open_image(copy.jpeg()).size) <= settings.presets["label"].width
+    assert len(copy.square_rgb(224)) == 224 * 224 * 3
 
 
 def test_safe_search_holds_back_what_reaches_the_threshold(
@@ -667,3 +695,57 @@ def test_unanswered_storage_calls_answer_503_within_the_deadline(
     assert status == 503
     assert body["error"] == "storage_unavailable"
     assert elapsed < 2.0 + 5
+
+
+# -- Memory --------------------------------------------------------------------------------
+
+_PEAK_CHILD = """
+import json, sys, tempfile
+from pathlib import Path
+from imaging.catalog import Catalog
+from imaging.config import Settings
+from imaging.labeling import NullLabeler
+from imaging.pipeline import Pipeline, UploadOptions
+from imaging.storage.local import LocalStore
+from tests import images
+
+def status_kb(field):
+    # VmHWM, not ru_maxrss: the latter keeps the pytest process's size across fork and exec.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError("no " + field)
+
+data = Path(sys.argv[1]).read_bytes()
+with tempfile.TemporaryDirectory() as tmp:
+    settings = Settings(media_root=Path(tmp), labeler="none")
+    store = LocalStore(Path(tmp))
+    pipeline = Pipeline(settings, store, NullLabeler(), Catalog(store))
+    pipeline.ingest(images.large_jpeg(800, 600), UploadOptions(formats=("webp",)))  # warm-up
+    before = status_kb("VmRSS")
+    result = pipeline.ingest(data, UploadOptions(formats=("webp",)))
+    peak = status_kb("VmHWM")
+    size = (result.renditions["webp"].width, result.renditions["webp"].height)
+print(json.dumps({"growth_mb": (peak - before) / 1024, "size": size}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_a_48_megapixel_jpeg_with_no_width_costs_at_most_300_mb_at_its_peak(
+    tmp_path: Path,
+) -> None:
+    # 8000x6000: 1/2 DCT scale (4000 px) falls just under MAX_OUTPUT_SIDE (4096); decoding at
+    # full size instead would cost 192 MB for the pixels alone, before any resampling.
+    source = tmp_path / "48mp.jpg"
+    source.write_bytes(images.large_jpeg(8000, 6000))
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    report = json.loads(child.stdout)
+    assert report["size"] == [4096, 3072]
+    assert report["growth_mb"] <= 300, report

@@ -174,10 +174,12 @@ def test_a_format_pillow_could_read_is_refused_by_the_allowlist() -> None:
         processing.probe(data, LIMITS)
 
 
-def test_rgb_pixels_uses_the_same_allowlist() -> None:
+def test_the_label_copy_from_bytes_uses_the_same_allowlist() -> None:
     with pytest.raises(UnsupportedFormat):
-        processing.rgb_pixels(images.psd(64, 64), 32)
-    assert len(processing.rgb_pixels(images.jpeg(320, 240), 32)) == 32 * 32 * 3
+        processing.LabelImage.from_bytes(images.psd(64, 64)).square_rgb(32)
+    assert (
+        len(processing.LabelImage.from_bytes(images.jpeg(320, 240)).square_rgb(32)) == 32 * 32 * 3
+    )
 
 
 # -- Output formats and their encoder settings ----------------------------------------------
@@ -244,14 +246,43 @@ def test_a_very_large_lossy_webp_is_saved_with_less_effort(monkeypatch: pytest.M
     usual = images.encode(source, "WEBP", quality=80, method=4)
     cheaper = images.encode(source, "WEBP", quality=80, method=2)
     assert usual != cheaper
-    assert convert_one(data, RenderSpec("webp")).data == usual
+    smallest = RenderSpec("webp", effort="smallest")
+    assert convert_one(data, smallest).data == usual
     webp = OUTPUT_FORMATS["webp"]
     large = dataclasses.replace(webp.save, large_pixels=64 * 48 - 1)  # this image is "large"
     monkeypatch.setitem(OUTPUT_FORMATS, "webp", dataclasses.replace(webp, save=large))
-    assert convert_one(data, RenderSpec("webp")).data == cheaper
+    assert convert_one(data, smallest).data == cheaper
     assert convert_one(data, RenderSpec("webp", lossless=True)).data == images.encode(
         source, "WEBP", lossless=True, quality=100, method=4
     )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "fast", "smallest"),
+    [
+        ("webp", {"quality": 80, "method": 2}, {"quality": 80, "method": 4}),
+        ("avif", {"quality": 60, "speed": 7}, {"quality": 60, "speed": 6}),
+        ("png", {"compress_level": 6}, {"optimize": True}),
+    ],
+)
+def test_the_encoder_effort_picks_the_formats_measured_settings(
+    fmt: str, fast: dict[str, object], smallest: dict[str, object]
+) -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    pillow = OUTPUT_FORMATS[fmt].pillow
+    assert convert_one(data, RenderSpec(fmt)).data == images.encode(source, pillow, **fast)
+    assert convert_one(data, RenderSpec(fmt, effort="smallest")).data == images.encode(
+        source, pillow, **smallest
+    )
+
+
+def test_lossless_webp_keeps_its_effort_whatever_the_setting() -> None:
+    source = images.noise(64, 48)
+    data = images.encode(source, "PNG")
+    expected = images.encode(source, "WEBP", lossless=True, quality=100, method=4)
+    for effort in ("fast", "smallest"):
+        assert convert_one(data, RenderSpec("webp", lossless=True, effort=effort)).data == expected
 
 
 def test_lossless_webp_keeps_every_pixel() -> None:
@@ -648,11 +679,19 @@ def test_a_jpeg_shrunk_for_every_output_is_decoded_in_draft_mode() -> None:
     data = images.large_jpeg(4000, 3000)
     spec = RenderSpec("webp", 1024, 1024)
     d = decoded(data, spec, RenderSpec("jpeg", 480, 480))
-    frame_w, frame_h = d.frames[0].size
-    assert 1024 <= frame_w < 4000  # decoded at 1/2 scale, not 12 MP
-    assert 768 <= frame_h < 3000
+    # 1/4 scale (1000x750) falls less than DRAFT_SLACK under 1024x768: not 1/2, not 12 MP.
+    assert d.frames[0].size == (1000, 750)
     out = processing.render(d, spec, max_side=MAX_SIDE, background=BACKGROUND)
     assert opened(out).size == (1024, 768)  # the output is still exactly the size asked
+
+
+def test_draft_mode_never_lands_further_than_its_slack_under_the_output() -> None:
+    data = images.large_jpeg(4000, 3000)
+    spec = RenderSpec("webp", 1100, 1100)  # 1/4 scale (1000 px) would be 9 % short
+    d = decoded(data, spec)
+    assert d.frames[0].size == (2000, 1500)
+    out = processing.render(d, spec, max_side=MAX_SIDE, background=BACKGROUND)
+    assert opened(out).size == (1100, 825)
 
 
 def test_draft_mode_respects_orientation() -> None:
@@ -957,3 +996,67 @@ def test_broken_camera_values_are_left_out_not_trusted() -> None:
     data = images.encode(images.gradient(), "JPEG", exif=exif)
     facts = decoded(data, RenderSpec("webp")).camera.as_dict()
     assert facts == {"make": "Canon", "model": "EOS R5", "lens": "x" * 80}
+
+
+THUMB = RenderSpec("webp", 480, 480, animate=False)
+
+
+def test_shared_fit_resamples_once_to_the_outputs_size_and_renders_them_unchanged() -> None:
+    source = decoded(images.jpeg(1632, 1224), RenderSpec("webp", 1024), THUMB)
+    main = [RenderSpec("webp", 1024), RenderSpec("jpeg", 1024)]
+    fitted = processing.shared_fit(source, main, derived=[THUMB], max_side=MAX_SIDE)
+    assert [f.size for f in fitted.frames] == [(1024, 768)]
+    for spec in main:
+        direct = processing.render(source, spec, max_side=MAX_SIDE, background=BACKGROUND)
+        via = processing.render(fitted, spec, max_side=MAX_SIDE, background=BACKGROUND)
+        assert via.data == direct.data
+    thumb = processing.render(fitted, THUMB, max_side=MAX_SIDE, background=BACKGROUND)
+    assert (thumb.width, thumb.height) == (480, 360)
+
+
+@pytest.mark.parametrize(
+    "main",
+    [
+        RenderSpec("webp", 200),  # smaller than the thumbnail needs
+        RenderSpec("webp", 600, 600, fit="cover"),  # cropped
+        RenderSpec("webp", 900, 500, fit="fill"),  # distorted
+    ],
+)
+def test_shared_fit_leaves_the_decode_alone_when_the_outputs_pixels_would_not_do(
+    main: RenderSpec,
+) -> None:
+    source = decoded(images.jpeg(1000, 800), main, THUMB)
+    assert processing.shared_fit(source, [main], derived=[THUMB], max_side=MAX_SIDE) is source
+
+
+def test_shared_fit_leaves_outputs_of_different_sizes_alone() -> None:
+    source = decoded(images.jpeg(1000, 800), RenderSpec("webp"))
+    specs = [RenderSpec("webp", 600), RenderSpec("png", 700)]
+    assert processing.shared_fit(source, specs, max_side=MAX_SIDE) is source
+
+
+# -- The labelers' copy -----------------------------------------------------------------------
+
+
+def test_the_label_copy_is_a_whole_factor_reduce_that_still_covers_the_box() -> None:
+    source = decoded(images.jpeg(4000, 3000), RenderSpec("webp"))
+    copy = processing.LabelImage.of(source, box=(640, 640), background=BACKGROUND)
+    jpeg = images.open_image(copy.jpeg())
+    assert jpeg.format == "JPEG"
+    assert jpeg.size == (640, 480)
+    assert len(copy.square_rgb(224)) == 224 * 224 * 3
+
+
+def test_the_label_copy_flattens_transparency_onto_the_background() -> None:
+    source = decoded(images.rgba_png(64, 64), RenderSpec("png"))
+    copy = processing.LabelImage.of(source, box=(640, 640), background="#00ff00")
+    square = Image.frombytes("RGB", (32, 32), copy.square_rgb(32))
+    assert close_to(square.getpixel((2, 16)), GREEN)  # the transparent half
+    assert close_to(square.getpixel((30, 16)), BLUE)
+
+
+def test_a_jpeg_label_copy_from_bytes_is_sent_as_it_is() -> None:
+    data = images.jpeg(320, 240)
+    assert processing.LabelImage.from_bytes(data).jpeg() == data
+    png = processing.LabelImage.from_bytes(images.png(320, 240)).jpeg()
+    assert images.open_image(png).format == "JPEG"

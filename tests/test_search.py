@@ -14,7 +14,7 @@ from PIL import Image
 
 from imaging.catalog import Catalog
 from imaging.labeling import Label, LabelResult
-from imaging.processing import phash
+from imaging.processing import LabelImage, phash
 from imaging.search import INDEX_PREFIX, PHASH_PREFIX, Search, band_prefixes, parents, words
 from imaging.storage import ObjectStore
 from tests import images
@@ -33,7 +33,7 @@ class FixedLabeler:
         self.labels = labels
         self.racy = racy
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         found = tuple(Label(text, 0.9 - 0.1 * i, self.name) for i, text in enumerate(self.labels))
         return LabelResult(found, {"racy": self.racy})
 
@@ -48,7 +48,7 @@ class ReadingLabeler(FixedLabeler):
         super().__init__("person")
         self.text = text
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         return dataclasses.replace(super().label(image), people=1, text=self.text)
 
 

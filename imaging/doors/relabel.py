@@ -47,6 +47,8 @@ class Relabeller:
         self.labeler = labeler
         self.catalog = catalog
         preset = settings.presets["label"]
+        self.label_box = (preset.width, preset.height)
+        # Decoding for the labelers' copy may shrink on load (JPEG draft) down to its box.
         self.label_spec = RenderSpec("jpeg", preset.width, preset.height, preset.fit, animate=False)
 
     def described(self, record: ImageRecord) -> ImageRecord:
@@ -71,20 +73,21 @@ class Relabeller:
             keep_copyright=False,
         )
         appearance = processing.appearance(decoded)
-        labels, status = record.labels, record.label_status
+        result = None
         if self.labeler.name != "none":
-            copy = processing.render(
-                decoded,
-                self.label_spec,
-                max_side=self.settings.max_output_side,
-                background=self.settings.background,
+            copy = processing.LabelImage.of(
+                decoded, box=self.label_box, background=self.settings.background
             )
-            found = self.labeler.label(copy.data).labels
-            labels, status = found, ("ok" if found else "empty")
+            result = self.labeler.label(copy)
+        if result is None:
+            return dataclasses.replace(record, colours=appearance.colours, phash=appearance.phash)
         return dataclasses.replace(
             record,
-            labels=labels,
-            label_status=status,
+            labels=result.labels,
+            label_status="ok" if result.labels else "empty",
+            people=result.people,
+            faces=result.faces,
+            text=result.text,
             colours=appearance.colours,
             phash=appearance.phash,
         )

@@ -1,9 +1,10 @@
 """The labeling seam: the Labeler contract, the null labeler, and the mapping from LABELER to one.
 
-A labeler receives the small "label" rendition (a JPEG no larger than the ``label`` preset) and
-returns labels best first. Any failure is ``LabelerUnavailable``: the pipeline then keeps the
-upload and records ``label_status: "error"``, so "labeling off" and "labeler down" are the same
-simple path.
+A labeler receives the upload's small copy (``imaging.processing.LabelImage``, made from the
+pixels already decoded) and reads it in the form it needs: raw RGB pixels for a classifier, a JPEG
+for a web API. It returns labels best first. Any failure is ``LabelerUnavailable``: the pipeline
+then keeps the upload and records ``label_status: "error"``, so "labeling off" and "labeler down"
+are the same simple path.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from imaging.gclients import stand_in_credentials
 
 if TYPE_CHECKING:
     from imaging.config import Settings
+    from imaging.processing import LabelImage
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,8 @@ def with_findings(
 class Labeler(Protocol):
     name: str
 
-    def label(self, image: bytes) -> LabelResult:
-        """Labels for a JPEG image, best first; raise LabelerUnavailable on any failure."""
+    def label(self, image: LabelImage) -> LabelResult:
+        """Labels for an image, best first; raise LabelerUnavailable on any failure."""
 
     def check(self) -> None:
         """Raise LabelerUnavailable unless ready to label (readiness probe)."""
@@ -118,7 +120,7 @@ class NullLabeler:
 
     name = "none"
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         return LabelResult()
 
     def check(self) -> None:

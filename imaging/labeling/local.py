@@ -34,8 +34,7 @@ from imaging.labeling.effnet import BUILDER_VERSION, INPUT_SIZE, build_onnx, rea
 from imaging.labeling.faces import FaceDetector
 from imaging.labeling.text import Reading, TextReader
 from imaging.labeling.vocabulary import Vocabulary, vocabulary
-from imaging.processing import rgb_pixels
-from imaging.processing.header import open_image, pillow_boundary
+from imaging.processing import LabelImage
 
 __all__ = ["MODEL_FILE", "LocalLabeler", "bundled_weights"]
 
@@ -91,12 +90,12 @@ class LocalLabeler:
         self._weights = weights
         self._model: _Model | None = None
 
-    def label(self, image: bytes) -> LabelResult:
+    def label(self, image: LabelImage) -> LabelResult:
         """The words for an image, best first, at most ``max_results``, none below
         ``min_score``: class names and their parents, each scored with the probability of
         every class it covers (so "animal" is at least as likely as "cat")."""
         try:
-            pixels = rgb_pixels(image, INPUT_SIZE)
+            pixels = image.square_rgb(INPUT_SIZE)
         except Exception as exc:  # Pillow fails in many ways on bad input
             raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
         model = self._loaded()
@@ -114,11 +113,10 @@ class LocalLabeler:
             return result
         return self._with_findings(result, image)
 
-    def _with_findings(self, result: LabelResult, image: bytes) -> LabelResult:
+    def _with_findings(self, result: LabelResult, image: LabelImage) -> LabelResult:
         """Add the faces and the text found; either failing costs only its own findings."""
         try:
-            with pillow_boundary(), open_image(image) as source:
-                picture = source.convert("RGB")
+            picture = image.picture()
         except ImagingError as exc:
             raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
         faces: tuple[Box, ...] = ()

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
@@ -29,6 +29,9 @@ from google.cloud import vision
 from imaging.errors import ImagingError
 from imaging.labeling import MAX_FACES, Box, Label, LabelerUnavailable, LabelResult, with_findings
 from imaging.processing.header import open_image, pillow_boundary
+
+if TYPE_CHECKING:
+    from imaging.processing import LabelImage
 
 __all__ = ["CACHE_SIZE", "FEATURES", "SAFE_SEARCH_CATEGORIES", "VisionLabeler"]
 
@@ -77,8 +80,16 @@ class VisionLabeler:
         self._client_lock = threading.Lock()
         self._cache = _ResultCache(CACHE_SIZE)
 
-    def label(self, image: bytes) -> LabelResult:
-        """Labels for a JPEG image, best first; raise LabelerUnavailable on any failure."""
+    def label(self, image: LabelImage) -> LabelResult:
+        """Labels for an image (sent as a JPEG), best first; raise LabelerUnavailable on any
+        failure."""
+        try:
+            return self.label_jpeg(image.jpeg())
+        except ImagingError as exc:
+            raise LabelerUnavailable(f"image could not be encoded: {exc}") from exc
+
+    def label_jpeg(self, image: bytes) -> LabelResult:
+        """Labels for JPEG bytes; results are cached by the bytes' SHA-256."""
         digest = hashlib.sha256(image).hexdigest()
         result = self._cache.get_or_compute(digest, lambda: self._annotate(image))
         # The cached result is shared; its dict must not be changed through a caller's copy.

@@ -26,6 +26,7 @@ from imaging.observability.metrics import LABELER_SECONDS
 if TYPE_CHECKING:
     from imaging.config import Settings
     from imaging.labeling import Labeler, LabelResult
+    from imaging.processing import LabelImage
 
 __all__ = [
     "TraceContext",
@@ -60,12 +61,12 @@ def traced(name: str, fn: Callable[P, R], **attributes: str | int) -> Callable[P
     return run
 
 
-def timed_label(labeler: Labeler) -> Callable[[bytes], LabelResult]:
+def timed_label(labeler: Labeler) -> Callable[[LabelImage], LabelResult]:
     """``labeler.label`` for a worker thread: timed, in a ``label`` span of the caller's trace."""
     # Thread pools do not carry the OpenTelemetry context over: take it now, attach it there.
     parent = otel_context.get_current()
 
-    def run(image: bytes) -> LabelResult:
+    def run(image: LabelImage) -> LabelResult:
         token = otel_context.attach(parent)
         started = time.perf_counter()
         outcome = "error"

@@ -5,7 +5,9 @@ Bytes come in, renditions go out, one room per step:
 - ``header``: ``probe`` sniffs the real format through an allowlist and checks every limit from
   the header before a pixel is decoded; the one Pillow error boundary lives here.
 - ``decoding``: ``decode`` orients, keeps animation frames and shrinks on load; ``colour``
-  brings every frame to sRGB; ``shrink`` and the classifier's ``rgb_pixels``.
+  brings every frame to sRGB; ``shrink`` and ``shared_fit`` scale it down once for every output.
+- ``labelcopy``: ``LabelImage``, the labelers' small copy: pixels for a classifier, a JPEG for
+  Cloud Vision, each made on first ask.
 - ``geometry``: the fit modes, ``target_size`` and the one resampling pass.
 - ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
   are data on the format registry (``imaging.formats``).
@@ -23,10 +25,11 @@ functions callers use. Import from here; the modules' layout is the package's ow
 from __future__ import annotations
 
 from imaging.processing.camera import Camera, read_camera
-from imaging.processing.decoding import Decoded, decode, rgb_pixels, shrink
+from imaging.processing.decoding import Decoded, decode, shared_fit, shrink
 from imaging.processing.encoding import render
 from imaging.processing.geometry import FIT_MODES, parse_fit, target_size
 from imaging.processing.header import Limits, Probe, probe
+from imaging.processing.labelcopy import LabelImage
 from imaging.processing.palette import Appearance, Swatch, appearance
 from imaging.processing.placeholder import thumbhash
 from imaging.processing.spec import RenderSpec, Rendition
@@ -36,6 +39,7 @@ __all__ = [
     "Appearance",
     "Camera",
     "Decoded",
+    "LabelImage",
     "Limits",
     "Probe",
     "RenderSpec",
@@ -47,7 +51,7 @@ __all__ = [
     "probe",
     "read_camera",
     "render",
-    "rgb_pixels",
+    "shared_fit",
     "shrink",
     "target_size",
     "thumbhash",

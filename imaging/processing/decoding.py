@@ -4,13 +4,13 @@
 animation frames, decoding JPEGs in draft (DCT-domain) mode when every output is smaller than the
 source. Nothing of the source's metadata leaves here unless asked for (``keep_copyright``), but
 the camera facts (``camera.read_camera``: an allowlist that never reads a location).
-``shrink`` scales a decoded image down to render smaller outputs from, and ``rgb_pixels`` is the
-classifier's own decode: an eval crop straight from the bytes, behind the same allowlist.
+``shrink`` and ``shared_fit`` scale a decoded image down to render smaller outputs from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,10 @@ from imaging.processing.spec import RenderSpec
 
 #: EXIF tags kept when KEEP_COPYRIGHT=1: Artist and Copyright; nothing that locates anyone.
 SAFE_EXIF_TAGS = (0x013B, 0x8298)
+#: How far under an output's size a JPEG may be decoded at a DCT scale (then resampled up):
+#: 12 MP -> 1024 px decodes at 1/4 (1000x750) instead of 1/2, and a 48 MP upload capped at
+#: MAX_OUTPUT_SIDE (4096) at 1/2 (4000x3000) instead of full size (+317 MB peak).
+DRAFT_SLACK = 1.05
 #: Frame delay used when a frame declares none (or 0 ms): what browsers do with such GIFs.
 DEFAULT_FRAME_MS = 100
 
@@ -89,8 +93,9 @@ def decode(
     """Decode, orient and colour-normalise, at no more resolution than ``specs`` need.
 
     When every output is smaller than the source, a JPEG is decoded in draft mode at the
-    smallest DCT scale that still covers the largest output (as libvips' shrink-on-load does),
-    then resampled with Lanczos: a 12 MP photo headed for 1024 px decodes 4x fewer pixels.
+    smallest DCT scale that still covers the largest output, or falls at most ``DRAFT_SLACK``
+    short of it (as libvips' shrink-on-load does), then resampled with Lanczos: a 12 MP photo
+    headed for 1024 px decodes 16x fewer pixels.
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
     with pillow_boundary():
@@ -116,7 +121,9 @@ def _decode(
         width, height = height, width
     box = needed_box(width, height, specs, max_side)
     if box is not None and im.format in ("JPEG", "MPO"):
-        bw, bh = box
+        # A DCT scale may land up to DRAFT_SLACK under the largest output: one short Lanczos
+        # step up from there costs far less than decoding (and resampling) twice the pixels.
+        bw, bh = (math.ceil(side / DRAFT_SLACK) for side in box)
         if orientation in _ROTATED:  # the box is oriented; the draft is in stored orientation
             bw, bh = bh, bw
         im.draft(im.mode if im.mode in ("L", "CMYK") else "RGB", (bw, bh))
@@ -189,28 +196,48 @@ def shrink(decoded: Decoded, box: tuple[int, int], *, max_side: int) -> Decoded:
     Rendering a 480 px thumbnail from the 1024 px output's pixels instead of the full source
     costs a fraction of the resampling, at no visible loss (Lanczos both times).
     """
+    spec = RenderSpec(format="png", width=box[0], height=box[1])
+    size, _ = target_size(decoded.width, decoded.height, spec, max_side)
+    return _resampled(decoded, size)
+
+
+def shared_fit(
+    decoded: Decoded,
+    specs: Sequence[RenderSpec],
+    *,
+    derived: Sequence[RenderSpec] = (),
+    max_side: int,
+) -> Decoded:
+    """``decoded`` resampled once to the size every one of ``specs`` renders at, if they share
+    one uncropped, undistorted size that is at least what each of ``derived`` needs; else as is.
+
+    The outputs in ``specs`` then render from it without resampling again (byte-identical to
+    rendering them from ``decoded``), and the smaller ``derived`` ones (the gallery thumbnail)
+    resample the output's pixels instead of the full decode: a fraction of the work.
+    """
+    if not specs:
+        return decoded
     with pillow_boundary():
-        spec = RenderSpec(format="png", width=box[0], height=box[1])
-        size, _ = target_size(decoded.width, decoded.height, spec, max_side)
+        sizes = set()
+        for spec in specs:
+            size, crop = target_size(decoded.width, decoded.height, spec, max_side)
+            distorted = spec.fit == "fill" and spec.width is not None and spec.height is not None
+            if crop is not None or distorted:
+                return decoded
+            sizes.add(size)
+        if len(sizes) != 1:
+            return decoded
+        (size,) = sizes
+        for spec in derived:
+            (w, h), _ = target_size(decoded.width, decoded.height, spec, max_side)
+            if w > size[0] or h > size[1]:
+                return decoded  # the output is smaller than a derived one needs
+        return _resampled(decoded, size)
+
+
+def _resampled(decoded: Decoded, size: tuple[int, int]) -> Decoded:
+    with pillow_boundary():
         if size == (decoded.width, decoded.height) and decoded.frames[0].size == size:
             return decoded
         frames = [fit_frame(f, size, None) for f in decoded.frames]
         return dataclasses.replace(decoded, frames=frames, width=size[0], height=size[1])
-
-
-def rgb_pixels(data: bytes, size: int) -> bytes:
-    """Raw RGB bytes (size*size*3) of an image for a classifier: ImageNet-style eval crop.
-
-    The shorter side is resized to ``round(size / 0.875)`` (bicubic), then the centre
-    ``size x size`` square is cut out. The same allowlist and error boundary as ``probe``.
-    """
-    short = round(size / 0.875)
-    with pillow_boundary(), open_image(data) as source:
-        if min(source.size) > 2 * short:
-            source.draft("RGB", (short, short))  # JPEG only; other formats ignore it
-        im = source.convert("RGB")
-        scale = short / min(im.size)
-        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-        im = im.resize((w, h), Image.Resampling.BICUBIC)
-        left, top = (w - size) // 2, (h - size) // 2
-        return im.crop((left, top, left + size, top + size)).tobytes()

@@ -24,7 +24,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         sources = decoded.frames if animate else decoded.frames[:1]
         frames = [fit_frame(f, size, crop) for f in sources]
         if not out.alpha:
-            frames = [_flatten(f, background) for f in frames]
+            frames = [flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)
         w, h = frames[0].size
         warning = None
@@ -36,7 +36,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         return Rendition(spec.format, out.mime, out.ext, data, w, h, len(frames), warning)
 
 
-def _flatten(im: Image.Image, background: str) -> Image.Image:
+def flatten(im: Image.Image, background: str) -> Image.Image:
     if im.mode != "RGBA":
         return im
     base = Image.new("RGB", im.size, background)
@@ -50,7 +50,7 @@ def _encode(
     """Save ``frames`` with the options the format registry gives ``spec.format``."""
     out = OUTPUT_FORMATS[spec.format]
     save = out.save
-    params: dict[str, Any] = dict(save.options)
+    params: dict[str, Any] = {**save.options, **save.effort.get(spec.effort, {})}
     if decoded.safe_exif and save.exif:
         params["exif"] = decoded.safe_exif
     if spec.lossless and save.lossless is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imaging.formats import DEFAULT_EFFORT
+
 
 @dataclass(frozen=True)
 class RenderSpec:
@@ -17,6 +19,7 @@ class RenderSpec:
     lossless: bool = False
     upscale: bool = False
     animate: bool = True
+    effort: str = DEFAULT_EFFORT  # one of imaging.formats.EFFORTS (ENCODER_EFFORT)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from typing import IO
 
-from flask import request
+from flask import Request, current_app, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from imaging.config import Settings
@@ -23,6 +25,32 @@ class UploadedFile:
 
 #: The most output formats one request may ask for.
 MAX_FORMATS = 5
+
+
+class UploadRequest(Request):
+    """Flask's request, with multipart file parts kept in memory instead of spooled to disk.
+
+    Werkzeug writes every file part over 500 KB to a temporary file, which an upload then reads
+    back at once: a disk round trip per upload for nothing. A request is never larger than
+    ``MAX_CONTENT_LENGTH`` (MAX_UPLOAD_MB plus the form's overhead; Werkzeug refuses a longer
+    body with 413, declared or not), so the memory its files take is bounded by that cap. A
+    request allowed more than that (none is today) gets Werkzeug's spooled file again.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        limit = self.max_content_length
+        cap = current_app.config.get("MAX_CONTENT_LENGTH")
+        if limit is not None and cap is not None and limit <= cap:
+            return io.BytesIO()
+        return super()._get_file_stream(
+            total_content_length, content_type, filename, content_length
+        )
 
 
 def sent_files(settings: Settings) -> list[FileStorage]:
