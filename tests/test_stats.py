@@ -22,6 +22,7 @@ from imaging.stats import CHART_DAYS, NO_LABELS, summarize
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
+from tests.test_bulk import unlock_admin
 from tests.uploads import upload_ok
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -188,3 +189,12 @@ def test_label_sources_count_each_image_once_per_labeler() -> None:
     assert figures.uploads_per_day[-1] == (date(2026, 1, 2), 3)
     assert figures.bytes_saved == 3 * (100 - 40)
     assert figures.bytes_stored == 3 * 50
+
+
+def test_the_navigation_shows_the_stats_to_an_unlocked_admin_only(client: FlaskClient) -> None:
+    assert 'data-testid="nav-stats"' not in client.get("/").get_data(as_text=True)
+    assert unlock_admin(client, "admin-secret").status_code in (302, 303)
+
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-testid="nav-stats"' in page
+    assert 'href="/admin/stats"' in page
