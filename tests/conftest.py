@@ -23,6 +23,7 @@ from tests.uploads import UploadActions
 pytest_plugins = [
     "tests.gcs_emulator",
     "tests.vision_server",
+    "tests.gemini_server",
     "tests.browser",
     "tests.oidc_issuer",
     "tests.tasks_server",
