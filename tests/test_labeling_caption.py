@@ -74,6 +74,9 @@ def test_the_labelers_jpeg_and_the_prompt_go_to_the_model_without_the_real_key(
     assert sent.path.endswith("/models/gemini-2.5-flash:generateContent")
     assert sent.image() == image.jpeg()
     assert "one plain sentence" in sent.prompt()
+    # A flash model thinks not at all: its thoughts would use up the few output tokens.
+    thinking = sent.body["generationConfig"]["thinkingConfig"]
+    assert thinking in ({"thinkingBudget": 0}, {"thinking_budget": 0})  # proto JSON takes both
     # A plain-http stand-in gets a placeholder: the real key is never sent in clear.
     assert sent.headers.get("x-goog-api-key") == STAND_IN_KEY
     assert SECRET_KEY not in str(sent.headers)

@@ -13,7 +13,6 @@ whitespace and caps the length before it is stored; the templates escape it like
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import unicodedata
@@ -37,8 +36,6 @@ __all__ = [
     "build_captioner",
     "clean_caption",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Characters of caption kept: one sentence of alt text (screen readers read it whole).
 MAX_CAPTION = 300
@@ -103,6 +100,10 @@ class GeminiCaptioner:
         self._location = location
         self._endpoint = endpoint
         self._timeout = timeout
+        # Thinking tokens count against MAX_OUTPUT_TOKENS and add seconds: a caption needs
+        # none. Flash models accept a budget of 0 (off); Pro models refuse it, so they keep
+        # their default.
+        self._thinking = _no_thinking() if "flash" in model else None
         self._client: genai.Client | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -125,7 +126,9 @@ class GeminiCaptioner:
                     ],
                 ),
                 config=types.GenerateContentConfig(
-                    max_output_tokens=MAX_OUTPUT_TOKENS, temperature=0.2
+                    max_output_tokens=MAX_OUTPUT_TOKENS,
+                    temperature=0.2,
+                    thinking_config=self._thinking,
                 ),
             )
             text = response.text
@@ -168,6 +171,12 @@ class GeminiCaptioner:
             http_options=options,
             **extra,
         )
+
+
+def _no_thinking() -> Any:
+    from google.genai import types
+
+    return types.ThinkingConfig(thinking_budget=0)
 
 
 def _stand_in_token() -> Any:
