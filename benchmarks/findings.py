@@ -23,14 +23,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from benchmarks.machine import cpu_model
 from tests.images import SCREEN_LINES, group, screenshot, skimage_photo
+
+if TYPE_CHECKING:
+    from imaging.labeling.faces import FaceDetector
+    from imaging.labeling.local import LocalLabeler
+    from imaging.labeling.text import TextReader
 
 ROUNDS = 5
 SCREENS = (
@@ -74,66 +81,95 @@ def words(text: str) -> set[str]:
     return {word.strip(".,:;").lower() for word in text.split()}
 
 
-def main() -> None:
-    print(f"machine: {cpu_model()}; {ROUNDS} rounds, median CPU ms")
-    base = rss_mb()
+def pictures() -> dict[str, Image.Image]:
+    """The pictures every step is measured on (benchmarks.labels adds more photos)."""
+    found = {
+        name: skimage_photo(name)
+        for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field")
+    }
+    found["group of 4"] = group()
+    for index, lines in enumerate(SCREENS):
+        found[f"screenshot {index + 1}"] = screenshot(lines)
+    return found
+
+
+@dataclass(frozen=True)
+class Models:
+    """The local labeler's three models, loaded once, with the memory each added."""
+
+    classifier: LocalLabeler  # the classes alone (no faces, no text)
+    detector: FaceDetector
+    reader: TextReader
+    classifier_mb: float
+    detector_mb: float
+
+
+def load_models(cache: Path) -> Models:
+    from imaging.labeling.faces import FaceDetector
     from imaging.labeling.local import LocalLabeler
+    from imaging.labeling.text import TextReader
 
+    base = rss_mb()
+    classifier = LocalLabeler(cache_dir=cache)
+    classifier.check()
+    after_classifier = rss_mb()
+    detector = FaceDetector()
+    detector.check()
+    return Models(
+        classifier,
+        detector,
+        TextReader(timeout=10),
+        after_classifier - base,
+        rss_mb() - after_classifier,
+    )
+
+
+def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
-        classifier = LocalLabeler(cache_dir=Path(cache))
-        classifier.check()
-        after_classifier = rss_mb()
-        from imaging.labeling.faces import FaceDetector
-        from imaging.labeling.text import TextReader, likely_text
-        from imaging.processing import LabelImage
+        costs(load_models(Path(cache)), pictures())
 
-        detector = FaceDetector()
-        detector.check()
-        after_faces = rss_mb()
-        reader = TextReader(timeout=10)
 
-        pictures = {
-            name: skimage_photo(name)
-            for name in ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field")
-        }
-        pictures["group of 4"] = group()
-        for index, lines in enumerate(SCREENS):
-            pictures[f"screenshot {index + 1}"] = screenshot(lines)
+def costs(models: Models, pictures: dict[str, Image.Image]) -> None:
+    """Print each step's CPU per picture, the faces found, OCR recall and the models' memory."""
+    from imaging.labeling.text import likely_text
+    from imaging.processing import LabelImage
 
+    classifier, detector, reader = models.classifier, models.detector, models.reader
+    print(f"machine: {cpu_model()}; {ROUNDS} rounds, median CPU ms")
+    print(
+        f"{'picture':<18} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
+        f"{'check ms':>8} {'OCR ms':>7}  words read"
+    )
+    recalls = []
+    for name, picture in pictures.items():
+        small = label_copy(picture)
+        buffer = io.BytesIO()
+        small.save(buffer, "JPEG", quality=95)
+        jpeg = buffer.getvalue()
+        faces = detector.detect(small)
+        likely = likely_text(small)
+        classes = cpu_ms(partial(classifier.label, LabelImage.from_bytes(jpeg)))
+        face_ms = cpu_ms(partial(detector.detect, small))
+        check_ms = cpu_ms(partial(likely_text, small))
+        ocr = "      -"
+        if likely:
+            ocr = f"{cpu_ms(partial(reader.ocr, small), children=True):7.0f}"
+        read = ""
+        if name.startswith("screenshot "):
+            expected = words(" ".join(SCREENS[int(name.split()[-1]) - 1]))
+            got = words(reader.read(small).text)
+            recalls.append(len(expected & got) / len(expected))
+            read = f"{len(expected & got)}/{len(expected)}"
         print(
-            f"{'picture':<18} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
-            f"{'check ms':>8} {'OCR ms':>7}  words read"
+            f"{name:<18} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
+            f"{face_ms:8.1f} {check_ms:8.1f} {ocr}  {read}"
         )
-        recalls = []
-        for name, picture in pictures.items():
-            small = label_copy(picture)
-            buffer = io.BytesIO()
-            small.save(buffer, "JPEG", quality=95)
-            jpeg = buffer.getvalue()
-            faces = detector.detect(small)
-            likely = likely_text(small)
-            classes = cpu_ms(partial(classifier.label, LabelImage.from_bytes(jpeg)))
-            face_ms = cpu_ms(partial(detector.detect, small))
-            check_ms = cpu_ms(partial(likely_text, small))
-            ocr = "      -"
-            if likely:
-                ocr = f"{cpu_ms(partial(reader.ocr, small), children=True):7.0f}"
-            read = ""
-            if name.startswith("screenshot"):
-                expected = words(" ".join(SCREENS[int(name.split()[-1]) - 1]))
-                got = words(reader.read(small).text)
-                recalls.append(len(expected & got) / len(expected))
-                read = f"{len(expected & got)}/{len(expected)}"
-            print(
-                f"{name:<18} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
-                f"{face_ms:8.1f} {check_ms:8.1f} {ocr}  {read}"
-            )
-        print(f"OCR word recall on screenshots: {statistics.mean(recalls):.0%}")
-        print(
-            f"resident memory: classifier +{after_classifier - base:.0f} MB, "
-            f"face detector +{after_faces - after_classifier:.0f} MB, "
-            f"OCR +0 MB (a subprocess per run); process {rss_mb():.0f} MB"
-        )
+    print(f"OCR word recall on screenshots: {statistics.mean(recalls):.0%}")
+    print(
+        f"resident memory: classifier +{models.classifier_mb:.0f} MB, "
+        f"face detector +{models.detector_mb:.0f} MB, "
+        f"OCR +0 MB (a subprocess per run); process {rss_mb():.0f} MB"
+    )
 
 
 SERVER_MODES = {

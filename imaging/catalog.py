@@ -67,6 +67,7 @@ from imaging.errors import (
     StorageUnavailable,
 )
 from imaging.labeling import Box, Label, LabelResult
+from imaging.labeling.caption import clean_caption
 from imaging.processing.palette import Appearance, Swatch
 from imaging.search import INDEX_PREFIX, PHASH_PREFIX, index_keys
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
@@ -227,6 +228,7 @@ class ImageRecord:
     text: str = ""  # text read in the picture, capped
     colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
     phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
+    caption: str = ""  # the captioner's sentence (untrusted model output, cleaned and capped)
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -328,6 +330,7 @@ class ImageRecord:
             "text": self.text,
             "colours": [{"hex": s.hex, "name": s.name, "share": s.share} for s in self.colours],
             "phash": self.phash,
+            "caption": self.caption,
         }
 
 
@@ -347,6 +350,7 @@ def new_record(
     thumbhash: str = "",
     camera: Mapping[str, Any] | None = None,
     appearance: Appearance | None = None,
+    caption: str = "",
 ) -> ImageRecord:
     """The record of a new upload under ``image_id`` (the one its claim names; default: a fresh
     id), with its variants' keys laid out.
@@ -404,6 +408,7 @@ def new_record(
         text=labels.text,
         colours=appearance.colours if appearance else (),
         phash=appearance.phash if appearance else "",
+        caption=clean_caption(caption),
     )
 
 

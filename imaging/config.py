@@ -458,6 +458,35 @@ class Settings:
         check=OneOf(("POSSIBLE", "LIKELY", "VERY_LIKELY"), bare=True, optional=True),
         parse=_keyword,
     )
+    captioner: str = setting(
+        "none",
+        "who writes a one-sentence caption (alt text, searchable): nobody, or Gemini (`gemini`; "
+        "one billed call per new image, beside the labeler)",
+        LABELS,
+        check=OneOf(("none", "gemini")),
+    )
+    gemini_model: str = setting("gemini-2.5-flash", "the Gemini model that writes captions", LABELS)
+    gemini_api_key: str = setting(
+        "",
+        "Gemini API key (AI Studio); without one, captions go through Vertex AI in "
+        "`GOOGLE_CLOUD_PROJECT` with the service's own credentials",
+        LABELS,
+    )
+    gemini_location: str = setting(
+        "global", "the Vertex AI location captions are asked in (without an API key)", LABELS
+    )
+    caption_endpoint: str = setting(
+        "",
+        "Gemini endpoint override (a private endpoint; `http://...` is a local stand-in and "
+        "gets no real credentials)",
+        LABELS,
+    )
+    caption_timeout: float = setting(
+        8.0,
+        "seconds an upload waits for its caption before saving without one",
+        LABELS,
+        check=Between(0.5, 30, "seconds"),
+    )
     near_copy_distance: int = setting(
         8,
         "an upload whose perceptual hash is at most this many bits (of 64) from a stored image's "
@@ -929,6 +958,22 @@ RULES: tuple[Rule, ...] = (
         "required with `TASKS_QUEUE`",
         lambda s: bool(s.tasks_queue) and not s.tasks_service_account,
         "TASKS_QUEUE needs TASKS_SERVICE_ACCOUNT (the OIDC identity)",
+    ),
+    Rule(
+        "captioner",
+        "`gemini` needs `GEMINI_API_KEY` or `GOOGLE_CLOUD_PROJECT`",
+        lambda s: s.captioner == "gemini" and not (s.gemini_api_key or s.google_cloud_project),
+        "CAPTIONER=gemini needs GEMINI_API_KEY (the Gemini API) or GOOGLE_CLOUD_PROJECT "
+        "(Vertex AI)",
+    ),
+    Rule(
+        "upload_deadline",
+        "more than `CONVERSION_WAIT` + `CAPTION_TIMEOUT` with a captioner",
+        lambda s: (
+            s.captioner != "none" and s.upload_deadline <= s.conversion_wait + s.caption_timeout
+        ),
+        "UPLOAD_DEADLINE must be more than CONVERSION_WAIT + CAPTION_TIMEOUT "
+        "(waiting for a slot and for the caption would spend it)",
     ),
     Rule(
         "upload_deadline",

@@ -44,6 +44,7 @@ from imaging.errors import (
 )
 from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import Labeler, LabelResult
+from imaging.labeling.caption import Captioner, NullCaptioner
 from imaging.processing import Limits, Probe, RenderSpec, Rendition
 from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
 from imaging.search import Search
@@ -103,15 +104,22 @@ class Rendered:
     appearance: processing.Appearance  # dominant colours and perceptual hash
     thumbhash: str = ""  # the gallery's placeholder
     camera: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (no GPS)
+    caption: str = ""  # the captioner's sentence, cleaned; "" when off or failed
 
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, store: ObjectStore, labeler: Labeler, catalog: Catalog
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        labeler: Labeler,
+        catalog: Catalog,
+        captioner: Captioner | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.labeler = labeler
+        self.captioner: Captioner = captioner if captioner is not None else NullCaptioner()
         self.catalog = catalog
         self.search = Search(catalog)
         self.limits = Limits(
@@ -124,6 +132,8 @@ class Pipeline:
         # extra requests queue here instead of oversubscribing the cores.
         self._slots = threading.BoundedSemaphore(settings.slots)
         self._label_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label")
+        # Apart from the labels' pool: a caption waits on the network, labels on the CPU.
+        self._caption_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="caption")
         self._write_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
         # A pending claim older than this has an owner that can no longer write: every store
         # call of its upload ended by its deadline, and its clean-up soon after.
@@ -179,6 +189,7 @@ class Pipeline:
                     thumbhash=rendered.thumbhash,
                     camera=rendered.camera,
                     appearance=rendered.appearance,
+                    caption=rendered.caption,
                 )
                 observability.traced("store", self._store)(record, rendered.renditions, written)
                 observability.traced("commit", self._commit)(record, written)
@@ -239,7 +250,9 @@ class Pipeline:
         started = time.monotonic()
         with self.conversion_slot(), observability.converting(probed.format):
             decoded = self._decode(data, probed, specs)
-            labelling = self._start_labelling(decoded)
+            label_copy = self._label_copy(decoded)
+            labelling = self._start_labelling(label_copy)
+            captioning = self._start_captioning(label_copy)
             appearance = processing.appearance(decoded)
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
@@ -248,8 +261,17 @@ class Pipeline:
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
+        caption = self._collect_caption(captioning, started)
         return Rendered(
-            renditions, conversion, warnings, labels, label_status, appearance, thumbhash, camera
+            renditions,
+            conversion,
+            warnings,
+            labels,
+            label_status,
+            appearance,
+            thumbhash,
+            camera,
+            caption,
         )
 
     def _near_copy_warnings(self, appearance: processing.Appearance) -> list[str]:
@@ -356,19 +378,30 @@ class Pipeline:
             max_side=self.settings.max_output_side,
         )
 
-    def _start_labelling(self, decoded: processing.Decoded) -> Future[LabelResult] | None:
-        """Label a small copy while the variants encode: labels cost no extra latency.
-
-        The copy is the decoded pixels box-reduced (no JPEG round trip); each labeler makes the
-        form it reads (pixels, a JPEG) from it in its own thread.
-        """
-        if self.labeler.name == "none":
+    def _label_copy(self, decoded: processing.Decoded) -> processing.LabelImage | None:
+        """The labelers' small copy (None when nobody reads it): the decoded pixels
+        box-reduced (no JPEG round trip); each reader makes the form it needs (pixels, a JPEG)
+        from it in its own thread, once for all of them."""
+        if self.labeler.name == "none" and self.captioner.name == "none":
             return None
         preset = self.settings.presets["label"]
-        label_copy = processing.LabelImage.of(
+        return processing.LabelImage.of(
             decoded, box=(preset.width, preset.height), background=self.settings.background
         )
+
+    def _start_labelling(
+        self, label_copy: processing.LabelImage | None
+    ) -> Future[LabelResult] | None:
+        """Label the small copy while the variants encode: labels cost no extra latency."""
+        if self.labeler.name == "none" or label_copy is None:
+            return None
         return self._label_pool.submit(observability.timed_label(self.labeler), label_copy)
+
+    def _start_captioning(self, label_copy: processing.LabelImage | None) -> Future[str] | None:
+        """Caption the same copy beside the labeler (CAPTIONER; off by default)."""
+        if self.captioner.name == "none" or label_copy is None:
+            return None
+        return self._caption_pool.submit(observability.timed_caption(self.captioner), label_copy)
 
     def _encode(self, decoded: processing.Decoded, spec: RenderSpec) -> Rendition:
         return observability.traced("encode", processing.render, format=spec.format)(
@@ -397,6 +430,22 @@ class Pipeline:
             log.exception("labeler %s raised unexpectedly", self.labeler.name)
             return LabelResult(), "error"
         return result, ("ok" if result.labels else "empty")
+
+    def _collect_caption(self, future: Future[str] | None, started: float) -> str:
+        """The caption, or "" when off, failed or later than CAPTION_TIMEOUT: never an error."""
+        if future is None:
+            return ""
+        remaining = max(0.0, self.settings.caption_timeout - (time.monotonic() - started))
+        try:
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()  # a call under way ends by the client's own timeout
+            log.warning("captioner %s timed out after %.1fs", self.captioner.name, remaining)
+        except LabelerUnavailable as exc:
+            log.warning("captioner %s failed: %s", self.captioner.name, exc)
+        except Exception:  # a captioner bug must not cost the user their upload
+            log.exception("captioner %s raised unexpectedly", self.captioner.name)
+        return ""
 
     def _held_back(self, result: LabelResult) -> bool:
         threshold = self.settings.safe_search_hide

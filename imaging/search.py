@@ -15,7 +15,7 @@ a letter or digit, plurals trimmed (Harman's "S" stemmer: cats -> cat, puppies -
 common synonyms mapped to one word (kitten -> cat, gray -> grey), and a handful of filler words
 dropped. A record's words come from every registered ``word_source``: its labels with their
 vocabulary parents (tabby cat -> cat -> animal), its name, its colour names. A later feature
-(detected text, captions, people) adds its words by registering one more source; the index
+(detected text, a caption, people) adds its words by registering one more source; the index
 itself does not change.
 
 Query: several words mean all of them. One word's list drives: the shortest when one is short
@@ -171,6 +171,12 @@ def _name_text(record: ImageRecord) -> Iterable[str]:
 def _colour_text(record: ImageRecord) -> Iterable[str]:
     for swatch in record.colours:
         yield swatch.name
+
+
+@word_source("caption")
+def _caption_text(record: ImageRecord) -> Iterable[str]:
+    """The captioner's sentence (CAPTIONER): a person's words for the picture."""
+    yield record.caption
 
 
 @word_source("text")

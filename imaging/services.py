@@ -20,6 +20,7 @@ from imaging.doors.ledger import EventLedger
 from imaging.doors.sources import BucketSource
 from imaging.doors.tasks import TaskQueue
 from imaging.labeling import Labeler, build_labeler
+from imaging.labeling.caption import Captioner, build_captioner
 from imaging.pipeline import Pipeline
 from imaging.storage import ObjectStore, build_store
 
@@ -37,6 +38,7 @@ class Services:
     settings: Settings
     store: ObjectStore
     labeler: Labeler
+    captioner: Captioner
     catalog: Catalog
     pipeline: Pipeline
     uploads: UploadSessions
@@ -52,13 +54,15 @@ def build_services(
     """Every service for ``settings``; tests pass their own ``store`` and ``labeler``."""
     store = store if store is not None else build_store(settings)
     labeler = labeler if labeler is not None else build_labeler(settings)
+    captioner = build_captioner(settings)
     catalog = Catalog(store)
-    pipeline = Pipeline(settings, store, labeler, catalog)
+    pipeline = Pipeline(settings, store, labeler, catalog, captioner)
     converter = ObjectConverter(settings, pipeline, catalog, EventLedger(store), BucketSource())
     return Services(
         settings=settings,
         store=store,
         labeler=labeler,
+        captioner=captioner,
         catalog=catalog,
         pipeline=pipeline,
         uploads=UploadSessions(settings, store, pipeline, catalog),

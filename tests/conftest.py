@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 pytest_plugins = [
     "tests.gcs_emulator",
     "tests.vision_server",
+    "tests.gemini_server",
     "tests.browser",
     "tests.oidc_issuer",
     "tests.tasks_server",

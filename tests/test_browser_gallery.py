@@ -18,6 +18,7 @@ from imaging.labeling import Label, LabelResult
 from imaging.processing import LabelImage, placeholder
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
+from tests.gemini_server import GeminiServer
 from tests.test_browser import ALL_THUMBNAILS_LOADED, jpeg_bytes, upload_via_api
 
 pytestmark = pytest.mark.browser
@@ -123,6 +124,24 @@ def test_a_click_on_a_card_opens_the_lightbox_in_place(page: Page, seeded_galler
     page.get_by_test_id("lightbox-close").click()
     expect(page.get_by_test_id("lightbox")).to_be_hidden()
     assert page.evaluate(ACTIVE_TESTID) == "card-link"
+
+
+def test_the_caption_is_the_alt_text_of_the_thumbnail_and_the_lightbox_image(
+    page: Page,
+    make_app: AppFactory,
+    serve: Callable[[Flask], LiveServer],
+    gemini_server: GeminiServer,
+) -> None:
+    server = serve(
+        make_app(captioner="gemini", gemini_api_key="k", caption_endpoint=gemini_server.endpoint)
+    )
+    upload_via_api(server.app, jpeg_bytes(samples.chelsea()), "IMG_0001.jpg", formats="webp")
+    page.goto(server.url)
+
+    caption = "A tabby cat asleep on a red sofa."
+    expect(page.get_by_test_id("thumb")).to_have_attribute("alt", caption)
+    page.get_by_test_id("gallery-card").first.click()
+    expect(page.get_by_test_id("lightbox-image")).to_have_attribute("alt", caption)
 
 
 def test_arrow_keys_step_through_the_page_and_stop_at_its_ends(

@@ -189,6 +189,18 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "public, and its events are the app's own variants",
     ),
     ({"labeler": "clip"}, "LABELER must be 'local', 'vision' or 'none'"),
+    (
+        {"captioner": "gemini"},
+        "CAPTIONER=gemini needs GEMINI_API_KEY (the Gemini API) or GOOGLE_CLOUD_PROJECT "
+        "(Vertex AI)",
+    ),
+    ({"captioner": "blip"}, "CAPTIONER must be 'none' or 'gemini'"),
+    ({"caption_timeout": 0.1}, "CAPTION_TIMEOUT must be between 0.5 and 30 seconds"),
+    (
+        {"captioner": "gemini", "gemini_api_key": "k", "caption_timeout": 25},
+        "UPLOAD_DEADLINE must be more than CONVERSION_WAIT + CAPTION_TIMEOUT "
+        "(waiting for a slot and for the caption would spend it)",
+    ),
     ({"encoder_effort": "max"}, "ENCODER_EFFORT must be 'fast' or 'smallest'"),
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),

@@ -284,7 +284,9 @@ def test_a_record_from_before_placeholders_and_camera_facts_still_renders(
     assert client.get(f"/api/images/{created['id']}").get_json()["camera"] == {}
 
 
-def test_the_alt_text_names_the_best_labels_from_broad_to_specific_else_the_name() -> None:
+def test_the_alt_text_is_the_caption_else_the_best_labels_broad_to_specific_else_the_name() -> None:
     labels = [{"description": d} for d in ("animal", "cat", "tabby cat", "Egyptian Mau")]
     assert alt_text({"name": "IMG_1234.jpg", "labels": labels}) == "animal, cat, tabby cat"
     assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"
+    captioned = {"name": "IMG_1234.jpg", "labels": labels, "caption": "A cat on a mat."}
+    assert alt_text(captioned) == "A cat on a mat."

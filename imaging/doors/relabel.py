@@ -1,4 +1,5 @@
-"""``flask relabel``: run the labeler, the palette and the perceptual hash again over the catalog.
+"""``flask relabel``: run the labeler, the captioner (when CAPTIONER is on), the palette and the
+perceptual hash again over the catalog.
 
 So that an upgrade (a better model, a bigger vocabulary, colours and near copies) reaches images
 uploaded before it. Each record is read from its largest stored variant (the original is not
@@ -10,8 +11,9 @@ business, not a relabel's.
 Records are walked in key order, held-back ones (``held/rec/``) then public ones (``rec/``),
 newest first; after each one the key is written to a cursor file, so a run stopped halfway (or
 killed) resumes after the last record it finished. Images uploaded during a run sort before the
-cursor and are skipped: the current labeler made them. A labeler or storage outage stops the run
-(exit 1) with the cursor kept; run the command again to go on.
+cursor and are skipped: the current labeler made them. A labeler, captioner or storage outage
+stops the run (exit 1) with the cursor kept; run the command again to go on. With CAPTIONER=none
+a record keeps the caption it has.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from imaging.catalog import HELD_RECORD_PREFIX, RECORD_PREFIX, Catalog, ImageRec
 from imaging.config import Settings
 from imaging.errors import ImagingError, LabelerUnavailable, NotFound
 from imaging.labeling import Labeler
+from imaging.labeling.caption import Captioner, NullCaptioner
 from imaging.processing import RenderSpec
 from imaging.services import services_of
 from imaging.storage import ObjectStore
@@ -42,9 +45,16 @@ PREFIXES = (HELD_RECORD_PREFIX, RECORD_PREFIX)
 class Relabeller:
     """Reads one record's pixels back and describes them again."""
 
-    def __init__(self, settings: Settings, labeler: Labeler, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        labeler: Labeler,
+        catalog: Catalog,
+        captioner: Captioner | None = None,
+    ) -> None:
         self.settings = settings
         self.labeler = labeler
+        self.captioner: Captioner = captioner if captioner is not None else NullCaptioner()
         self.catalog = catalog
         preset = settings.presets["label"]
         self.label_box = (preset.width, preset.height)
@@ -52,9 +62,10 @@ class Relabeller:
         self.label_spec = RenderSpec("jpeg", preset.width, preset.height, preset.fit, animate=False)
 
     def described(self, record: ImageRecord) -> ImageRecord:
-        """``record`` with labels, colours and hash made again from its largest variant.
+        """``record`` with labels, caption, colours and hash made again from its largest variant.
 
-        Raises LabelerUnavailable when the labeler fails (the record is then left as it was).
+        Raises LabelerUnavailable when the labeler or the captioner fails (the record is then
+        left as it was).
         """
         largest = max(record.files(), key=lambda v: v.width * v.height)
         data = self.catalog.store.get(record.stored_key(largest.key))
@@ -73,16 +84,22 @@ class Relabeller:
             keep_copyright=False,
         )
         appearance = processing.appearance(decoded)
+        copy = processing.LabelImage.of(
+            decoded, box=self.label_box, background=self.settings.background
+        )
+        caption = record.caption
+        if self.captioner.name != "none":
+            caption = self.captioner.caption(copy)
         result = None
         if self.labeler.name != "none":
-            copy = processing.LabelImage.of(
-                decoded, box=self.label_box, background=self.settings.background
-            )
             result = self.labeler.label(copy)
         if result is None:
-            return dataclasses.replace(record, colours=appearance.colours, phash=appearance.phash)
+            return dataclasses.replace(
+                record, colours=appearance.colours, phash=appearance.phash, caption=caption
+            )
         return dataclasses.replace(
             record,
+            caption=caption,
             labels=result.labels,
             label_status="ok" if result.labels else "empty",
             people=result.people,
@@ -138,9 +155,9 @@ def save_cursor(path: Path, key: str) -> None:
 @click.option("--restart", is_flag=True, help="Start from the newest record, ignoring the cursor.")
 @with_appcontext
 def relabel_command(cursor_file: Path, restart: bool) -> None:
-    """Run the labeler, colours and perceptual hash again over every stored image."""
+    """Run the labeler, captioner, colours and perceptual hash again over every stored image."""
     svc = services_of(current_app)
-    relabeller = Relabeller(svc.settings, svc.labeler, svc.catalog)
+    relabeller = Relabeller(svc.settings, svc.labeler, svc.catalog, svc.captioner)
     after = "" if restart or not cursor_file.exists() else cursor_file.read_text("utf-8").strip()
     keys = list(record_keys(svc.store, after))
     changed = 0
@@ -151,7 +168,10 @@ def relabel_command(cursor_file: Path, restart: bool) -> None:
             try:
                 changed += relabeller.relabel(key)
             except LabelerUnavailable as exc:
-                click.echo(f"\nstopped: the labeler failed ({exc}). Run again to resume.", err=True)
+                click.echo(
+                    f"\nstopped: the labeler or captioner failed ({exc}). Run again to resume.",
+                    err=True,
+                )
                 raise SystemExit(1) from None
             except ImagingError as exc:
                 if exc.status >= 500:

@@ -26,6 +26,7 @@ from imaging.observability.metrics import LABELER_SECONDS
 if TYPE_CHECKING:
     from imaging.config import Settings
     from imaging.labeling import Labeler, LabelResult
+    from imaging.labeling.caption import Captioner
     from imaging.processing import LabelImage
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "configure_tracing",
     "current_trace",
     "parse_trace_headers",
+    "timed_caption",
     "timed_label",
     "traced",
     "tracer",
@@ -63,20 +65,30 @@ def traced(name: str, fn: Callable[P, R], **attributes: str | int) -> Callable[P
 
 def timed_label(labeler: Labeler) -> Callable[[LabelImage], LabelResult]:
     """``labeler.label`` for a worker thread: timed, in a ``label`` span of the caller's trace."""
+    return _timed_call("label", labeler.name, labeler.label)
+
+
+def timed_caption(captioner: Captioner) -> Callable[[LabelImage], str]:
+    """``captioner.caption`` for a worker thread: timed (as labeler ``caption-<name>``), in a
+    ``caption`` span of the caller's trace."""
+    return _timed_call("caption", f"caption-{captioner.name}", captioner.caption)
+
+
+def _timed_call(span: str, name: str, call: Callable[[LabelImage], R]) -> Callable[[LabelImage], R]:
     # Thread pools do not carry the OpenTelemetry context over: take it now, attach it there.
     parent = otel_context.get_current()
 
-    def run(image: LabelImage) -> LabelResult:
+    def run(image: LabelImage) -> R:
         token = otel_context.attach(parent)
         started = time.perf_counter()
         outcome = "error"
         try:
-            with tracer().start_as_current_span("label", attributes={"labeler": labeler.name}):
-                result = labeler.label(image)
+            with tracer().start_as_current_span(span, attributes={"labeler": name}):
+                result = call(image)
             outcome = "ok"
             return result
         finally:
-            LABELER_SECONDS.labels(labeler.name, outcome).observe(time.perf_counter() - started)
+            LABELER_SECONDS.labels(name, outcome).observe(time.perf_counter() - started)
             otel_context.detach(token)
 
     return run

@@ -37,6 +37,7 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
 
     data = record.public(public_url)
     data["detail_url"] = url_for("pages.detail", image_id=record.id, _external=True)
+    data["alt"] = alt_text(data)
     return data
 
 
@@ -74,7 +75,11 @@ ALT_LABELS = 3
 
 
 def alt_text(image: dict[str, Any]) -> str:
-    """What an image shows, for ``alt``: its best labels, else its name."""
+    """What an image shows, for ``alt``: its caption, else its best labels, else its name.
+
+    Plain text: each template escapes it (the caption is untrusted model output)."""
+    if image.get("caption"):
+        return str(image["caption"])
     labels = [str(label["description"]) for label in image.get("labels") or []]
     return ", ".join(labels[:ALT_LABELS]) if labels else str(image["name"])
 

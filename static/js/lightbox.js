@@ -118,7 +118,7 @@
     current = index;
     img.width = view.width;
     img.height = view.height;
-    img.alt = image.name;
+    img.alt = image.alt || image.name;
     img.src = safeUrl(view.url) || '';
     title.textContent = image.name;
     position.textContent = (index + 1) + ' of ' + images.length;

@@ -1,0 +1,106 @@
+"""The local labeler's evaluation: does it name real photos in the words a person would use?
+
+    .venv/bin/python -m benchmarks.labels
+
+An evaluation set built from photos shipped inside scikit-image's wheel (``skimage.data``), the
+2x2 group of portraits and the rendered screenshots of ``tests/images.py``, each with the words
+a person would use for it (written down before looking at the output, and not tuned to it).
+Each picture is labelled as an upload is (the LOCAL_FEATURES default: classes, faces, text, on
+a JPEG within 640 px) and the benchmark prints its top labels, whether an expected word is among
+the labels shown (``shown``) and whether a search for it finds the picture (``search``: the
+labels' vocabulary parents count, as in imaging/search.py), then the hit rates. Then
+``benchmarks.findings`` prints, on the same pictures, the CPU each step adds (classes, faces,
+the text check, OCR), OCR word recall on the screenshots and the memory of each model: one
+measurement, one place.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks import findings
+from tests.images import skimage_photo
+
+#: Per picture, the words a person would type for it; a hit is any one of them.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "astronaut": ("person", "astronaut"),
+    "camera": ("person", "camera", "photographer"),
+    "coffee": ("coffee", "cup"),
+    "chelsea": ("cat",),
+    "rocket": ("rocket", "spacecraft"),
+    "hubble_deep_field": ("galaxy", "space", "star"),
+    "coins": ("coin", "money"),
+    "clock": ("clock",),
+    "horse": ("horse",),
+    "moon": ("moon",),
+    "stereo_motorcycle": ("motorcycle", "motorbike"),
+    "retina": ("eye", "retina"),
+    "page": ("text",),
+    "group of 4": ("people",),
+    "screenshot 1": ("text",),
+    "screenshot 2": ("text",),
+    "screenshot 3": ("text",),
+}
+#: Photos of the set beyond those ``benchmarks.findings`` measures already.
+MORE_PHOTOS = ("coins", "clock", "horse", "moon", "stereo_motorcycle", "retina", "page")
+
+
+def evaluation_set() -> dict[str, Image.Image]:
+    from skimage import data
+
+    pictures = findings.pictures()
+    for name in MORE_PHOTOS:
+        if name == "stereo_motorcycle":  # a stereo pair: (left, right, disparity)
+            pictures[name] = Image.fromarray(data.stereo_motorcycle()[0]).convert("RGB")
+        else:
+            pictures[name] = skimage_photo(name)
+    return {name: pictures[name] for name in EXPECTED}
+
+
+def main() -> None:
+    from imaging.labeling.local import LocalLabeler
+    from imaging.processing import LabelImage
+    from imaging.search import parents, words
+
+    with tempfile.TemporaryDirectory() as cache:
+        models = findings.load_models(Path(cache))
+        labeler = LocalLabeler(cache_dir=Path(cache), faces=models.detector, reader=models.reader)
+        pictures = evaluation_set()
+        print("per picture: the labels shown (best first), and whether an expected word is")
+        print("among them (shown) and whether searching for it finds the picture (search)")
+        print(f"{'picture':<18} {'expected':<26} {'shown':>5} {'search':>6}  top labels")
+        shown_hits = search_hits = 0
+        for name, picture in pictures.items():
+            buffer = io.BytesIO()
+            findings.label_copy(picture).save(buffer, "JPEG", quality=95)
+            result = labeler.label(LabelImage.from_bytes(buffer.getvalue()))
+            descriptions = [label.description for label in result.labels]
+            shown_words = {w for d in descriptions for w in d.lower().split()}
+            searchable = {w for d in descriptions for text in (d, *parents(d)) for w in words(text)}
+            expected = EXPECTED[name]
+            shown = any(word in shown_words for word in expected)
+            search = any(set(words(word)) <= searchable for word in expected)
+            shown_hits += shown
+            search_hits += search
+            top = ", ".join(f"{label.description} {label.score:.2f}" for label in result.labels)
+            print(
+                f"{name:<18} {'/'.join(expected):<26} {'yes' if shown else 'NO':>5} "
+                f"{'yes' if search else 'NO':>6}  {top or '(none)'}"
+            )
+        total = len(pictures)
+        print(
+            f"hit rate: shown {shown_hits}/{total} ({shown_hits / total:.0%}), "
+            f"search {search_hits}/{total} ({search_hits / total:.0%})"
+        )
+        print()
+        findings.costs(models, pictures)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
