@@ -84,14 +84,15 @@ def free_port() -> int:
 class Server:
     """The container's start command on a free port, on a scratch media root."""
 
-    def __init__(self, media: Path) -> None:
+    def __init__(self, media: Path, labeler: str = "none") -> None:
         self.port = free_port()
         env = {
             **os.environ,
             "PORT": str(self.port),
             "STORAGE_BACKEND": "local",
             "MEDIA_ROOT": str(media),
-            "LABELER": "none",
+            "LABELER": labeler,
+            "MODEL_CACHE_DIR": str(media.parent / "models"),
             "SECRET_KEY": "bench",
             "CONVERSION_WAIT": "60",
             # A queued upload's slot wait counts against its deadline (it must exceed the wait).
@@ -194,7 +195,7 @@ def throughput(server: Server, bodies: list[bytes], clients: int) -> float:
 def main() -> None:
     cores = os.cpu_count() or 1
     print(f"building inputs ({WIDTH}x{HEIGHT} JPEG, q90)...", file=sys.stderr)
-    images = photos(2 + 12 + 12 + 40 + 60)
+    images = photos(2 + 12 + 12 + 40 + 60 + 13)
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         scratch = Path(tmp)
         per_image = in_process(images[:12], scratch / "inproc")
@@ -205,9 +206,16 @@ def main() -> None:
             server.post(bodies[0])  # warm-up: imports, first connection
             single = statistics.median(server.post(b) for b in bodies[1:13])
             two = throughput(server, bodies[14:54], 2)
-            eight = throughput(server, bodies[54:], 8)
+            eight = throughput(server, bodies[54:114], 8)
         finally:
             server.stop()
+        # The same one-client latency with the default labeler on (it runs beside the encodes).
+        labelled = Server(scratch / "media-labelled", labeler="local")
+        try:
+            labelled.post(bodies[114])  # warm-up: the model's first inference
+            single_labelled = statistics.median(labelled.post(b) for b in bodies[115:127])
+        finally:
+            labelled.stop()
     ideal = cores / per_image
     load = os.getloadavg()[0]
     rows = [
@@ -215,6 +223,8 @@ def main() -> None:
         ("pyvips thumbnail + WebP (1 thread), ms per image", f"{vips_s * 1000:.0f}"),
         ("HTTP `POST /api/images`, one client, ms per image", f"{single * 1000:.0f}"),
         ("HTTP one client / pyvips", f"{single / vips_s:.2f}x (target within 1.5x)"),
+        ("HTTP one client, default labeler on, ms per image", f"{single_labelled * 1000:.0f}"),
+        ("labeler on / off, one client", f"{single_labelled / single:.2f}x (target within 1.2x)"),
         ("ideal throughput (cores / in-process time)", f"{ideal:.1f} req/s"),
         ("HTTP throughput, 2 clients", f"{two:.1f} req/s ({two / ideal:.0%} of ideal)"),
         ("HTTP throughput, 8 clients", f"{eight:.1f} req/s ({eight / ideal:.0%} of ideal)"),
@@ -233,6 +243,7 @@ def main() -> None:
                 "in_process_s": per_image,
                 "vips_s": vips_s,
                 "http_single_s": single,
+                "http_single_labelled_s": single_labelled,
                 "ideal_rps": ideal,
                 "two_rps": two,
                 "eight_rps": eight,
