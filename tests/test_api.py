@@ -306,7 +306,7 @@ def test_a_box_larger_than_max_output_side_is_400(make_app: AppFactory) -> None:
 
 
 # -- smart crop: fit=cover keeps the subject, and the receipt says how -------------------------
-COVER = {"format": "png", "width": "300", "height": "300", "fit": "cover"}
+COVER: dict[str, Any] = {"format": "png", "width": "300", "height": "300", "fit": "cover"}
 
 
 def _off_centre_subject() -> Image.Image:
