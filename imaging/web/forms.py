@@ -99,7 +99,8 @@ def read_options(
         quality=_int(values.get("quality"), "quality", *QUALITY_RANGE),
         lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),
         name=name,
-        focus=_focus(values.get("focus")),
+        # A JSON body's [x, y] arrives as two fields: read them as one "x,y".
+        focus=_focus(",".join(values.getlist("focus")) or None),
     )
 
 
@@ -113,8 +114,9 @@ def requested_formats(settings: Settings, values: MultiDict[str, str]) -> tuple[
 
 
 def _focus(raw: str | None) -> tuple[float, float] | None:
-    """``focus=x,y``: the point a cover crop keeps in view, as fractions (0..1) of the width
-    and height from the top left; none given: the crop chooses (smart crop)."""
+    """``focus=x,y`` (or JSON ``[x, y]``): the point a cover crop keeps in view, as fractions
+    (0..1) of the width and height from the top left; none given: the crop chooses (smart
+    crop)."""
     if raw is None or raw.strip() == "":
         return None
     parts = raw.split(",")
