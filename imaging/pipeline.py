@@ -405,6 +405,9 @@ class Pipeline:
             except LabelerUnavailable as exc:  # the crop falls back to saliency
                 log.warning("smart crop: no faces: %s", exc)
                 boxes = ()
+            except Exception:  # a detector bug must not cost the user their upload either
+                log.exception("smart crop: the face detector raised unexpectedly")
+                boxes = ()
             faces = tuple(Focus(b.left, b.top, b.width, b.height) for b in boxes)
         return processing.frame(
             decoded, specs, max_side=max_side, focus=focus, faces=faces, smart=smart

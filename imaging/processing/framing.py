@@ -91,6 +91,8 @@ def salient_focus(decoded: Decoded, spec: RenderSpec, *, max_side: int) -> Focus
     # where the best one's energy lies, not on the first placement that holds it.
     inside = energy[y : y + wh, x : x + ww]
     total = float(inside.sum())
+    if total <= 0:  # cannot happen with energy above FLAT_ENERGY; never divide by it anyway
+        return None
     cx = x + float((inside.sum(0) * (np.arange(ww) + 0.5)).sum()) / total
     cy = y + float((inside.sum(1) * (np.arange(wh) + 0.5)).sum()) / total
     return Focus(round(cx / ew, 4), round(cy / eh, 4))
