@@ -40,10 +40,11 @@ class Framing:
 
 def cropping(decoded: Decoded, specs: Sequence[RenderSpec], *, max_side: int) -> bool:
     """Whether any of ``specs`` is a ``cover`` output whose crop cuts part of ``decoded`` away."""
-    return any(
-        spec.fit == "cover" and cuts(*target_size(decoded.width, decoded.height, spec, max_side))
-        for spec in specs
-    )
+    return any(_cuts(decoded, spec, max_side) for spec in specs)
+
+
+def _cuts(decoded: Decoded, spec: RenderSpec, max_side: int) -> bool:
+    return spec.fit == "cover" and cuts(*target_size(decoded.width, decoded.height, spec, max_side))
 
 
 def faces_focus(faces: Sequence[Focus]) -> Focus | None:
@@ -111,11 +112,7 @@ def frame(
     choice (None when no output is cropped). ``focus`` is the owner's focal point and wins
     even when ``smart`` is off; ``faces`` are the boxes a detector found; with neither,
     ``smart`` looks for the salient window."""
-    cropped = [
-        name
-        for name, spec in specs.items()
-        if spec.fit == "cover" and cuts(*target_size(decoded.width, decoded.height, spec, max_side))
-    ]
+    cropped = [name for name, spec in specs.items() if _cuts(decoded, spec, max_side)]
     if not cropped:
         return dict(specs), None
     if focus is not None:
