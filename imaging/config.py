@@ -608,6 +608,13 @@ class Settings:
         OUTPUT,
         check=OneOf(EFFORTS),
     )
+    smart_crop: str = setting(
+        "on",
+        "where a `fit=cover` crop's window goes: `on` keeps the faces found, else the part with "
+        "the most detail (an owner's `focus` wins either way); `off` always cuts the centre",
+        OUTPUT,
+        check=OneOf(("on", "off")),
+    )
     # Not a variable: tests and the benchmarks change the boxes.
     presets: Mapping[str, Preset] = field(
         default_factory=lambda: dict(DEFAULT_PRESETS), metadata={_INTERNAL: True}

@@ -43,9 +43,9 @@ from imaging.errors import (
     StorageUnavailable,
 )
 from imaging.formats import OUTPUT_FORMATS
-from imaging.labeling import Labeler, LabelResult
+from imaging.labeling import FindsFaces, Labeler, LabelResult
 from imaging.labeling.caption import Captioner, NullCaptioner
-from imaging.processing import Limits, Probe, RenderSpec, Rendition
+from imaging.processing import Focus, LabelImage, Limits, Probe, RenderSpec, Rendition
 from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
 from imaging.search import Search
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
@@ -75,12 +75,15 @@ class UploadOptions:
     quality: int | None = None
     lossless: bool = False
     name: str = ""
+    focus: tuple[float, float] | None = None  # the owner's focal point (x, y in 0..1)
 
     def content_key(self, data: bytes) -> str:
         """Same bytes + same conversion options = same key (the name does not matter)."""
         digest = hashlib.sha256(data)
         options = [list(self.formats), self.width, self.height, self.fit, self.quality]
-        digest.update(json.dumps([*options, self.lossless]).encode())
+        # A focal point joins the key only when given: keys made before it stay the same.
+        focus = [list(self.focus)] if self.focus is not None else []
+        digest.update(json.dumps([*options, self.lossless, *focus]).encode())
         return digest.hexdigest()
 
 
@@ -251,11 +254,16 @@ class Pipeline:
         with self.conversion_slot(), observability.converting(probed.format):
             decoded = self._decode(data, probed, specs)
             label_copy = self._label_copy(decoded)
+            specs, framing = self._frame(decoded, specs, options, label_copy)
             labelling = self._start_labelling(label_copy)
             captioning = self._start_captioning(label_copy)
             appearance = processing.appearance(decoded)
             renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
             conversion = decoded.receipt()
+            if framing is not None:
+                conversion["crop"] = framing.method
+                if options.focus is not None:
+                    conversion["focus"] = list(options.focus)
             warnings = list(decoded.warnings)
             thumbhash, camera = processing.thumbhash(decoded), decoded.camera.as_dict()
             del decoded  # the full-size pixels are the biggest thing we hold: free them now
@@ -387,6 +395,44 @@ class Pipeline:
         preset = self.settings.presets["label"]
         return processing.LabelImage.of(
             decoded, box=(preset.width, preset.height), background=self.settings.background
+        )
+
+    def _frame(
+        self,
+        decoded: processing.Decoded,
+        specs: dict[str, RenderSpec],
+        options: UploadOptions,
+        label_copy: LabelImage | None,
+    ) -> tuple[dict[str, RenderSpec], processing.Framing | None]:
+        """Where each cover output's crop window goes (``processing.frame``): the owner's
+        focus, else the faces on the labelers' copy, else the salient part, else the centre.
+
+        Faces are looked for only when a crop cuts something and no focus was given: detected
+        here, before the encodes, on the copy the labeler then reads them from (never twice).
+        """
+        max_side = self.settings.max_output_side
+        smart = self.settings.smart_crop == "on"
+        focus = Focus(*options.focus) if options.focus is not None else None
+        faces: tuple[Focus, ...] = ()
+        finder = self.labeler if isinstance(self.labeler, FindsFaces) else None
+        if (
+            smart
+            and focus is None
+            and finder is not None
+            and label_copy is not None
+            and processing.cropping(decoded, list(specs.values()), max_side=max_side)
+        ):
+            try:
+                boxes = observability.traced("faces", finder.faces_in)(label_copy)
+            except LabelerUnavailable as exc:  # the crop falls back to saliency
+                log.warning("smart crop: no faces: %s", exc)
+                boxes = ()
+            except Exception:  # a detector bug must not cost the user their upload either
+                log.exception("smart crop: the face detector raised unexpectedly")
+                boxes = ()
+            faces = tuple(Focus(b.left, b.top, b.width, b.height) for b in boxes)
+        return processing.frame(
+            decoded, specs, max_side=max_side, focus=focus, faces=faces, smart=smart
         )
 
     def _start_labelling(

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import io
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
+import numpy as np
 import pytest
 import werkzeug.formparser
 from flask import request
 from flask.testing import FlaskClient
+from PIL import Image
 
 from imaging.errors import ObjectNotFound
+from imaging.labeling import Box
+from imaging.labeling.faces import FaceDetector
+from imaging.labeling.local import LocalLabeler
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
-from tests.uploads import UploadActions, post_image
+from tests.uploads import UploadActions, post_image, upload_ok
 
 
 def test_upload_answers_201_with_the_record(uploads: UploadActions) -> None:
@@ -297,3 +303,128 @@ def test_outputs_never_exceed_max_output_side(make_app: AppFactory) -> None:
 def test_a_box_larger_than_max_output_side_is_400(make_app: AppFactory) -> None:
     client = make_app(max_output_side=40).test_client()
     assert post_image(client, images.jpeg(80, 60), width="41").status_code == 400
+
+
+# -- smart crop: fit=cover keeps the subject, and the receipt says how -------------------------
+COVER: dict[str, Any] = {"format": "png", "width": "300", "height": "300", "fit": "cover"}
+
+
+def _off_centre_subject() -> Image.Image:
+    """A flat 1200x600 picture with a bright textured square near the right edge."""
+    picture = Image.new("RGB", (1200, 600), (60, 60, 60))
+    picture.paste(images.noise(200, 200), (950, 200))
+    return picture
+
+
+def _variant(client: FlaskClient, body: dict[str, Any]) -> Image.Image:
+    response = client.get(body["variants"][0]["url"])
+    assert response.status_code == 200
+    return Image.open(io.BytesIO(response.data)).convert("L")
+
+
+def _detail(im: Image.Image) -> float:
+    return float(np.asarray(im, dtype=np.float32).std())
+
+
+def test_cover_keeps_an_off_centre_subject_and_says_so(local_client: FlaskClient) -> None:
+    data = images.encode(_off_centre_subject(), "PNG")
+    body = upload_ok(local_client, data, "square.png", **COVER)
+    assert body["receipt"]["crop"] == "saliency"
+    out = _variant(local_client, body)
+    assert out.size == (300, 300)
+    assert _detail(out.crop((180, 105, 270, 195))) > 15  # the square, whole
+
+
+def test_smart_crop_off_cuts_the_centre(make_app: AppFactory) -> None:
+    client = make_app(smart_crop="off").test_client()
+    body = upload_ok(client, images.encode(_off_centre_subject(), "PNG"), "square.png", **COVER)
+    assert body["receipt"]["crop"] == "centre"
+    assert _detail(_variant(client, body)) < 2  # only the flat background
+
+
+def test_a_flat_picture_is_cut_at_the_centre(local_client: FlaskClient) -> None:
+    flat = images.encode(Image.new("RGB", (1200, 600), (90, 90, 90)), "PNG")
+    body = upload_ok(local_client, flat, "flat.png", **COVER)
+    assert body["receipt"]["crop"] == "centre"
+
+
+def test_an_upload_that_is_not_cropped_has_no_crop_in_its_receipt(
+    local_client: FlaskClient,
+) -> None:
+    data = images.encode(_off_centre_subject(), "PNG")
+    body = upload_ok(local_client, data, "square.png", format="png", width="300")
+    assert "crop" not in body["receipt"]
+
+
+def test_a_focal_point_given_at_upload_wins_and_is_kept(local_client: FlaskClient) -> None:
+    picture = _off_centre_subject()
+    picture.paste((0, 0, 255), (0, 0, 120, 600))  # a blue stripe at the left edge
+    data = images.encode(picture, "PNG")
+    body = upload_ok(local_client, data, "square.png", focus="0.02, 0.5", **COVER)
+    assert (body["receipt"]["crop"], body["receipt"]["focus"]) == ("focus", [0.02, 0.5])
+    out = Image.open(io.BytesIO(local_client.get(body["variants"][0]["url"]).data))
+    assert out.convert("RGB").getpixel((5, 150)) == (0, 0, 255)
+    kept = local_client.get(f"/api/images/{body['id']}").get_json()
+    assert kept["receipt"]["focus"] == [0.02, 0.5]
+
+
+def test_the_same_bytes_with_another_focus_are_another_conversion(
+    local_client: FlaskClient,
+) -> None:
+    data = images.encode(_off_centre_subject(), "PNG")
+    first = upload_ok(local_client, data, "a.png", focus="0.1,0.5", **COVER)
+    second = upload_ok(local_client, data, "a.png", focus="0.9,0.5", **COVER)
+    assert first["id"] != second["id"]
+
+
+@pytest.mark.parametrize("focus", ["0.5", "0.5,0.5,0.5", "x,y", "1.5,0.5", "0.5,-0.1", "nan,0.5"])
+def test_a_bad_focal_point_is_a_400(local_client: FlaskClient, focus: str) -> None:
+    response = post_image(local_client, images.png(), "a.png", focus=focus, **COVER)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+    assert response.get_json()["message"] == "focus must be two numbers x,y between 0 and 1."
+
+
+class _CountingDetector(FaceDetector):
+    """The real detector, counting its runs: an upload detects faces once, not twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = 0
+
+    def detect(self, picture: Image.Image) -> tuple[Box, ...]:
+        self.runs += 1
+        return super().detect(picture)
+
+
+def test_cover_keeps_the_face_found_and_labels_reuse_it(
+    make_app: AppFactory, model_cache: Path
+) -> None:
+    detector = _CountingDetector()
+    labeler = LocalLabeler(cache_dir=model_cache, faces=detector)
+    client = make_app(labeler_impl=labeler).test_client()
+    canvas = Image.new("RGB", (1600, 600), (200, 200, 200))
+    canvas.paste(images.noise(300, 300), (50, 150))  # more detail than the face, far from it
+    canvas.paste(images.portrait().resize((500, 500)), (1050, 50))
+    data = images.encode(canvas, "JPEG", quality=90)
+    body = upload_ok(client, data, "astronaut.jpg", **{**COVER, "format": "jpg"})
+    assert body["receipt"]["crop"] == "faces"
+    assert detector.runs == 1  # for the crop, and the labels read the same boxes
+    assert body["people"] >= 1
+    assert {"person", "people"} & {label["description"] for label in body["labels"]}
+    # The window (at half size: 800x300) centres on the faces, so the best face is inside it.
+    faces = body["faces"]
+    left = min(f["left"] for f in faces)
+    right = max(f["left"] + f["width"] for f in faces)
+    start = round(min(max((left + right) / 2 * 800 - 150, 0), 800 - 300))
+    best = faces[0]
+    assert start <= best["left"] * 800
+    assert (best["left"] + best["width"]) * 800 <= start + 300
+    assert start > 175  # past the noise on the left (25..175 at half size)
+    expected = canvas.resize((800, 300), Image.Resampling.LANCZOS).crop(
+        (start, 0, start + 300, 300)
+    )
+    out = Image.open(io.BytesIO(client.get(body["variants"][0]["url"]).data)).convert("RGB")
+    assert out.size == (300, 300)
+    diff = np.abs(np.asarray(out, np.int16) - np.asarray(expected, np.int16))
+    assert float(diff.mean()) < 6

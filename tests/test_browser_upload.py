@@ -183,6 +183,7 @@ def choose_options(page: Page) -> None:
     page.locator("#height").fill("90")
     page.locator("#fit").select_option("cover")
     page.locator("#quality").fill("70")
+    page.locator("#focus").fill("0.3,0.5")
 
 
 def test_copy_as_curl_reproduces_the_pages_upload_with_the_token_placeholder(
@@ -232,6 +233,9 @@ def test_copy_as_curl_reproduces_the_pages_upload_with_the_token_placeholder(
     options = [f.split("=", 1) for f in fields if not f.startswith("image=")]
     assert ["quality", "70"] in options
     assert ["fit", "cover"] in options
+    assert ["focus", "0.3,0.5"] in options
+    for record in (from_page, from_curl):  # the focal point reached the crop both ways
+        assert (record["receipt"]["crop"], record["receipt"]["focus"]) == ("focus", [0.3, 0.5])
     assert {name: value for name, value in options} == {
         name: value for name, value in sent[0].items() if name != "csrf_token"
     }

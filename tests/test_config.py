@@ -264,6 +264,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"ocr_timeout": 0.1}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
     ({"ocr_timeout": 31}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
     ({"log_format": "xml"}, "LOG_FORMAT must be 'text' or 'json'"),
+    ({"smart_crop": "maybe"}, "SMART_CROP must be 'on' or 'off'"),
     ({"log_level": "TRACE"}, "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
     ({"trace_exporter": "jaeger"}, "TRACE_EXPORTER must be 'none', 'gcp' or 'console'"),
     ({"trace_sample_ratio": -0.1}, "TRACE_SAMPLE_RATIO must be between 0 and 1"),

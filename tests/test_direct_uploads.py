@@ -187,6 +187,20 @@ def test_json_completion_options_reach_the_pipeline(local_client: FlaskClient) -
     assert record["name"] == "from json"
 
 
+def test_a_json_focal_point_reaches_the_cover_crop(local_client: FlaskClient) -> None:
+    data = png(200, 100)
+    ticket = create_ticket(local_client, size=len(data))
+    put(local_client, ticket, data)
+    response = local_client.post(
+        urlsplit(ticket["complete_url"]).path,
+        json={"format": "png", "width": 50, "height": 50, "fit": "cover", "focus": [0.9, 0.5]},
+        headers=completion(ticket),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    receipt = response.get_json()["receipt"]
+    assert (receipt["crop"], receipt["focus"]) == ("focus", [0.9, 0.5])
+
+
 def test_name_given_with_the_ticket_names_the_record(local_client: FlaskClient) -> None:
     data = png()
     ticket = create_ticket(local_client, size=len(data), name="holiday.png")

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from PIL import Image
 
 from imaging.catalog import Catalog, claim_body, claim_key, new_id
 from imaging.config import Settings
 from imaging.errors import BadRequest, Busy, ImagingError, ObjectNotFound, StorageUnavailable
-from imaging.labeling import Label, Labeler, LabelerUnavailable, LabelResult, NullLabeler
+from imaging.labeling import Box, Label, Labeler, LabelerUnavailable, LabelResult, NullLabeler
 from imaging.pipeline import FIT_MODES, NOTHING_SAVED, Pipeline, UploadOptions, parse_fit
 from imaging.processing import LabelImage
 from imaging.storage import ObjectStore
@@ -238,6 +239,38 @@ def test_a_failing_labeler_keeps_the_upload_with_label_status_error(
     assert record.record.label_status == "error"
     assert record.record.labels == ()
     assert Catalog(disk).get(record.record.id) == record.record
+
+
+class FaceFailingLabeler:
+    """Labels fine, but its face finder fails: ``error`` as the detector's own failure, or a
+    bug (any other exception)."""
+
+    name = "faces-fail"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def faces_in(self, image: LabelImage) -> tuple[Box, ...]:
+        raise self.error
+
+    def label(self, image: LabelImage) -> LabelResult:
+        return LabelResult(labels=(Label("square", 0.9, self.name),))
+
+    def check(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("error", [LabelerUnavailable("detector down"), RuntimeError("bug")])
+def test_a_failing_face_finder_leaves_the_crop_to_saliency(
+    settings: Settings, disk: LocalStore, error: Exception
+) -> None:
+    picture = Image.new("RGB", (1200, 600), (60, 60, 60))
+    picture.paste(images.noise(200, 200), (950, 200))
+    options = UploadOptions(formats=("png",), width=300, height=300, fit="cover")
+    pipeline = make_pipeline(settings, disk, FaceFailingLabeler(error))
+    result = pipeline.ingest(images.encode(picture, "PNG"), options)
+    assert result.record.receipt["crop"] == "saliency"
+    assert result.record.label_status == "ok"
 
 
 def test_labels_come_from_the_small_copy_and_enter_the_label_index(

@@ -1060,3 +1060,131 @@ def test_a_jpeg_label_copy_from_bytes_is_sent_as_it_is() -> None:
     assert processing.LabelImage.from_bytes(data).jpeg() == data
     png = processing.LabelImage.from_bytes(images.png(320, 240)).jpeg()
     assert images.open_image(png).format == "JPEG"
+
+
+# -- smart crop: where a cover crop's window goes ---------------------------------------------
+COVER = {"png": RenderSpec("png", 300, 300, fit="cover")}
+GREY = (60, 60, 60)
+
+
+def off_centre_subject() -> Image.Image:
+    """A flat 1200x600 picture with a bright textured square near the right edge."""
+    picture = Image.new("RGB", (1200, 600), GREY)
+    picture.paste(images.noise(200, 200), (950, 200))
+    return picture
+
+
+def framed(
+    picture: Image.Image, specs: dict[str, RenderSpec] = COVER, **how: Any
+) -> tuple[Image.Image, processing.Framing | None]:
+    """``picture`` through decode, ``processing.frame`` and render, as the pipeline runs them."""
+    d = decoded(images.encode(picture, "PNG"), *specs.values())
+    chosen, framing = processing.frame(d, specs, max_side=MAX_SIDE, **how)
+    (spec,) = chosen.values()
+    return opened(processing.render(d, spec, max_side=MAX_SIDE, background=BACKGROUND)), framing
+
+
+def detail(im: Image.Image) -> float:
+    """How much the picture varies: the grey levels' standard deviation."""
+    return float(np.asarray(im.convert("L"), dtype=np.float32).std())
+
+
+def test_cover_keeps_an_off_centre_subject_by_its_detail() -> None:
+    out, framing = framed(off_centre_subject())
+    assert framing is not None
+    assert framing.method == "saliency"
+    assert out.size == (300, 300)
+    # The square (100 px once scaled, 25 from the right edge) lies whole inside the crop...
+    assert detail(out.crop((180, 105, 270, 195))) > 15
+    assert detail(out.crop((0, 0, 170, 300))) < 2
+    assert detail(out.crop((280, 0, 300, 300))) < 2
+    centred, _ = framed(off_centre_subject(), smart=False)
+    assert detail(centred) < 2  # ...where the centre cut shows only the flat background
+
+
+def test_the_salient_window_centres_on_the_subject() -> None:
+    _, framing = framed(off_centre_subject())
+    assert framing is not None
+    assert framing.focus is not None
+    assert framing.focus.centre == pytest.approx((1050 / 1200, 0.5), abs=0.02)
+
+
+def test_faces_come_before_the_detail() -> None:
+    picture = off_centre_subject()
+    picture.paste(RED, (100, 250, 160, 330))  # the "face": flat, far from the texture
+    face = processing.Focus(100 / 1200, 250 / 600, 60 / 1200, 80 / 600)
+    out, framing = framed(picture, faces=[face])
+    assert framing == processing.Framing("faces", face)
+    assert close_to(rgba_at(out, (65, 145)), (*RED, 255), tolerance=8)  # 130,290 at half size
+    assert detail(out.crop((150, 0, 300, 300))) < 2  # and no texture: the window is at the left
+
+
+def test_several_faces_are_kept_together() -> None:
+    one = processing.Focus(0.1, 0.4, 0.05, 0.1)
+    two = processing.Focus(0.3, 0.5, 0.05, 0.1)
+    _, framing = framed(off_centre_subject(), faces=[one, two])
+    assert framing is not None
+    assert framing.focus == pytest.approx(processing.Focus(0.1, 0.4, 0.25, 0.2))
+
+
+def test_a_given_focus_wins_over_faces_and_detail() -> None:
+    picture = off_centre_subject()
+    picture.paste(BLUE, (0, 0, 120, 600))  # a blue stripe along the left edge
+    point = processing.Focus(0.0, 0.5)
+    face = processing.Focus(0.5, 0.5, 0.1, 0.1)
+    out, framing = framed(picture, focus=point, faces=[face])
+    assert framing == processing.Framing("focus", point)
+    # The window cannot centre on the very edge: it is pushed back inside, the stripe at its left.
+    assert close_to(rgba_at(out, (5, 150)), (*BLUE, 255), tolerance=8)
+    assert close_to(rgba_at(out, (290, 150)), (*GREY, 255), tolerance=8)
+
+
+def test_a_given_focus_is_kept_with_smart_crop_off() -> None:
+    point = processing.Focus(0.0, 0.5)
+    _, framing = framed(off_centre_subject(), focus=point, smart=False)
+    assert framing == processing.Framing("focus", point)
+
+
+def test_a_flat_picture_is_cut_at_the_centre_as_before() -> None:
+    picture = images.bands(1200, 600)  # three flat bands: only two edges, no subject
+    data = images.encode(picture, "PNG")
+    out, framing = framed(picture)
+    assert framing == processing.Framing("centre")
+    (plain,) = convert(data, COVER["png"])
+    assert out.tobytes() == opened(plain).tobytes()
+
+
+def test_texture_all_over_keeps_the_centre() -> None:
+    _, framing = framed(images.noise(1200, 600))
+    assert framing == processing.Framing("centre")
+
+
+def test_with_smart_crop_off_faces_and_detail_are_ignored() -> None:
+    face = processing.Focus(0.05, 0.4, 0.05, 0.1)
+    _, framing = framed(off_centre_subject(), faces=[face], smart=False)
+    assert framing == processing.Framing("centre")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        RenderSpec("png", 300, 300, fit="contain"),
+        RenderSpec("png", 1200, 600, fit="cover"),  # the box is the picture's shape: no cut
+        RenderSpec("png", width=300, fit="cover"),  # one side: a contain fit
+    ],
+)
+def test_an_output_that_cuts_nothing_is_not_framed(spec: RenderSpec) -> None:
+    face = processing.Focus(0.05, 0.4, 0.05, 0.1)
+    d = decoded(images.encode(off_centre_subject(), "PNG"), spec)
+    chosen, framing = processing.frame(d, {"out": spec}, max_side=MAX_SIDE, faces=[face])
+    assert framing is None
+    assert chosen == {"out": spec}
+
+
+def test_only_the_cropped_outputs_get_the_focus() -> None:
+    specs = {"png": COVER["png"], "thumb": RenderSpec("webp", 480, 480, fit="contain")}
+    d = decoded(images.encode(off_centre_subject(), "PNG"), *specs.values())
+    chosen, framing = processing.frame(d, specs, max_side=MAX_SIDE)
+    assert framing is not None
+    assert chosen["png"].focus == framing.focus
+    assert chosen["thumb"] == specs["thumb"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from imaging.errors import LabelerUnavailable
 from imaging.gclients import stand_in_credentials
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_FACES",
     "MAX_TEXT",
     "Box",
+    "FindsFaces",
     "Label",
     "LabelResult",
     "Labeler",
@@ -113,6 +114,16 @@ class Labeler(Protocol):
 
     def check(self) -> None:
         """Raise LabelerUnavailable unless ready to label (readiness probe)."""
+
+
+@runtime_checkable
+class FindsFaces(Protocol):
+    """A labeler that can find faces on its own copy before labelling it (the local one with
+    its detector): the pipeline asks it for a smart crop, and ``label`` reuses the boxes."""
+
+    def faces_in(self, image: LabelImage) -> tuple[Box, ...]:
+        """Every face found, best first (``()`` without a detector); LabelerUnavailable on
+        failure. Found once per image: a later call, ``label``'s too, reads the same boxes."""
 
 
 class NullLabeler:

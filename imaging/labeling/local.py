@@ -113,20 +113,35 @@ class LocalLabeler:
             return result
         return self._with_findings(result, image)
 
+    def faces_in(self, image: LabelImage) -> tuple[Box, ...]:
+        """The faces in ``image``, detected once per image (the pipeline asks first, for a
+        smart crop; ``label`` then reads the same boxes); ``()`` without a detector."""
+        detector = self.faces
+        if detector is None:
+            return ()
+
+        def detect() -> tuple[Box, ...]:
+            try:
+                picture = image.picture()
+            except ImagingError as exc:
+                raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
+            return detector.detect(picture)
+
+        return image.once("faces", detect)
+
     def _with_findings(self, result: LabelResult, image: LabelImage) -> LabelResult:
         """Add the faces and the text found; either failing costs only its own findings."""
-        try:
-            picture = image.picture()
-        except ImagingError as exc:
-            raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
         faces: tuple[Box, ...] = ()
         reading = Reading("", 0.0)
-        if self.faces is not None:
-            try:
-                faces = self.faces.detect(picture)
-            except LabelerUnavailable as exc:
-                log.warning("local labeler: no faces: %s", exc)
+        try:
+            faces = self.faces_in(image)
+        except LabelerUnavailable as exc:
+            log.warning("local labeler: no faces: %s", exc)
         if self.reader is not None:
+            try:
+                picture = image.picture()
+            except ImagingError as exc:
+                raise LabelerUnavailable(f"image could not be decoded: {exc}") from exc
             try:
                 reading = self.reader.read(picture)
             except LabelerUnavailable as exc:

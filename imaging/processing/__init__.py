@@ -9,6 +9,8 @@ Bytes come in, renditions go out, one room per step:
 - ``labelcopy``: ``LabelImage``, the labelers' small copy: pixels for a classifier, a JPEG for
   Cloud Vision, each made on first ask.
 - ``geometry``: the fit modes, ``target_size`` and the one resampling pass.
+- ``framing``: smart crop, ``frame`` puts each cover output's window on a ``Focus`` (the
+  owner's point, the faces a caller found, or the salient part) or leaves it centred.
 - ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
   are data on the format registry (``imaging.formats``).
 - ``spec``: ``RenderSpec`` in, ``Rendition`` out.
@@ -27,18 +29,22 @@ from __future__ import annotations
 from imaging.processing.camera import Camera, read_camera
 from imaging.processing.decoding import Decoded, decode, shared_fit, shrink
 from imaging.processing.encoding import render
+from imaging.processing.framing import CROP_METHODS, Framing, cropping, frame
 from imaging.processing.geometry import FIT_MODES, parse_fit, target_size
 from imaging.processing.header import Limits, Probe, probe
 from imaging.processing.labelcopy import LabelImage
 from imaging.processing.palette import Appearance, Swatch, appearance
 from imaging.processing.placeholder import thumbhash
-from imaging.processing.spec import RenderSpec, Rendition
+from imaging.processing.spec import Focus, RenderSpec, Rendition
 
 __all__ = [
+    "CROP_METHODS",
     "FIT_MODES",
     "Appearance",
     "Camera",
     "Decoded",
+    "Focus",
+    "Framing",
     "LabelImage",
     "Limits",
     "Probe",
@@ -46,7 +52,9 @@ __all__ = [
     "Rendition",
     "Swatch",
     "appearance",
+    "cropping",
     "decode",
+    "frame",
     "parse_fit",
     "probe",
     "read_camera",

@@ -22,7 +22,7 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
         size, crop = target_size(decoded.width, decoded.height, spec, max_side)
         animate = spec.animate and decoded.animated and out.animation
         sources = decoded.frames if animate else decoded.frames[:1]
-        frames = [fit_frame(f, size, crop) for f in sources]
+        frames = [fit_frame(f, size, crop, spec.focus) for f in sources]
         if not out.alpha:
             frames = [flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)

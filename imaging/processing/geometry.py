@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from PIL import Image
 
 from imaging.errors import BadRequest
-from imaging.processing.spec import RenderSpec
+from imaging.processing.spec import Focus, RenderSpec
 
 FIT_MODES = ("contain", "cover", "fill")
 
@@ -75,14 +75,38 @@ def needed_box(
     return best if best != (0, 0) else None
 
 
-def fit_frame(im: Image.Image, size: tuple[int, int], crop: tuple[int, int] | None) -> Image.Image:
-    """``im`` resampled to ``size`` (``target_size``'s answer), then cut to ``crop`` if given."""
+def cuts(size: tuple[int, int], crop: tuple[int, int] | None) -> bool:
+    """Whether a ``target_size`` answer cuts anything away (a cover crop narrower or shorter)."""
+    return crop is not None and (crop[0] < size[0] or crop[1] < size[1])
+
+
+def window(
+    size: tuple[int, int], crop: tuple[int, int], focus: Focus | None
+) -> tuple[float, float]:
+    """The top-left corner, in ``size`` pixels, of the ``crop`` window: centred on ``focus``
+    (default: the picture's centre), pushed back inside the picture at its edges."""
+    (sw, sh), (cw, ch) = size, crop
+    fx, fy = focus.centre if focus is not None else (0.5, 0.5)
+    left = min(max(fx * sw - cw / 2, 0.0), sw - cw)
+    top = min(max(fy * sh - ch / 2, 0.0), sh - ch)
+    return left, top
+
+
+def fit_frame(
+    im: Image.Image,
+    size: tuple[int, int],
+    crop: tuple[int, int] | None,
+    focus: Focus | None = None,
+) -> Image.Image:
+    """``im`` resampled to ``size`` (``target_size``'s answer), then cut to ``crop`` if given,
+    around ``focus`` (default: the centre)."""
     if crop is not None:
-        # Scale to cover, then cut the centre: resize(box=) does both in one resampling pass.
+        # Scale to cover, then cut the window: resize(box=) does both in one resampling pass.
         sw, sh = size
         cw, ch = crop
         fx, fy = im.width / sw, im.height / sh
-        left, top = (sw - cw) / 2 * fx, (sh - ch) / 2 * fy
+        x, y = window(size, crop, focus)
+        left, top = x * fx, y * fy
         box = (left, top, left + cw * fx, top + ch * fy)
         return im.resize((cw, ch), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     if im.size == size:

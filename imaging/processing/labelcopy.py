@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -24,6 +26,7 @@ from imaging.processing.spec import RenderSpec
 #: The box of the JPEG form: what Cloud Vision recommends for label detection (640x480).
 JPEG_BOX = (640, 640)
 _ANY_SIDE = 1 << 16  # no output cap applies to the labelers' copy
+T = TypeVar("T")
 
 
 class LabelImage:
@@ -44,6 +47,7 @@ class LabelImage:
         self._lock = threading.Lock()
         self._jpeg: bytes | None = None
         self._squares: dict[int, bytes] = {}
+        self._found: dict[str, Any] = {}
 
     @classmethod
     def of(cls, decoded: Decoded, *, box: tuple[int, int], background: str) -> LabelImage:
@@ -106,6 +110,20 @@ class LabelImage:
         with self._lock:
             self._jpeg = buf.getvalue()
         return self._jpeg
+
+    def once(self, name: str, find: Callable[[], T]) -> T:
+        """What ``find`` finds in this copy, found once and kept under ``name``: the pipeline
+        detects faces for a smart crop before the labeler runs, and the labeler reuses them.
+        A ``find`` that raises keeps nothing (the next caller tries again)."""
+        with self._lock:
+            if name in self._found:
+                found: T = self._found[name]
+                return found
+        found = find()
+        with self._lock:
+            self._found.setdefault(name, found)
+            kept: T = self._found[name]
+            return kept
 
     def picture(self) -> Image.Image:
         """The pixels in RGB for a detector (faces, text), at least ``JPEG_BOX``'s shorter side

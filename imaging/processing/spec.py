@@ -8,6 +8,22 @@ from imaging.formats import DEFAULT_EFFORT
 
 
 @dataclass(frozen=True)
+class Focus:
+    """What a ``cover`` crop keeps in view: a box in fractions (0..1) of the picture's width and
+    height (a point is a box of no size). The window is centred on it, as far as the edges allow.
+    """
+
+    left: float
+    top: float
+    width: float = 0.0
+    height: float = 0.0
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.left + self.width / 2, self.top + self.height / 2
+
+
+@dataclass(frozen=True)
 class RenderSpec:
     """One output: format and an optional box (``width``/``height``) to fit into."""
 
@@ -20,6 +36,7 @@ class RenderSpec:
     upscale: bool = False
     animate: bool = True
     effort: str = DEFAULT_EFFORT  # one of imaging.formats.EFFORTS (ENCODER_EFFORT)
+    focus: Focus | None = None  # where a cover crop's window goes (None: the centre)
 
 
 @dataclass(frozen=True)

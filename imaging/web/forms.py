@@ -99,6 +99,8 @@ def read_options(
         quality=_int(values.get("quality"), "quality", *QUALITY_RANGE),
         lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),
         name=name,
+        # A JSON body's [x, y] arrives as two fields: read them as one "x,y".
+        focus=_focus(",".join(values.getlist("focus")) or None),
     )
 
 
@@ -109,6 +111,22 @@ def requested_formats(settings: Settings, values: MultiDict[str, str]) -> tuple[
     if len(formats) > MAX_FORMATS:
         raise BadRequest(f"Ask for at most {MAX_FORMATS} output formats.")
     return formats
+
+
+def _focus(raw: str | None) -> tuple[float, float] | None:
+    """``focus=x,y`` (or JSON ``[x, y]``): the point a cover crop keeps in view, as fractions
+    (0..1) of the width and height from the top left; none given: the crop chooses (smart
+    crop)."""
+    if raw is None or raw.strip() == "":
+        return None
+    parts = raw.split(",")
+    try:
+        x, y = (float(part.strip()) for part in parts)
+    except ValueError:
+        raise BadRequest("focus must be two numbers x,y between 0 and 1.") from None
+    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # also refuses nan
+        raise BadRequest("focus must be two numbers x,y between 0 and 1.")
+    return round(x, 4), round(y, 4)
 
 
 def _int(raw: str | None, field: str, low: int, high: int) -> int | None:

@@ -34,6 +34,7 @@
     if (options.height) parts.push('-F', quote('height=' + options.height));
     parts.push('-F', quote('fit=' + options.fit));
     if (options.quality) parts.push('-F', quote('quality=' + options.quality));
+    if (options.focus) parts.push('-F', quote('focus=' + options.focus));
     parts.push(quote(area.dataset.apiUrl));
     return parts.join(' ');
   }

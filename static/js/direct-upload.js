@@ -104,6 +104,7 @@
     if (options.height) data.append('height', options.height);
     data.append('fit', options.fit);
     if (options.quality) data.append('quality', options.quality);
+    if (options.focus) data.append('focus', options.focus);
     return data;
   }
 

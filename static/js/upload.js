@@ -189,6 +189,7 @@
       height: form.elements.height.value.trim(),
       fit: form.elements.fit.value,
       quality: form.elements.quality.value.trim(),
+      focus: form.elements.focus ? form.elements.focus.value.trim() : '',
       csrf: form.elements.csrf_token.value
     };
   }
@@ -233,6 +234,7 @@
     if (options.height) data.append('height', options.height);
     data.append('fit', options.fit);
     if (options.quality) data.append('quality', options.quality);
+    if (options.focus) data.append('focus', options.focus);
     data.append('csrf_token', options.csrf);
 
     var xhr = new XMLHttpRequest();
