@@ -376,6 +376,9 @@ class Pipeline:
             spec,
             max_side=self.settings.max_output_side,
             background=self.settings.background,
+            tracing=processing.TraceLimits(
+                max_side=self.settings.svg_trace_side, max_bytes=self.settings.svg_max_kb * 1024
+            ),
         )
 
     def _collect_labels(
