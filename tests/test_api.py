@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import xml.etree.ElementTree as ET
 from typing import NoReturn
 
 import pytest
@@ -277,7 +278,7 @@ def test_same_bytes_with_other_options_is_a_new_image(uploads: UploadActions) ->
 
 def test_formats_endpoint_lists_the_registry(local_client: FlaskClient) -> None:
     names = [f["name"] for f in local_client.get("/api/formats").get_json()["formats"]]
-    assert names == ["webp", "jpeg", "png", "avif", "gif"]
+    assert names == ["webp", "jpeg", "png", "avif", "gif", "svg"]
 
 
 def test_ids_minted_in_one_millisecond_still_sort_newest_first() -> None:
@@ -297,3 +298,31 @@ def test_outputs_never_exceed_max_output_side(make_app: AppFactory) -> None:
 def test_a_box_larger_than_max_output_side_is_400(make_app: AppFactory) -> None:
     client = make_app(max_output_side=40).test_client()
     assert post_image(client, images.jpeg(80, 60), width="41").status_code == 400
+
+
+def test_a_logo_asked_for_as_svg_gets_a_traced_svg_variant(
+    uploads: UploadActions, store: ObjectStore
+) -> None:
+    response = uploads.post(images.encode(images.logo(), "PNG"), "logo.png", format="svg,png")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    svg = body["variants"][0]
+    assert (svg["format"], svg["content_type"]) == ("svg", "image/svg+xml")
+    assert (svg["width"], svg["height"]) == (400, 300)
+    (key,) = [k for k in store.list(f"img/{body['id']}/") if k.endswith(".svg")]
+    root = ET.fromstring(store.get(key))  # noqa: S314 (our own output)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert len(root) >= 3
+    assert {child.tag for child in root} == {"{http://www.w3.org/2000/svg}path"}
+
+
+def test_a_photo_asked_for_as_svg_is_422_and_nothing_is_stored(
+    uploads: UploadActions, store: ObjectStore
+) -> None:
+    response = uploads.post(images.photo("astronaut"), format="webp,svg")
+    assert response.status_code == 422
+    assert response.get_json()["error"] == "too_detailed"
+    assert response.get_json()["message"] == (
+        "This picture is too detailed to trace as SVG; ask for png or webp."
+    )
+    assert store.list("") == []

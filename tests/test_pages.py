@@ -288,3 +288,31 @@ def test_the_alt_text_names_the_best_labels_from_broad_to_specific_else_the_name
     labels = [{"description": d} for d in ("animal", "cat", "tabby cat", "Egyptian Mau")]
     assert alt_text({"name": "IMG_1234.jpg", "labels": labels}) == "animal, cat, tabby cat"
     assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"
+
+
+def test_media_serves_an_svg_with_a_policy_that_forbids_script(
+    local_client: FlaskClient,
+) -> None:
+    created = upload_ok(local_client, images.encode(images.logo(), "PNG"), "logo.png", format="svg")
+    response = local_client.get(created["variants"][0]["url"])
+    assert response.status_code == 200
+    assert response.mimetype == "image/svg+xml"
+    policy = [p.strip() for p in response.headers["Content-Security-Policy"].split(";")]
+    assert policy == ["default-src 'none'", "style-src 'unsafe-inline'", "sandbox"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<path" in response.data
+    assert b"<script" not in response.data
+    response.close()
+
+
+def test_the_pages_show_an_svg_variant_and_the_srcset_leaves_it_out(
+    local_client: FlaskClient,
+) -> None:
+    created = upload_ok(local_client, images.encode(images.logo(), "PNG"), "logo.png", format="svg")
+    svg_url = created["variants"][0]["url"]
+    detail = local_client.get(f"/images/{created['id']}").get_data(as_text=True)
+    assert re.search(rf'data-testid="preview" src="{re.escape(svg_url)}"', detail)
+    assert f'<img src="{html.escape(svg_url)}" width="400" height="300"' in html.unescape(detail)
+    gallery = local_client.get("/").get_data(as_text=True)
+    (srcset,) = re.findall(r'srcset="([^"]*)"', gallery)
+    assert srcset == f"{created['thumbnail']['url']} 400w"  # rasters only: the SVG is left out

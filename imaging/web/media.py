@@ -2,7 +2,8 @@
 default); GCS serves its own in production, so its ``read_for_serving`` answers ObjectNotFound.
 
 Only ``img/`` keys are public: records and index markers are never served. Files go out with
-our own Content-Type (they are our re-encoded output), nosniff, and a year-long immutable cache.
+our own Content-Type (they are our re-encoded output), nosniff, a year-long immutable cache and
+``MEDIA_CSP``: an SVG opened on its own (not through ``<img>``) may run nothing and load nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from imaging.web import services
 
 bp = Blueprint("media", __name__)
 
+#: Every file's policy, rasters' too (one rule): no script, no fetch, no form, a sandboxed
+#: document. Our SVGs hold only paths (imaging/processing/vector.py); this is the second wall.
+MEDIA_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
 
 @bp.get("/media/<path:key>")
 def serve(key: str) -> ResponseReturnValue:
@@ -34,4 +39,5 @@ def serve(key: str) -> ResponseReturnValue:
     response.set_etag(hashlib.sha256(key.encode()).hexdigest()[:32])
     response.headers["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = MEDIA_CSP
     return response.make_conditional(request)

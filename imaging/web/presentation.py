@@ -41,11 +41,19 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
 
 
 #: What a plain ``<img srcset>`` may offer: formats every browser shows (no <picture> type
-#: switch there). AVIF waits for the <picture> of "copy HTML"; GIF may be an animation.
+#: switch there). AVIF waits for the <picture> of "copy HTML"; GIF may be an animation; an SVG
+#: is a trace, not the picture's own pixels.
 SRCSET_TYPES = ("image/webp", "image/jpeg", "image/png")
 #: ``<picture>`` sources, best first, and the ``<img>`` fallback's order: most compatible first.
 PICTURE_SOURCES = ("image/avif", "image/webp")
-PICTURE_FALLBACK = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif")
+PICTURE_FALLBACK = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/svg+xml",
+    "image/webp",
+    "image/avif",
+)
 
 
 def thumbnail_srcset(image: dict[str, Any]) -> str:
