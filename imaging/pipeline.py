@@ -241,7 +241,13 @@ class Pipeline:
             decoded = self._decode(data, probed, specs)
             labelling = self._start_labelling(decoded)
             appearance = processing.appearance(decoded)
-            renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
+            # A traced format first: when it refuses the picture (a photo as SVG), no other
+            # output was encoded for nothing. The record keeps the order asked for.
+            first = sorted(
+                specs, key=lambda n: OUTPUT_FORMATS[specs[n].format].renderer == "pillow"
+            )
+            done = {name: self._encode(decoded, specs[name]) for name in first}
+            renditions = {name: done[name] for name in specs}
             conversion = decoded.receipt()
             warnings = list(decoded.warnings)
             thumbhash, camera = processing.thumbhash(decoded), decoded.camera.as_dict()

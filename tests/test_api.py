@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import werkzeug.formparser
@@ -12,6 +12,7 @@ from flask import request
 from flask.testing import FlaskClient
 
 from imaging.errors import ObjectNotFound
+from imaging.processing import encoding
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
@@ -326,3 +327,22 @@ def test_a_photo_asked_for_as_svg_is_422_and_nothing_is_stored(
         "This picture is too detailed to trace as SVG; ask for png or webp."
     )
     assert store.list("") == []
+
+
+def test_a_photo_refused_as_svg_costs_no_other_encode(
+    local_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[str] = []
+    pillow = encoding.RENDERERS["pillow"]
+
+    def counted(decoded: Any, spec: Any, **kw: Any) -> Any:
+        encoded.append(spec.format)
+        return pillow(decoded, spec, **kw)
+
+    monkeypatch.setitem(encoding.RENDERERS, "pillow", counted)
+    response = post_image(local_client, images.photo("astronaut"), format="webp,png,svg")
+    assert response.status_code == 422
+    assert encoded == []  # the trace is tried first, and refused before any raster was made
+    logo = post_image(local_client, images.encode(images.logo(), "PNG"), format="webp,svg")
+    assert [v["format"] for v in logo.get_json()["variants"]] == ["webp", "svg"]
+    assert sorted(encoded) == ["webp", "webp"]  # the variant and the thumbnail
