@@ -290,6 +290,10 @@ def test_the_alt_text_names_the_best_labels_from_broad_to_specific_else_the_name
     assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"
 
 
+#: What an image file may do when opened on its own: nothing (no script, no fetch, sandboxed).
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
 def test_media_serves_an_svg_with_a_policy_that_forbids_script(
     local_client: FlaskClient,
 ) -> None:
@@ -297,8 +301,7 @@ def test_media_serves_an_svg_with_a_policy_that_forbids_script(
     response = local_client.get(created["variants"][0]["url"])
     assert response.status_code == 200
     assert response.mimetype == "image/svg+xml"
-    policy = [p.strip() for p in response.headers["Content-Security-Policy"].split(";")]
-    assert policy == ["default-src 'none'", "style-src 'unsafe-inline'", "sandbox"]
+    assert response.headers["Content-Security-Policy"] == SVG_POLICY
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert b"<path" in response.data
     assert b"<script" not in response.data
@@ -316,3 +319,15 @@ def test_the_pages_show_an_svg_variant_and_the_srcset_leaves_it_out(
     gallery = local_client.get("/").get_data(as_text=True)
     (srcset,) = re.findall(r'srcset="([^"]*)"', gallery)
     assert srcset == f"{created['thumbnail']['url']} 400w"  # rasters only: the SVG is left out
+
+
+def test_an_inline_svg_answer_carries_the_same_policy(local_client: FlaskClient) -> None:
+    response = local_client.post(
+        "/api/images?inline=1",
+        data={"image": (io.BytesIO(images.encode(images.logo(), "PNG")), "l.png"), "format": "svg"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+    assert response.mimetype == "image/svg+xml"
+    assert response.headers["Content-Security-Policy"] == SVG_POLICY
+    assert response.data.startswith(b"<svg ")

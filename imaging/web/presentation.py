@@ -19,7 +19,7 @@ from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
 from imaging.search import Results, Search
-from imaging.web import services
+from imaging.web import FILE_POLICY, services
 from imaging.web.forms import read_files, read_options, requested_formats
 
 #: The most records one JSON page holds (``?limit=``).
@@ -204,6 +204,7 @@ def inline_response(results: list[IngestResult]) -> Response:
             "X-Image-Id": result.record.id,
             "Location": url_for("api.show", image_id=result.record.id),
             "Content-Disposition": f'inline; filename="{result.record.id}.{ext}"',
+            "Content-Security-Policy": FILE_POLICY,
         },
     )
 
