@@ -87,6 +87,10 @@ def test_a_traced_svg_holds_no_script_no_handler_and_no_reference() -> None:
         pytest.param(lambda: images.skimage_photo("coffee"), id="coffee"),
         pytest.param(lambda: images.skimage_photo("camera").convert("RGB"), id="grey camera"),
         pytest.param(lambda: images.noise(300, 200), id="noise"),
+        pytest.param(
+            lambda: images.portrait().quantize(8, method=Image.Quantize.MEDIANCUT).convert("RGB"),
+            id="posterised",
+        ),
     ],
 )
 def test_a_photo_is_refused_before_any_tracing(
