@@ -615,6 +615,19 @@ class Settings:
         OUTPUT,
         check=OneOf(("on", "off")),
     )
+    svg_trace_side: int = setting(
+        1024,
+        "longest side of the copy an `svg` output is traced from (the tracer's time grows with "
+        "it); the SVG still declares the size asked for",
+        LIMITS,
+        check=Between(16, 4096),
+    )
+    svg_max_kb: int = setting(
+        2048,
+        "largest traced SVG, in KiB; a picture that traces into more (a photo) is a 422",
+        LIMITS,
+        check=Between(1, 65536),
+    )
     # Not a variable: tests and the benchmarks change the boxes.
     presets: Mapping[str, Preset] = field(
         default_factory=lambda: dict(DEFAULT_PRESETS), metadata={_INTERNAL: True}

@@ -75,6 +75,12 @@ class LimitExceeded(ImagingError):
     status, code = 422, "limit_exceeded"
 
 
+class TooDetailed(LimitExceeded):
+    """A picture asked for as SVG that would trace into too many paths (a photo, not flat art)."""
+
+    code = "too_detailed"
+
+
 class RateLimited(ImagingError):
     status, code = 429, "rate_limited"
 

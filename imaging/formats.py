@@ -59,7 +59,7 @@ class SaveOptions:
 @dataclass(frozen=True)
 class OutputFormat:
     name: str  # what clients ask for: ?format=webp
-    pillow: str  # Pillow's format name for save()
+    pillow: str  # Pillow's format name for save() ("" when another renderer writes it)
     mime: str
     ext: str
     alpha: bool
@@ -68,6 +68,9 @@ class OutputFormat:
     quality_range: tuple[int, int] = (1, 100)
     label: str = ""
     save: SaveOptions = field(default_factory=SaveOptions)
+    #: Which renderer writes it (``imaging.processing.encoding.RENDERERS``): ``pillow`` saves
+    #: raster pixels with ``save``; ``vtracer`` traces flat art into SVG paths (``vector``).
+    renderer: str = "pillow"
 
 
 # Defaults chosen on purpose (see README "Formats"):
@@ -109,6 +112,10 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "gif": OutputFormat(
         "gif", "GIF", "image/gif", "gif", True, True, None, label="GIF",
         save=SaveOptions(exif=False, palette=True, animation={"disposal": 2}, loop_once=None),
+    ),
+    # Traced, not saved by Pillow: logos and flat art become <path>s; a photo is refused (422).
+    "svg": OutputFormat(
+        "svg", "", "image/svg+xml", "svg", True, False, None, label="SVG", renderer="vtracer",
     ),
 }  # fmt: skip
 

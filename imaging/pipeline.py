@@ -258,7 +258,13 @@ class Pipeline:
             labelling = self._start_labelling(label_copy)
             captioning = self._start_captioning(label_copy)
             appearance = processing.appearance(decoded)
-            renditions = {name: self._encode(decoded, spec) for name, spec in specs.items()}
+            # A traced format first: when it refuses the picture (a photo as SVG), no other
+            # output was encoded for nothing. The record keeps the order asked for.
+            first = sorted(
+                specs, key=lambda n: OUTPUT_FORMATS[specs[n].format].renderer == "pillow"
+            )
+            done = {name: self._encode(decoded, specs[name]) for name in first}
+            renditions = {name: done[name] for name in specs}
             conversion = decoded.receipt()
             if framing is not None:
                 conversion["crop"] = framing.method
@@ -455,6 +461,9 @@ class Pipeline:
             spec,
             max_side=self.settings.max_output_side,
             background=self.settings.background,
+            tracing=processing.TraceLimits(
+                max_side=self.settings.svg_trace_side, max_bytes=self.settings.svg_max_kb * 1024
+            ),
         )
 
     def _collect_labels(

@@ -198,6 +198,21 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     )
 
 
+def logo(width: int = 400, height: int = 300) -> Image.Image:
+    """Flat art: a red disc, a blue bar and a red triangle on white (three colours, smooth
+    edges drawn at 4x and reduced, as a real logo's are)."""
+    im = Image.new("RGB", (width * 4, height * 4), "white")
+    draw = ImageDraw.Draw(im)
+    w, h = width * 4, height * 4
+    draw.ellipse((w // 16, h // 12, w * 7 // 16, h * 7 // 12), fill=(220, 30, 40))
+    draw.rectangle((w // 2, h // 6, w * 7 // 8, h // 2), fill=(20, 60, 200))
+    draw.polygon(
+        [(w // 8, h * 11 // 12), (w // 2, h * 2 // 3), (w * 7 // 8, h * 11 // 12)],
+        fill=(220, 30, 40),
+    )
+    return im.resize((width, height), Image.Resampling.LANCZOS)
+
+
 def corner_marked(width: int = 60, height: int = 40) -> Image.Image:
     """Blue, with a red square in the top-left corner: shows where a rotation took that corner."""
     im = Image.new("RGB", (width, height), (0, 0, 255))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,6 +18,7 @@ from imaging.errors import ObjectNotFound
 from imaging.labeling import Box
 from imaging.labeling.faces import FaceDetector
 from imaging.labeling.local import LocalLabeler
+from imaging.processing import encoding
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
@@ -283,7 +285,7 @@ def test_same_bytes_with_other_options_is_a_new_image(uploads: UploadActions) ->
 
 def test_formats_endpoint_lists_the_registry(local_client: FlaskClient) -> None:
     names = [f["name"] for f in local_client.get("/api/formats").get_json()["formats"]]
-    assert names == ["webp", "jpeg", "png", "avif", "gif"]
+    assert names == ["webp", "jpeg", "png", "avif", "gif", "svg"]
 
 
 def test_ids_minted_in_one_millisecond_still_sort_newest_first() -> None:
@@ -428,3 +430,50 @@ def test_cover_keeps_the_face_found_and_labels_reuse_it(
     assert out.size == (300, 300)
     diff = np.abs(np.asarray(out, np.int16) - np.asarray(expected, np.int16))
     assert float(diff.mean()) < 6
+
+
+def test_a_logo_asked_for_as_svg_gets_a_traced_svg_variant(
+    uploads: UploadActions, store: ObjectStore
+) -> None:
+    response = uploads.post(images.encode(images.logo(), "PNG"), "logo.png", format="svg,png")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    svg = body["variants"][0]
+    assert (svg["format"], svg["content_type"]) == ("svg", "image/svg+xml")
+    assert (svg["width"], svg["height"]) == (400, 300)
+    (key,) = [k for k in store.list(f"img/{body['id']}/") if k.endswith(".svg")]
+    root = ET.fromstring(store.get(key))  # noqa: S314 (our own output)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert len(root) >= 3
+    assert {child.tag for child in root} == {"{http://www.w3.org/2000/svg}path"}
+
+
+def test_a_photo_asked_for_as_svg_is_422_and_nothing_is_stored(
+    uploads: UploadActions, store: ObjectStore
+) -> None:
+    response = uploads.post(images.photo("astronaut"), format="webp,svg")
+    assert response.status_code == 422
+    assert response.get_json()["error"] == "too_detailed"
+    assert response.get_json()["message"] == (
+        "This picture is too detailed to trace as SVG; ask for png or webp."
+    )
+    assert store.list("") == []
+
+
+def test_a_photo_refused_as_svg_costs_no_other_encode(
+    local_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[str] = []
+    pillow = encoding.RENDERERS["pillow"]
+
+    def counted(decoded: Any, spec: Any, **kw: Any) -> Any:
+        encoded.append(spec.format)
+        return pillow(decoded, spec, **kw)
+
+    monkeypatch.setitem(encoding.RENDERERS, "pillow", counted)
+    response = post_image(local_client, images.photo("astronaut"), format="webp,png,svg")
+    assert response.status_code == 422
+    assert encoded == []  # the trace is tried first, and refused before any raster was made
+    logo = post_image(local_client, images.encode(images.logo(), "PNG"), format="webp,svg")
+    assert [v["format"] for v in logo.get_json()["variants"]] == ["webp", "svg"]
+    assert sorted(encoded) == ["webp", "webp"]  # the variant and the thumbnail

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Dialog, Page, expect
 
+from imaging.storage.local import LocalStore
 from tests import images
 from tests.browser import VIEWPORT, ConsoleLog
 from tests.conftest import AppFactory, LiveServer
@@ -275,3 +276,60 @@ def test_a_stale_key_shows_the_servers_refusal_and_keeps_the_image(
 
     expect(page.get_by_test_id("delete-message")).to_contain_text("delete key")
     assert server.app.test_client().get(f"/api/images/{image_id}").status_code == 200
+
+
+# -- SVG variants --------------------------------------------------------------------------------
+
+SVG_PREVIEW_PAINTED = """
+  () => { const img = document.querySelector('[data-testid=preview]');
+          return img.complete && img.naturalWidth > 0; }
+"""
+
+
+def test_a_traced_svg_paints_on_the_detail_page_without_a_csp_refusal(
+    page: Page, console: ConsoleLog, live_server: LiveServer, local_store: LocalStore
+) -> None:
+    response = live_server.app.test_client().post(
+        "/api/images",
+        data={
+            "image": (io.BytesIO(images.encode(images.logo(), "PNG")), "logo.png"),
+            "format": "svg",
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    created = response.get_json()
+    visit(page, f"{live_server.url}/images/{created['id']}")
+    page.wait_for_function(SVG_PREVIEW_PAINTED, timeout=10_000)
+    shot = images.open_image(page.get_by_test_id("preview").screenshot()).convert("RGB")
+    # The logo's red disc sits left of centre, its blue bar top right (tests/images.py).
+    w, h = shot.size
+    red = shot.getpixel((w * 4 // 16, h * 4 // 12))
+    blue = shot.getpixel((w * 11 // 16, h * 4 // 12))
+    assert isinstance(red, tuple)
+    assert isinstance(blue, tuple)
+    assert (red[0] > 180, red[2] < 90) == (True, True), red
+    assert (blue[2] > 150, blue[0] < 90) == (True, True), blue
+    assert console.csp_violations() == []
+    assert console.page_errors == []
+
+
+def test_a_script_in_a_served_svg_never_runs(
+    page: Page,
+    console: ConsoleLog,
+    dialogs: list[str],
+    live_server: LiveServer,
+    local_store: LocalStore,
+) -> None:
+    # Our SVGs hold paths only; this one is planted in the store to prove the second wall:
+    # /media/ serves every file under a policy with no script and a sandbox.
+    local_store.put(
+        "img/0000000000000planted/evil.svg",
+        b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+        b"<script>alert(2)</script><path d='M0 0 L9 9 Z'/></svg>",
+        content_type="image/svg+xml",
+    )
+    page.goto(f"{live_server.url}/media/img/0000000000000planted/evil.svg", wait_until="load")
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    assert any("frame is sandboxed" in m for m in console.messages), console.messages

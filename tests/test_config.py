@@ -233,6 +233,9 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"max_files_per_request": 61}, "MAX_FILES_PER_REQUEST must be between 1 and 60"),
     ({"max_bulk_images": 0}, "MAX_BULK_IMAGES must be between 1 and 1000"),
     ({"max_bulk_images": 1001}, "MAX_BULK_IMAGES must be between 1 and 1000"),
+    ({"svg_trace_side": 15}, "SVG_TRACE_SIDE must be between 16 and 4096"),
+    ({"svg_trace_side": 4097}, "SVG_TRACE_SIDE must be between 16 and 4096"),
+    ({"svg_max_kb": 0}, "SVG_MAX_KB must be between 1 and 65536"),
     ({"stats_max_records": 0}, "STATS_MAX_RECORDS must be between 1 and 1000000"),
     ({"rate_limit": "lots"}, "RATE_LIMIT must be a limit such as 30/minute"),
     (

@@ -290,3 +290,46 @@ def test_the_alt_text_is_the_caption_else_the_best_labels_broad_to_specific_else
     assert alt_text({"name": "IMG_1234.jpg", "labels": []}) == "IMG_1234.jpg"
     captioned = {"name": "IMG_1234.jpg", "labels": labels, "caption": "A cat on a mat."}
     assert alt_text(captioned) == "A cat on a mat."
+
+
+#: What an image file may do when opened on its own: nothing (no script, no fetch, sandboxed).
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+def test_media_serves_an_svg_with_a_policy_that_forbids_script(
+    local_client: FlaskClient,
+) -> None:
+    created = upload_ok(local_client, images.encode(images.logo(), "PNG"), "logo.png", format="svg")
+    response = local_client.get(created["variants"][0]["url"])
+    assert response.status_code == 200
+    assert response.mimetype == "image/svg+xml"
+    assert response.headers["Content-Security-Policy"] == SVG_POLICY
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<path" in response.data
+    assert b"<script" not in response.data
+    response.close()
+
+
+def test_the_pages_show_an_svg_variant_and_the_srcset_leaves_it_out(
+    local_client: FlaskClient,
+) -> None:
+    created = upload_ok(local_client, images.encode(images.logo(), "PNG"), "logo.png", format="svg")
+    svg_url = created["variants"][0]["url"]
+    detail = local_client.get(f"/images/{created['id']}").get_data(as_text=True)
+    assert re.search(rf'data-testid="preview" src="{re.escape(svg_url)}"', detail)
+    assert f'<img src="{html.escape(svg_url)}" width="400" height="300"' in html.unescape(detail)
+    gallery = local_client.get("/").get_data(as_text=True)
+    (srcset,) = re.findall(r'srcset="([^"]*)"', gallery)
+    assert srcset == f"{created['thumbnail']['url']} 400w"  # rasters only: the SVG is left out
+
+
+def test_an_inline_svg_answer_carries_the_same_policy(local_client: FlaskClient) -> None:
+    response = local_client.post(
+        "/api/images?inline=1",
+        data={"image": (io.BytesIO(images.encode(images.logo(), "PNG")), "l.png"), "format": "svg"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+    assert response.mimetype == "image/svg+xml"
+    assert response.headers["Content-Security-Policy"] == SVG_POLICY
+    assert response.data.startswith(b"<svg ")

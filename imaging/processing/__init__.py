@@ -12,8 +12,9 @@ Bytes come in, renditions go out, one room per step:
 - ``framing``: smart crop, ``frame`` puts each cover output's window on a ``Focus`` (the
   owner's point, the faces a caller found, or the salient part) or leaves it centred.
 - ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
-  are data on the format registry (``imaging.formats``).
-- ``spec``: ``RenderSpec`` in, ``Rendition`` out.
+  are data on the format registry (``imaging.formats``), through the renderer the registry
+  names; ``vector`` registers the SVG one (vtracer, bounded by ``TraceLimits``).
+- ``spec``: ``RenderSpec`` in, ``Rendition`` out (``TraceLimits``: the SVG trace's bounds).
 - ``camera``: ``read_camera``, the camera facts of the original's EXIF (an allowlist; no GPS),
   kept on ``Decoded.camera``; ``placeholder``: ``thumbhash``, the ThumbHash the gallery
   paints while a thumbnail loads.
@@ -26,6 +27,9 @@ functions callers use. Import from here; the modules' layout is the package's ow
 
 from __future__ import annotations
 
+# The SVG renderer registers itself with encoding (as Pillow's plugins do): import it here, so
+# it is there whatever module of the package is imported first.
+from imaging.processing import vector  # noqa: F401
 from imaging.processing.camera import Camera, read_camera
 from imaging.processing.decoding import Decoded, decode, shared_fit, shrink
 from imaging.processing.encoding import render
@@ -35,7 +39,7 @@ from imaging.processing.header import Limits, Probe, probe
 from imaging.processing.labelcopy import LabelImage
 from imaging.processing.palette import Appearance, Swatch, appearance
 from imaging.processing.placeholder import thumbhash
-from imaging.processing.spec import Focus, RenderSpec, Rendition
+from imaging.processing.spec import Focus, RenderSpec, Rendition, TraceLimits
 
 __all__ = [
     "CROP_METHODS",
@@ -51,6 +55,7 @@ __all__ = [
     "RenderSpec",
     "Rendition",
     "Swatch",
+    "TraceLimits",
     "appearance",
     "cropping",
     "decode",

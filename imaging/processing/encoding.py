@@ -1,10 +1,12 @@
-"""Encoding: one output fitted, flattened where the format has no alpha, and saved by Pillow."""
+"""Encoding: one output fitted, flattened where the format has no alpha, and written by its
+format's renderer: Pillow's ``save()`` with the registry's options, or another registered one
+(``register_renderer``, the way Pillow's plugins register their save functions)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -12,11 +14,56 @@ from imaging.formats import OUTPUT_FORMATS
 from imaging.processing.decoding import Decoded
 from imaging.processing.geometry import fit_frame, target_size
 from imaging.processing.header import pillow_boundary
-from imaging.processing.spec import RenderSpec, Rendition
+from imaging.processing.spec import RenderSpec, Rendition, TraceLimits
 
 
-def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str) -> Rendition:
-    """Fit and encode one output of ``decoded``."""
+class Renderer(Protocol):
+    """Writes one output of ``decoded`` as ``spec`` asks, within ``max_side``."""
+
+    def __call__(
+        self,
+        decoded: Decoded,
+        spec: RenderSpec,
+        *,
+        max_side: int,
+        background: str,
+        tracing: TraceLimits,
+    ) -> Rendition: ...
+
+
+#: What a render call traces within when its caller does not say (the settings' defaults).
+DEFAULT_TRACING = TraceLimits()
+
+#: The renderers by the name a format's registry row gives (``OutputFormat.renderer``).
+RENDERERS: dict[str, Renderer] = {}
+
+
+def register_renderer(name: str, renderer: Renderer) -> None:
+    RENDERERS[name] = renderer
+
+
+def render(
+    decoded: Decoded,
+    spec: RenderSpec,
+    *,
+    max_side: int,
+    background: str,
+    tracing: TraceLimits = DEFAULT_TRACING,
+) -> Rendition:
+    """Fit and encode one output of ``decoded`` with its format's renderer."""
+    renderer = RENDERERS[OUTPUT_FORMATS[spec.format].renderer]
+    return renderer(decoded, spec, max_side=max_side, background=background, tracing=tracing)
+
+
+def render_pixels(
+    decoded: Decoded,
+    spec: RenderSpec,
+    *,
+    max_side: int,
+    background: str,
+    tracing: TraceLimits,
+) -> Rendition:
+    """The raster renderer: fit every kept frame, flatten if need be, save with Pillow."""
     out = OUTPUT_FORMATS[spec.format]
     with pillow_boundary():
         size, crop = target_size(decoded.width, decoded.height, spec, max_side)
@@ -27,13 +74,21 @@ def render(decoded: Decoded, spec: RenderSpec, *, max_side: int, background: str
             frames = [flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)
         w, h = frames[0].size
-        warning = None
-        if decoded.source_frames > 1 and len(frames) == 1 and spec.animate:
-            warning = (
-                f"{out.label} cannot hold an animation: only the first of "
-                f"{decoded.source_frames} frames was kept."
-            )
+        warning = first_frame_warning(decoded, spec, len(frames))
         return Rendition(spec.format, out.mime, out.ext, data, w, h, len(frames), warning)
+
+
+register_renderer("pillow", render_pixels)
+
+
+def first_frame_warning(decoded: Decoded, spec: RenderSpec, kept: int) -> str | None:
+    """What to say when an animation was asked for and only its first frame could be kept."""
+    if decoded.source_frames > 1 and kept == 1 and spec.animate:
+        return (
+            f"{OUTPUT_FORMATS[spec.format].label} cannot hold an animation: only the first of "
+            f"{decoded.source_frames} frames was kept."
+        )
+    return None
 
 
 def flatten(im: Image.Image, background: str) -> Image.Image:

@@ -40,6 +40,15 @@ class RenderSpec:
 
 
 @dataclass(frozen=True)
+class TraceLimits:
+    """The bounds of an SVG trace (SVG_TRACE_SIDE, SVG_MAX_KB): the side of the copy traced,
+    which bounds the tracer's time, and the most bytes the traced SVG may have."""
+
+    max_side: int = 1024
+    max_bytes: int = 2048 * 1024
+
+
+@dataclass(frozen=True)
 class Rendition:
     format: str
     mime: str

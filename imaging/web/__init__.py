@@ -57,6 +57,12 @@ def content_security_policy(settings: Settings) -> str:
     )
 
 
+#: The policy of every image file we answer with (``/media/`` and ``?inline=1``), rasters'
+#: too: no script, no fetch, no form, a sandboxed document, so an SVG opened on its own runs
+#: nothing. Our SVGs hold only paths (imaging/processing/vector.py); this is the second wall.
+FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
 #: The machine doors' paths: storage events and Cloud Tasks (web/deliveries.py).
 MACHINE_PATHS = ("/events/", "/tasks/")
 

@@ -2,7 +2,8 @@
 default); GCS serves its own in production, so its ``read_for_serving`` answers ObjectNotFound.
 
 Only ``img/`` keys are public: records and index markers are never served. Files go out with
-our own Content-Type (they are our re-encoded output), nosniff, and a year-long immutable cache.
+our own Content-Type (they are our re-encoded output), nosniff, a year-long immutable cache and
+``FILE_POLICY``: an SVG opened on its own (not through ``<img>``) may run nothing and load nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from imaging.catalog import IMAGE_PREFIX
 from imaging.errors import NotFound
 from imaging.storage import IMMUTABLE_CACHE_CONTROL
-from imaging.web import services
+from imaging.web import FILE_POLICY, services
 
 bp = Blueprint("media", __name__)
 
@@ -34,4 +35,5 @@ def serve(key: str) -> ResponseReturnValue:
     response.set_etag(hashlib.sha256(key.encode()).hexdigest()[:32])
     response.headers["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = FILE_POLICY
     return response.make_conditional(request)

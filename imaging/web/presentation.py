@@ -19,7 +19,7 @@ from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
 from imaging.search import Results, Search
-from imaging.web import services
+from imaging.web import FILE_POLICY, services
 from imaging.web.forms import read_files, read_options, requested_formats
 
 #: The most records one JSON page holds (``?limit=``).
@@ -42,11 +42,19 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
 
 
 #: What a plain ``<img srcset>`` may offer: formats every browser shows (no <picture> type
-#: switch there). AVIF waits for the <picture> of "copy HTML"; GIF may be an animation.
+#: switch there). AVIF waits for the <picture> of "copy HTML"; GIF may be an animation; an SVG
+#: is a trace, not the picture's own pixels.
 SRCSET_TYPES = ("image/webp", "image/jpeg", "image/png")
 #: ``<picture>`` sources, best first, and the ``<img>`` fallback's order: most compatible first.
 PICTURE_SOURCES = ("image/avif", "image/webp")
-PICTURE_FALLBACK = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif")
+PICTURE_FALLBACK = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/svg+xml",
+    "image/webp",
+    "image/avif",
+)
 
 
 def thumbnail_srcset(image: dict[str, Any]) -> str:
@@ -201,6 +209,7 @@ def inline_response(results: list[IngestResult]) -> Response:
             "X-Image-Id": result.record.id,
             "Location": url_for("api.show", image_id=result.record.id),
             "Content-Disposition": f'inline; filename="{result.record.id}.{ext}"',
+            "Content-Security-Policy": FILE_POLICY,
         },
     )
 
