@@ -25,7 +25,7 @@ from imaging.errors import LabelerUnavailable
 from imaging.labeling import Label
 from imaging.labeling.effnet import CheckpointError, read_checkpoint
 from imaging.labeling.local import MODEL_FILE, LocalLabeler, bundled_weights
-from imaging.labeling.vocabulary import vocabulary
+from imaging.labeling.vocabulary import CATCH_ALL, vocabulary
 from imaging.processing import LabelImage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,8 +133,13 @@ def test_the_top_level_words_share_out_the_whole_probability(model_dir: Path, ca
         .labels
     )
 
-    top = [label.score for label in labels if label.description in vocabulary().top]
-    assert sum(top) == pytest.approx(1.0, abs=1e-4)
+    # Every top-level word is there but the catch-all ones, which labels leave out once a more
+    # telling word is found; with them (the roll-up's own test) the sum is exactly 1.
+    shown = {label.description: label.score for label in labels}
+    assert set(vocabulary().top) - CATCH_ALL <= set(shown)
+    assert not CATCH_ALL & set(shown)
+    top = [shown[word] for word in vocabulary().top if word not in CATCH_ALL]
+    assert 0.5 < sum(top) <= 1.0 + 1e-4
 
 
 def test_garbage_bytes_make_the_labeler_unavailable(labeler: LocalLabeler) -> None:

@@ -182,3 +182,19 @@ def test_rolled_up_words_come_best_first_with_their_parents_above_them(seed: int
             assert score[parent] >= score[child]
             if score[parent] > score[child]:
                 assert position[parent] < position[child]
+
+
+def test_labels_leave_out_the_catch_all_word_when_a_telling_one_is_there() -> None:
+    v = vocabulary()
+    spread = peaked(**{"analog clock": 0.5, "barometer": 0.3})
+
+    assert v.roll_up(spread)[0].word == "object"  # 0.8: the sum of both
+    assert [w.word for w in v.labels(spread)] == ["analog clock", "clock", "barometer"]
+
+
+def test_labels_keep_the_catch_all_word_when_nothing_else_makes_the_cut() -> None:
+    v = vocabulary()
+    artifacts = [c.name for c in v.classes if c.parents and c.parents[-1] == "object"]
+    spread = peaked(**dict.fromkeys(artifacts[:100], 0.9 / 100))  # 0.009 each, 0.9 in all
+
+    assert [w.word for w in v.labels(spread)] == ["object"]

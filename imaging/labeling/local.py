@@ -105,7 +105,7 @@ class LocalLabeler:
             probabilities = np.asarray(output, dtype=np.float64)[0]
         except Exception as exc:
             raise LabelerUnavailable(f"classifier failed: {exc}") from exc
-        words = model.vocabulary.roll_up(
+        words = model.vocabulary.labels(
             probabilities, max_results=self.max_results, min_score=self.min_score
         )
         result = LabelResult(labels=tuple(Label(w.word, w.score, self.name) for w in words))

@@ -25,6 +25,9 @@ __all__ = ["CLASS_COUNT", "Kind", "Vocabulary", "WordScore", "roll_up", "vocabul
 #: How many classes the model scores, in this order.
 CLASS_COUNT = 1000
 _DATA = ("data", "imagenet-vocabulary.json")
+#: Top words that say only "some man-made thing": every artifact class rolls up to one, so it
+#: would top most pictures' labels. Shown only when no more telling word makes the cut.
+CATCH_ALL = frozenset({"object"})
 
 #: "class": a model class's own display name; "parent": a word above classes.
 Kind = Literal["class", "parent"]
@@ -122,6 +125,17 @@ class Vocabulary:
             for i in order[:max_results]
             if scores[i] >= min_score
         ]
+
+    def labels(
+        self, probabilities: ArrayLike, *, max_results: int = 5, min_score: float = 0.15
+    ) -> list[WordScore]:
+        """The words a picture is labelled with: ``roll_up``'s, without the catch-all words
+        (``CATCH_ALL``) unless nothing else makes the cut."""
+        words = self.roll_up(
+            probabilities, max_results=max_results + len(CATCH_ALL), min_score=min_score
+        )
+        telling = [w for w in words if w.word not in CATCH_ALL]
+        return (telling or words)[:max_results]
 
 
 @functools.cache
