@@ -279,6 +279,40 @@ def skimage_photo(name: str) -> Image.Image:
     return Image.fromarray(getattr(data, name)()).convert("RGB")
 
 
+def on_white(picture: Image.Image) -> Image.Image:
+    """RGB, any transparency flattened onto white (as the pipeline flattens a labeler's copy)."""
+    rgba = picture.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
+
+
+def matplotlib_sample(name: str) -> Image.Image:
+    """A picture shipped inside matplotlib's wheel (``mpl-data/sample_data``), as RGB:
+    'grace_hopper.jpg' (a portrait), 'Minduka_Present_Blue_Pack.png' (clip art of a present),
+    'logo2.png' (the matplotlib logo) or 's1045.ima.gz' (an MRI slice of a head)."""
+    import gzip
+
+    import numpy as np
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data(name, asfileobj=False)
+    if name == "s1045.ima.gz":  # raw 256x256 16-bit samples, as matplotlib's MRI demo reads it
+        with gzip.open(path) as raw:
+            samples = np.frombuffer(raw.read(), np.uint16)
+        scaled = samples.reshape(256, 256).astype(np.float64) * 255 / max(1, int(samples.max()))
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    with Image.open(path) as picture:
+        return on_white(picture)
+
+
+def sklearn_photo(name: str) -> Image.Image:
+    """A photo shipped inside scikit-learn's wheel ('china.jpg', 'flower.jpg'; CC BY 2.0)."""
+    from sklearn.datasets import load_sample_image
+
+    return Image.fromarray(load_sample_image(name)).convert("RGB")
+
+
 def portrait() -> Image.Image:
     """One person: scikit-image's astronaut (Eileen Collins), 512x512."""
     return skimage_photo("astronaut")
