@@ -108,7 +108,7 @@ def main() -> None:
         pictures = evaluation_set()
         print("per picture: the labels shown (best first), and whether an expected word is")
         print("among them (shown) and whether searching for it finds the picture (search)")
-        print(f"{'picture':<18} {'expected':<26} {'shown':>5} {'search':>6}  top labels")
+        print(f"{'picture':<20} {'expected':<28} {'shown':>5} {'search':>6}  top labels")
         shown_hits: dict[str, bool] = {}
         search_hits: dict[str, bool] = {}
         for name, picture in pictures.items():
@@ -123,7 +123,7 @@ def main() -> None:
             search = search_hits[name] = any(set(words(word)) <= searchable for word in expected)
             top = ", ".join(f"{label.description} {label.score:.2f}" for label in result.labels)
             print(
-                f"{name:<18} {'/'.join(expected):<26} {'yes' if shown else 'NO':>5} "
+                f"{name:<20} {'/'.join(expected):<28} {'yes' if shown else 'NO':>5} "
                 f"{'yes' if search else 'NO':>6}  {top or '(none)'}"
             )
         for title, names in (("first set", FIRST_SET), ("whole set", tuple(EXPECTED))):

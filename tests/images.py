@@ -349,3 +349,17 @@ def screenshot(lines: tuple[str, ...] = SCREEN_LINES, *, dark: bool = False) -> 
     for row, line in enumerate(lines):
         draw.text((30, 30 + row * 40), line, font=font, fill=ink)
     return picture
+
+
+def photographed_page(*, ink: bool = True) -> Image.Image:
+    """A page of printed text as a phone or scanner sees it, 1280x800: 16 lines of
+    ``SCREEN_LINES`` on grey paper lit unevenly (a third darker at the right) with sensor
+    noise, so no area of it is flat; ``ink=False`` gives the blank sheet."""
+    import numpy as np
+
+    sheet = screenshot(SCREEN_LINES * 4 if ink else ())
+    pixels = np.asarray(sheet.convert("L"), dtype=np.float64)
+    light = np.linspace(0.9, 0.6, pixels.shape[1])[None, :]
+    noise = np.random.default_rng(7).normal(0, 12, pixels.shape)
+    seen = np.clip(pixels * light + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(seen).convert("RGB")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,32 @@ from imaging.labeling import (
 )
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
-from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text
+from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text, text_look
 from imaging.processing import LabelImage
 from tests.conftest import AppFactory
-from tests.images import SCREEN_LINES, group, portrait, screenshot, skimage_photo
+from tests.images import (
+    SCREEN_LINES,
+    group,
+    matplotlib_sample,
+    on_white,
+    photographed_page,
+    portrait,
+    screenshot,
+    skimage_photo,
+    sklearn_photo,
+)
 from tests.uploads import UploadActions
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None,
     reason="tesseract-ocr is not installed (scripts/install-system-deps installs it)",
 )
+
+
+def skimage_data() -> Any:
+    from skimage import data
+
+    return data
 
 
 def label_copy(picture: Image.Image) -> bytes:
@@ -126,6 +144,61 @@ def test_a_screenshot_is_likely_to_hold_text(dark: bool) -> None:
 )
 def test_photos_are_not_likely_to_hold_text(name: str) -> None:
     assert not likely_text(skimage_photo(name))
+
+
+def test_a_photographed_page_passes_as_paper_not_as_a_screen() -> None:
+    page = Image.open(io.BytesIO(label_copy(photographed_page())))
+
+    assert text_look(page) == "paper"
+
+
+def test_a_scanned_page_is_likely_to_hold_text() -> None:
+    # scikit-image's page: a grey scan, lit unevenly, that the flat-screen look turns down.
+    assert text_look(Image.open(io.BytesIO(label_copy(skimage_photo("page"))))) == "paper"
+
+
+def test_a_blank_sheet_of_paper_is_not_likely_to_hold_text() -> None:
+    assert not likely_text(Image.open(io.BytesIO(label_copy(photographed_page(ink=False)))))
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        pytest.param(partial(skimage_photo, name), id=name)
+        for name in ("retina", "clock", "cell", "brick", "gravel", "hubble_deep_field")
+    ]
+    + [
+        pytest.param(lambda: on_white(Image.fromarray(skimage_data().logo())), id="logo"),
+        pytest.param(lambda: matplotlib_sample("grace_hopper.jpg"), id="grace_hopper"),
+        pytest.param(lambda: matplotlib_sample("s1045.ima.gz"), id="mri"),
+        pytest.param(lambda: sklearn_photo("china.jpg"), id="china"),
+        pytest.param(lambda: sklearn_photo("flower.jpg"), id="flower"),
+    ],
+)
+def test_pictures_on_light_backgrounds_are_not_pages(picture: Callable[[], Image.Image]) -> None:
+    """Mostly light, flat-ish pictures (a fundus photo, a clock, a cell, a logo) are the
+    nearest to paper: none of them passes either look."""
+    assert text_look(Image.open(io.BytesIO(label_copy(picture())))) is None
+
+
+@needs_tesseract
+def test_ocr_reads_a_scanned_page_evened_out() -> None:
+    page = Image.open(io.BytesIO(label_copy(skimage_photo("page"))))
+
+    reading = TextReader(timeout=10).read(page)
+
+    assert {"region-based", "segmentation", "markers", "background"} <= words(reading.text)
+    assert len(reading.text.splitlines()) >= 5
+
+
+@needs_tesseract
+def test_ocr_reads_back_the_words_of_a_photographed_page() -> None:
+    page = Image.open(io.BytesIO(label_copy(photographed_page())))
+
+    reading = TextReader(timeout=10).read(page)
+
+    expected = words(" ".join(SCREEN_LINES))
+    assert len(expected & words(reading.text)) / len(expected) >= 0.9, reading.text
 
 
 def test_a_blank_picture_is_not_likely_to_hold_text() -> None:
