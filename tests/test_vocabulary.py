@@ -223,3 +223,26 @@ def test_labels_keep_the_catch_all_word_when_nothing_else_makes_the_cut() -> Non
     spread = peaked(**dict.fromkeys(artifacts[:100], 0.9 / 100))  # 0.009 each, 0.9 in all
 
     assert [w.word for w in v.labels(spread)] == ["object"]
+
+
+def test_a_broad_word_no_likelier_than_chance_is_left_out() -> None:
+    # The model can tell nothing: "animal" still sums 0.4 (398 of the 1000 classes).
+    v = vocabulary()
+    unsure = np.full(CLASS_COUNT, 1 / CLASS_COUNT)
+
+    assert v.roll_up(unsure)[0].word == "animal"
+    assert v.labels(unsure) == []
+
+
+def test_a_dog_of_uncertain_breed_is_a_dog_without_the_animal_word_yet() -> None:
+    v = vocabulary()
+    breeds = [c.name for c in v.classes if c.parents[:1] == ("dog",)][:10]
+    p = peaked(**dict.fromkeys(breeds, 0.05))  # 0.5 in all: dog 118 classes, animal 398
+
+    assert [(w.word, round(w.score, 2)) for w in v.labels(p)] == [("dog", 0.5)]
+
+
+def test_a_likely_broad_word_is_shown() -> None:
+    words = vocabulary().labels(peaked(tabby_cat=0.9))
+
+    assert [w.word for w in words] == ["tabby cat", "cat", "animal"]

@@ -28,6 +28,12 @@ _DATA = ("data", "imagenet-vocabulary.json")
 #: Top words that say only "some man-made thing": every artifact class rolls up to one, so it
 #: would top most pictures' labels. Shown only when no more telling word makes the cut.
 CATCH_ALL = frozenset({"object"})
+#: A parent word is shown only when it is at least this many times likelier than chance: than
+#: its share of the classes (as if the model could tell nothing). "animal" covers 398 classes, so
+#: it needs 0.8; "dog" (118) needs 0.24; a word of under 75 classes only ``min_score``. Without
+#: it, "animal" topped galaxies, the moon, grass, a flower and screenshots at 0.16-0.5: the sum
+#: of hundreds of small guesses, not a finding.
+MIN_LIFT = 2.0
 
 #: "class": a model class's own display name; "parent": a word above classes.
 Kind = Literal["class", "parent"]
@@ -60,6 +66,7 @@ class Vocabulary:
     _parent: NDArray[np.intp]
     _depth: int  # the longest chain's number of edges
     _rank: NDArray[np.intp]  # tie-break: a class's name, then nearer (smaller) parents first
+    _share: dict[str, float]  # per word, the share of the classes it covers
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
@@ -98,6 +105,7 @@ class Vocabulary:
             _parent=np.array([p for _, p in sorted(edges)], dtype=np.intp),
             _depth=depth,
             _rank=position,
+            _share={w: int(n) / CLASS_COUNT for w, n in zip(words, size, strict=True)},
         )
 
     def scores(self, probabilities: ArrayLike) -> NDArray[np.float64]:
@@ -129,13 +137,15 @@ class Vocabulary:
     def labels(
         self, probabilities: ArrayLike, *, max_results: int = 5, min_score: float = 0.15
     ) -> list[WordScore]:
-        """The words a picture is labelled with: ``roll_up``'s, without the catch-all words
-        (``CATCH_ALL``) unless nothing else makes the cut."""
+        """The words a picture is labelled with: ``roll_up``'s without the parent words no
+        likelier than ``MIN_LIFT`` times chance (their classes still show), and without the
+        catch-all words (``CATCH_ALL``) unless nothing else is left."""
         words = self.roll_up(
-            probabilities, max_results=max_results + len(CATCH_ALL), min_score=min_score
+            probabilities, max_results=2 * max_results + len(CATCH_ALL), min_score=min_score
         )
-        telling = [w for w in words if w.word not in CATCH_ALL]
-        return (telling or words)[:max_results]
+        found = [w for w in words if w.kind == "class" or w.score >= MIN_LIFT * self._share[w.word]]
+        telling = [w for w in found if w.word not in CATCH_ALL]
+        return (telling or found)[:max_results]
 
 
 @functools.cache
