@@ -137,7 +137,7 @@ def costs(models: Models, pictures: dict[str, Image.Image]) -> None:
     classifier, detector, reader = models.classifier, models.detector, models.reader
     print(f"machine: {cpu_model()}; {ROUNDS} rounds, median CPU ms")
     print(
-        f"{'picture':<18} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
+        f"{'picture':<20} {'faces':>5} {'text?':>5} {'classes':>8} {'faces ms':>8} "
         f"{'check ms':>8} {'OCR ms':>7}  words read"
     )
     recalls = []
@@ -162,7 +162,7 @@ def costs(models: Models, pictures: dict[str, Image.Image]) -> None:
             recalls.append(len(expected & got) / len(expected))
             read = f"{len(expected & got)}/{len(expected)}"
         print(
-            f"{name:<18} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
+            f"{name:<20} {len(faces):>5} {'yes' if likely else 'no':>5} {classes:8.1f} "
             f"{face_ms:8.1f} {check_ms:8.1f} {ocr}  {read}"
         )
     print(f"OCR word recall on screenshots: {statistics.mean(recalls):.0%}")

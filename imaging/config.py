@@ -422,7 +422,7 @@ class Settings:
         ("faces", "text"),
         "what the local labeler looks for besides its classes: `faces` (`person`/`people` "
         "labels, a count and the boxes; about 3 ms and 13 MB per worker) and `text` (Tesseract "
-        "OCR, only on screenshot-like pictures; 100-300 ms in a subprocess when it runs)",
+        "OCR, only on screenshot- or page-like pictures; 100-400 ms in a subprocess when it runs)",
         LABELS,
         check=SomeOf(("faces", "text"), optional=True),
         parse=_choices,
