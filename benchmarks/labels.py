@@ -134,12 +134,12 @@ def main() -> None:
                 f"({shown_count / len(names):.0%}), search {search_count}/{len(names)} "
                 f"({search_count / len(names):.0%})"
             )
-        text_look(pictures)
+        look_for_text(pictures)
         print()
         findings.costs(models, pictures)
 
 
-def text_look(pictures: dict[str, Image.Image]) -> None:
+def look_for_text(pictures: dict[str, Image.Image]) -> None:
     """How often the cheap look for text is right, on the set and on scikit-image's patterns."""
     from skimage import data
 
