@@ -48,7 +48,8 @@ _EDGE_STEP = 48
 _EDGES_PER_TEXT_ROW = 12
 #: Text fills some rows and leaves gaps between lines: not every row.
 _MAX_TEXT_ROWS = 0.6
-#: Paper: the light is evened out over blocks this wide (a few letters' height at 640 px).
+#: Paper: its local white is the brightest pixel in a block this wide and the blocks around it
+#: (a 24 px window: about two lines of a page's letters at 640 px).
 _PAPER_BLOCK = 8
 #: Over the paper's local white, paper is at least this bright and ink at most this dark.
 _PAPER_LIGHT, _INK_DARK = 0.85, 0.6
