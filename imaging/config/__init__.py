@@ -1,0 +1,51 @@
+"""Settings: every knob of the app (the package; see ``settings``)."""
+
+from __future__ import annotations
+
+from imaging.config.settings import (
+    DEFAULT_PRESETS,
+    DEFINITIONS,
+    DOCS_COMMAND,
+    GROUPS,
+    PRODUCTION_RATE_LIMIT,
+    RULES,
+    WEBP_MAX_SIDE,
+    AtLeast,
+    Between,
+    Check,
+    Definition,
+    KnownFormats,
+    OneOf,
+    Preset,
+    Rule,
+    Settings,
+    SettingsError,
+    Shaped,
+    SomeOf,
+    configuration_markdown,
+    setting,
+)
+
+__all__ = [
+    "DEFAULT_PRESETS",
+    "DEFINITIONS",
+    "DOCS_COMMAND",
+    "GROUPS",
+    "PRODUCTION_RATE_LIMIT",
+    "RULES",
+    "WEBP_MAX_SIDE",
+    "AtLeast",
+    "Between",
+    "Check",
+    "Definition",
+    "KnownFormats",
+    "OneOf",
+    "Preset",
+    "Rule",
+    "Settings",
+    "SettingsError",
+    "Shaped",
+    "SomeOf",
+    "configuration_markdown",
+    "setting",
+]
