@@ -312,7 +312,7 @@ class Pipeline:
                 cache_control=IMMUTABLE_CACHE_CONTROL,
             )
 
-        # A held-back record's files go to held/ (catalog.py): never public, not even briefly.
+        # A held-back record's files go to held/ (catalog/index.py): never public, not even briefly.
         # Each write runs in a copy of our context: within the upload's deadline.
         futures = [
             self._write_pool.submit(

@@ -1,33 +1,4 @@
-"""The gallery index, kept in the object store itself: records, newest-first pages, label index.
-
-Every object key the app writes is made here (the same on local disk and in GCS)::
-
-    img/<id>/<variant>.<ext>   the public, immutable image files
-    lbl/<label-slug>/<id>      empty marker: the label index
-    idx/<word>/<id>            empty marker: the search index (its rules: imaging/search.py)
-    phash/<band>/<hex>/<id>    empty marker: a band of the perceptual hash (near copies)
-    sha/<content-key>.json     the content key's claim: which upload owns these bytes with these
-                               options (the duplicate index); written FIRST, create-only
-    rec/<id>.json              the record; written LAST, so it is the commit point
-    held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
-    tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
-    upl/<upload-id>[.put]      a direct upload's completion marker and PUT claim
-    evt/...                    the storage-event ledger (doors/ledger)
-
-Ids sort newest-first as plain strings (inverted millisecond time + random suffix), so an
-ascending listing of ``rec/`` *is* the gallery order and a cursor is just the last id seen: a
-page costs one listing call plus ``limit`` parallel record reads, whatever the catalog size, and
-new uploads (which sort before every existing id) never shift a cursor.
-
-A marker or variant whose record does not exist is invisible (a reader always goes through the
-record) and is removed by ``sweep`` once its id is older than the grace period.
-
-A claim names the id its upload will commit under and the time it was claimed (the id's own
-time). While that record does not exist the claim is pending: other uploads of the same bytes
-wait for it; once it exists the claim *is* the duplicate index entry, and nothing rewrites it.
-A pending claim older than a bound (its owner died) may be taken over, and ``sweep`` removes
-one older than the grace period. A claim is only ever removed with ``delete_if_holds``, so
-nobody removes a claim that another upload has taken over in the meantime.
+"""The Catalog: records and indexes read and written through an ObjectStore (keys: ``keys``).
 
 A record SafeSearch holds back (``hidden: true``) lives in the private ``held/`` namespace from
 the moment it is committed: its record and files sit under ``held/`` + the key they will have
@@ -41,24 +12,32 @@ else in the record but ``hidden``.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import contextvars
-import hashlib
 import itertools
-import json
 import logging
-import re
-import secrets
-import threading
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
+from imaging.catalog.claims import claim_body, claim_key, claim_owner
+from imaging.catalog.keys import (
+    HASH_PREFIX,
+    HELD_PREFIX,
+    HELD_RECORD_PREFIX,
+    IMAGE_PREFIX,
+    LABEL_PREFIX,
+    RECORD_PREFIX,
+    held_key,
+    id_time,
+    is_valid_id,
+    iter_keys,
+    label_slug,
+    record_key,
+)
+from imaging.catalog.records import ImageRecord, Page, Scan, Variant
 from imaging.errors import (
     ImagingError,
     NotFound,
@@ -66,372 +45,10 @@ from imaging.errors import (
     ObjectNotFound,
     StorageUnavailable,
 )
-from imaging.labeling import Box, Label, LabelResult
-from imaging.labeling.caption import clean_caption
-from imaging.processing.palette import Appearance, Swatch
-from imaging.search import INDEX_PREFIX, PHASH_PREFIX, index_keys
+from imaging.search import INDEX_PREFIX, PHASH_PREFIX
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
-from imaging.untrusted import same_secret
-
-if TYPE_CHECKING:
-    from imaging.processing import Probe, Rendition
 
 log = logging.getLogger(__name__)
-
-#: Ids hold (MAX_MS - now_ms) so that newer ids sort first; 13 digits last until the year 2286.
-MAX_MS = 10**13 - 1
-ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
-RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
-TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX, HELD_PREFIX = "tmp/", "upl/", "evt/", "held/"
-#: Where held-back records are listed (the admin's held list): ``held/`` + ``rec/``.
-HELD_RECORD_PREFIX = HELD_PREFIX + RECORD_PREFIX
-#: Keys the app itself writes: an event or a batch over the app's own bucket must skip them, or
-#: every variant written would come back as a new upload.
-OWN_PREFIXES = (
-    IMAGE_PREFIX,
-    RECORD_PREFIX,
-    LABEL_PREFIX,
-    INDEX_PREFIX,
-    PHASH_PREFIX,
-    HASH_PREFIX,
-    EVENT_PREFIX,
-    TEMP_PREFIX,
-    UPLOAD_PREFIX,
-    HELD_PREFIX,
-)
-
-
-def record_key(image_id: str) -> str:
-    return f"{RECORD_PREFIX}{image_id}.json"
-
-
-def variant_key(image_id: str, variant: str, ext: str) -> str:
-    return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
-
-
-def claim_key(content_key: str) -> str:
-    """The one key all uploads of the same bytes with the same options compete for."""
-    return f"{HASH_PREFIX}{content_key}.json"
-
-
-def claim_body(image_id: str) -> builtins.bytes:
-    """What a claim holds: the owner's id and the claim time, which is the id's own time.
-
-    A pure function of the id, so whoever knows the record can tell (and remove) its claim.
-    """
-    claimed_at = datetime.fromtimestamp(id_time(image_id), UTC).isoformat(timespec="milliseconds")
-    return json.dumps({"claimed_at": claimed_at, "id": image_id}, sort_keys=True).encode()
-
-
-def claim_owner(body: builtins.bytes) -> str | None:
-    """The id a claim names (None when it is not a claim this module wrote)."""
-    try:
-        image_id = json.loads(body)["id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return image_id if isinstance(image_id, str) and is_valid_id(image_id) else None
-
-
-def held_key(key: str) -> str:
-    """Where ``key`` (a record or a variant) is kept while its image is held back."""
-    return f"{HELD_PREFIX}{key}"
-
-
-def new_delete_key() -> str:
-    """A fresh delete key: shown once to the uploader, while the record keeps only its hash."""
-    return secrets.token_urlsafe(24)
-
-
-def hash_delete_key(delete_key: str) -> str:
-    """What a record keeps of the delete key shown once to the uploader."""
-    return hashlib.sha256(delete_key.encode()).hexdigest()
-
-
-def iter_keys(store: ObjectStore, prefix: str) -> Iterator[str]:
-    """Every key under ``prefix``, ascending, one listing call per 1000."""
-    start = ""
-    while True:
-        keys = store.list(prefix, start_after=start, limit=1000)
-        # A listing that does not move forward would loop forever: stop instead.
-        if not keys or keys[-1] <= start:
-            return
-        yield from keys
-        start = keys[-1]
-
-
-_last_ms = 0
-_id_lock = threading.Lock()
-
-
-def new_id(now: float | None = None) -> str:
-    """A fresh id; within a process, each is strictly newer than the last (even in one ms)."""
-    global _last_ms
-    ms = int((time.time() if now is None else now) * 1000)
-    if now is None:
-        with _id_lock:
-            ms = max(ms, _last_ms + 1)
-            _last_ms = ms
-    return f"{MAX_MS - ms:013d}{secrets.token_hex(4)}"
-
-
-def id_time(image_id: str) -> float:
-    """The Unix time an id was minted at."""
-    return (MAX_MS - int(image_id[:13])) / 1000
-
-
-def is_valid_id(image_id: str) -> bool:
-    return bool(ID_PATTERN.match(image_id))
-
-
-def label_slug(description: str) -> str:
-    """``'Tabby cat'`` -> ``'tabby-cat'``: the label index key and the ``?label=`` value."""
-    text = unicodedata.normalize("NFKD", description).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:64]
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str  # "webp", "jpeg", ..., or "thumb"
-    format: str
-    key: str
-    content_type: str
-    bytes: int
-    width: int
-    height: int
-    frames: int = 1
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    id: str
-    name: str
-    created_at: str
-    source_format: str
-    width: int
-    height: int
-    bytes: int
-    variants: tuple[Variant, ...]
-    thumbnail: Variant
-    labels: tuple[Label, ...] = ()
-    label_status: str = "off"  # ok | empty | error | off
-    safe_search: dict[str, str] = field(default_factory=dict)
-    hidden: bool = False
-    content_key: str = ""
-    delete_key_hash: str = ""
-    warnings: tuple[str, ...] = ()
-    receipt: dict[str, Any] = field(default_factory=dict)
-    thumbhash: str = ""  # base64 ThumbHash painted while the thumbnail loads; "" on old records
-    camera: dict[str, Any] = field(default_factory=dict)  # processing.Camera's fields; never GPS
-    people: int = 0  # faces found by the labeler
-    faces: tuple[Box, ...] = ()  # the best of their boxes, fractions of width and height
-    text: str = ""  # text read in the picture, capped
-    colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
-    phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
-    caption: str = ""  # the captioner's sentence (untrusted model output, cleaned and capped)
-
-    def files(self) -> tuple[Variant, ...]:
-        """Every image file of the record: the requested variants, then the thumbnail."""
-        return (*self.variants, self.thumbnail)
-
-    def stored_key(self, key: str) -> str:
-        """Where one of this record's keys is kept now: under ``held/`` while it is hidden."""
-        return held_key(key) if self.hidden else key
-
-    def location(self) -> str:
-        """The key this record itself is kept at: ``rec/<id>.json`` or ``held/rec/<id>.json``."""
-        return self.stored_key(record_key(self.id))
-
-    def file_keys(self) -> list[str]:
-        """Where this record's image files are kept now."""
-        return [self.stored_key(v.key) for v in self.files()]
-
-    def keys(self) -> list[str]:
-        """Every object this record owns besides itself and its claim."""
-        return self.file_keys() + self.marker_keys()
-
-    def marker_keys(self) -> list[str]:
-        """The label, search and hash-band markers ``save`` writes (the claim was written
-        before the files); none while the image is held back."""
-        return [] if self.hidden else self.public_marker_keys()
-
-    def public_marker_keys(self) -> list[str]:
-        """The label, search and hash-band markers a record has while it is public.
-
-        A held-back image has none: label pages and searches list markers, so it must not
-        appear there, not even as an id.
-        """
-        slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
-        return [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug] + index_keys(self)
-
-    def accepts_delete_key(self, delete_key: str) -> bool:
-        """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
-        return bool(self.delete_key_hash) and same_secret(
-            hash_delete_key(delete_key), self.delete_key_hash
-        )
-
-    def to_json(self) -> builtins.bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: builtins.bytes) -> ImageRecord:
-        data = json.loads(raw)
-        data["variants"] = tuple(Variant(**v) for v in data["variants"])
-        data["thumbnail"] = Variant(**data["thumbnail"])
-        data["labels"] = tuple(Label(**label) for label in data.get("labels", ()))
-        data["warnings"] = tuple(data.get("warnings", ()))
-        data["faces"] = tuple(Box(**face) for face in data.get("faces", ()))
-        data["colours"] = tuple(Swatch(**swatch) for swatch in data.get("colours", ()))
-        return cls(**data)
-
-    def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
-        """The JSON the API returns (and the pages render): no storage internals, no secrets."""
-
-        def variant(v: Variant) -> dict[str, Any]:
-            return {
-                "name": v.name,
-                "format": v.format,
-                "url": url_for_key(v.key),
-                "content_type": v.content_type,
-                "bytes": v.bytes,
-                "width": v.width,
-                "height": v.height,
-                "frames": v.frames,
-            }
-
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created_at": self.created_at,
-            "source_format": self.source_format,
-            "width": self.width,
-            "height": self.height,
-            "bytes": self.bytes,
-            "variants": [variant(v) for v in self.variants],
-            "thumbnail": variant(self.thumbnail),
-            "labels": [
-                {
-                    "description": label.description,
-                    "score": round(label.score, 4),
-                    "source": label.source,
-                    "slug": label_slug(label.description),
-                }
-                for label in self.labels
-            ],
-            "label_status": self.label_status,
-            "safe_search": dict(self.safe_search),
-            "hidden": self.hidden,
-            "warnings": list(self.warnings),
-            "receipt": dict(self.receipt),
-            "thumbhash": self.thumbhash,
-            "camera": dict(self.camera),
-            "people": self.people,
-            "faces": [asdict(face) for face in self.faces],
-            "text": self.text,
-            "colours": [{"hex": s.hex, "name": s.name, "share": s.share} for s in self.colours],
-            "phash": self.phash,
-            "caption": self.caption,
-        }
-
-
-def new_record(
-    source: Probe,
-    renditions: Mapping[str, Rendition],
-    *,
-    labels: LabelResult,
-    label_status: str,
-    hidden: bool,
-    name: str,
-    content_key: str,
-    delete_key: str,
-    conversion: Mapping[str, Any],
-    warnings: Iterable[str] = (),
-    image_id: str | None = None,
-    thumbhash: str = "",
-    camera: Mapping[str, Any] | None = None,
-    appearance: Appearance | None = None,
-    caption: str = "",
-) -> ImageRecord:
-    """The record of a new upload under ``image_id`` (the one its claim names; default: a fresh
-    id), with its variants' keys laid out.
-
-    ``renditions`` maps each variant's name to its bytes; ``"thumb"`` is the gallery thumbnail.
-    ``conversion`` is what decoding did (orientation, colour profile, ...); the receipt adds the
-    source's figures and every variant's size to it. Only the delete key's hash is kept.
-    ``thumbhash`` and ``camera`` are what the render step read of the pixels and the EXIF.
-    """
-    image_id = image_id or new_id()
-    variants = {
-        variant: Variant(
-            name=variant,
-            format=r.format,
-            key=variant_key(image_id, variant, r.ext),
-            content_type=r.mime,
-            bytes=len(r.data),
-            width=r.width,
-            height=r.height,
-            frames=r.frames,
-        )
-        for variant, r in renditions.items()
-    }
-    receipt = {
-        **conversion,
-        "source_format": source.format,
-        "source_width": source.width,
-        "source_height": source.height,
-        "source_bytes": source.bytes,
-        "source_frames": source.frames,
-        "bytes": {variant: v.bytes for variant, v in variants.items()},
-    }
-    return ImageRecord(
-        id=image_id,
-        name=display_name(name),
-        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        source_format=source.format,
-        width=source.width,
-        height=source.height,
-        bytes=source.bytes,
-        variants=tuple(v for variant, v in variants.items() if variant != "thumb"),
-        thumbnail=variants["thumb"],
-        labels=labels.labels,
-        label_status=label_status,
-        safe_search=dict(labels.safe_search),
-        hidden=hidden,
-        content_key=content_key,
-        delete_key_hash=hash_delete_key(delete_key),
-        warnings=tuple(dict.fromkeys(warnings)),
-        receipt=receipt,
-        thumbhash=thumbhash,
-        camera=dict(camera or {}),
-        people=labels.people,
-        faces=labels.faces,
-        text=labels.text,
-        colours=appearance.colours if appearance else (),
-        phash=appearance.phash if appearance else "",
-        caption=clean_caption(caption),
-    )
-
-
-def display_name(name: str) -> str:
-    """A display name only: never a path. Control characters go, length is capped."""
-    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
-    return cleaned[:200] or "untitled"
-
-
-@dataclass(frozen=True)
-class Page:
-    records: list[ImageRecord]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class Scan:
-    """What ``Catalog.scan`` read: the records, how many would not parse, and whether it read
-    every record there is (False: it stopped at its cap)."""
-
-    records: list[ImageRecord]
-    unreadable: int
-    complete: bool
 
 
 class Catalog:

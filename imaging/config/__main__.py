@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from imaging.config.settings import configuration_markdown
+from imaging.config.docs import configuration_markdown
 
 print(configuration_markdown(), end="")
