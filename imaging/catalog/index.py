@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +45,18 @@ from imaging.errors import (
     ObjectExists,
     ObjectNotFound,
     StorageUnavailable,
+    UnreadableRecord,
 )
 from imaging.search import INDEX_PREFIX, PHASH_PREFIX
 from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
 
 log = logging.getLogger(__name__)
+
+#: What parsing a record that is not (or no longer) one this code wrote raises: not JSON, or
+#: JSON of another shape (a hand edit, a truncated copy, a shape older than this code).
+UNPARSEABLE = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+#: How many unreadable record keys a process remembers having logged (each is logged once).
+REPORTED_MAX = 10_000
 
 
 class Catalog:
@@ -58,6 +66,8 @@ class Catalog:
         self.store = store
         # A gallery page reads up to 24 records: one wave of parallel reads on Cloud Storage.
         self._pool = ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="catalog")
+        self._reported: set[str] = set()
+        self._reported_lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------------------------
     def save(self, record: ImageRecord, *, written: list[str] | None = None) -> None:
@@ -234,10 +244,41 @@ class Catalog:
             raise NotFound("No image with that id.")
         for key in (record_key(image_id), held_key(record_key(image_id))):
             try:
-                return ImageRecord.from_json(self.store.get(key))
+                return self._read(key)
             except ObjectNotFound:
                 continue
         raise NotFound("No image with that id.")
+
+    def _read(self, key: str) -> ImageRecord:
+        """The record at ``key``; UnreadableRecord (a 404) when its bytes no longer parse.
+
+        The key is logged once per process, never the bytes: a gallery page that meets the
+        same damaged record on every view must not flood the log.
+        """
+        raw = self.store.get(key)
+        try:
+            return ImageRecord.from_json(raw)
+        except UNPARSEABLE as exc:
+            self._report_unreadable(key, exc)
+            if key.startswith(HELD_PREFIX):
+                raise UnreadableRecord("No image with that id.", private=True) from None
+            raise UnreadableRecord(
+                "That image's record is damaged in storage and cannot be read."
+            ) from None
+
+    def _report_unreadable(self, key: str, exc: BaseException) -> None:
+        with self._reported_lock:
+            if key in self._reported:
+                return
+            if len(self._reported) >= REPORTED_MAX:
+                self._reported.clear()
+            self._reported.add(key)
+        log.warning(
+            "unreadable record %s (%s): left out of every listing; mend it by hand, or delete "
+            "it and `flask gc` removes what it owned",
+            key,
+            type(exc).__name__,
+        )
 
     def page(self, *, cursor: str | None = None, limit: int = 24, label: str | None = None) -> Page:
         """One gallery page, newest first; ``label`` filters through the label index.
@@ -293,9 +334,11 @@ class Catalog:
 
     def _maybe_get_public(self, image_id: str) -> ImageRecord | None:
         try:
-            record = ImageRecord.from_json(self.store.get(record_key(image_id)))
+            record = self._read(record_key(image_id))
         except ObjectNotFound:
             return None  # a marker whose record was deleted or never committed
+        except UnreadableRecord:
+            return None  # logged once by _read; the listing goes on without it
         # rec/ holds no held-back record since held/ exists; an older one stays out all the same.
         return None if record.hidden else record
 
@@ -303,7 +346,7 @@ class Catalog:
         try:
             return self.get(image_id)
         except NotFound:
-            return None  # a marker whose record was deleted or never committed
+            return None  # deleted, never committed, or unreadable (logged once by _read)
 
     def find(self, image_id: str) -> ImageRecord | None:
         """The record, public or held back; None if it is not (or not yet) committed."""
@@ -335,10 +378,10 @@ class Catalog:
 
         def read(key: str) -> ImageRecord | str:
             try:
-                return ImageRecord.from_json(self.store.get(key))
+                return self._read(key)
             except ObjectNotFound:
                 return "gone"  # deleted since it was listed
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except UnreadableRecord:
                 return "unreadable"
 
         found = list(self._pool.map(read, keys[:limit]))
