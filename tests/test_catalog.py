@@ -349,3 +349,36 @@ def test_a_damaged_held_record_answers_as_a_missing_image(any_store: ObjectStore
     assert raised.value.code == "not_found"
     assert raised.value.public_message == "No image with that id."
     assert catalog.held_page().records == []
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"bytes": "many"},
+        {"width": None},
+        {"hidden": "no"},
+        {"labels": [{"description": "Cat", "score": "high", "source": "vision"}]},
+        {"safe_search": {"adult": 3}},
+    ],
+)
+def test_a_record_holding_the_wrong_kinds_is_unreadable(
+    any_store: ObjectStore, edit: dict[str, object]
+) -> None:
+    # Valid JSON with every key, as a hand edit leaves it: a page or the API would fail on it.
+    catalog = Catalog(any_store)
+    rec = record(1)
+    commit(catalog, rec)
+    edited = json.loads(rec.to_json()) | edit
+    any_store.overwrite(rec.location(), json.dumps(edited).encode(), content_type="x/json")
+
+    with pytest.raises(UnreadableRecord):
+        catalog.get(rec.id)
+
+    assert catalog.page().records == []
+
+
+def test_a_whole_number_where_a_score_belongs_still_reads() -> None:
+    saved = json.loads(record(1).to_json())
+    saved["labels"][0]["score"] = 1  # a hand edit of 1.0
+
+    assert ImageRecord.from_json(json.dumps(saved).encode()).labels[0].score == 1

@@ -8,6 +8,7 @@ key goes to the log once, without its content. Each test runs on LocalStore and 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -195,3 +196,16 @@ def test_gc_keeps_what_a_damaged_record_owns(
     assert files
     assert store.list(f"img/{damaged['id']}/") == files
     assert store.get(record_key(damaged["id"])) == DAMAGED
+
+
+def test_a_record_edited_into_the_wrong_kinds_answers_404_not_500(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    created = upload_ok(client, images.jpeg(40, 30), "edited.jpg")
+    key = record_key(created["id"])
+    edited = json.loads(store.get(key)) | {"bytes": "many"}
+    store.overwrite(key, json.dumps(edited).encode(), content_type="application/json")
+
+    assert client.get(f"/images/{created['id']}").status_code == 404
+    assert client.get(f"/api/images/{created['id']}").status_code == 404
+    assert client.get("/").status_code == 200

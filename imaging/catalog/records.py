@@ -7,13 +7,14 @@ names every file and marker the image owns, so a reader always goes through it.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from imaging.catalog.keys import LABEL_PREFIX, held_key, label_slug, new_id, record_key, variant_key
 from imaging.labeling import Box, Label, LabelResult
@@ -128,7 +129,12 @@ class ImageRecord:
         data["warnings"] = tuple(data.get("warnings", ()))
         data["faces"] = tuple(Box(**face) for face in data.get("faces", ()))
         data["colours"] = tuple(Swatch(**swatch) for swatch in data.get("colours", ()))
-        return cls(**data)
+        record = cls(**data)
+        if not _checker(cls)(record):
+            # JSON of the right keys but the wrong kinds (a hand edit: "bytes": "many") would
+            # fail later, in a page or the API: it is as unreadable as a truncated record.
+            raise TypeError("a record field holds a value of the wrong type")
+        return record
 
     def public(self, url_for_key: Callable[[str], str]) -> dict[str, Any]:
         """The JSON the API returns (and the pages render): no storage internals, no secrets."""
@@ -178,6 +184,44 @@ class ImageRecord:
             "phash": self.phash,
             "caption": self.caption,
         }
+
+
+Checker = Callable[[Any], bool]
+_CHECKERS: dict[Any, Checker] = {}
+
+
+def _checker(hint: Any) -> Checker:
+    """A test of whether a value is of the declared type ``hint`` (the kinds a record holds),
+    built once per type: a record is checked on every read."""
+    if hint not in _CHECKERS:
+        _CHECKERS[hint] = _build_checker(hint)
+    return _CHECKERS[hint]
+
+
+def _build_checker(hint: Any) -> Checker:
+    if hint is Any:
+        return lambda value: True
+    origin = get_origin(hint)
+    if origin is dict:
+        key, item = map(_checker, get_args(hint))
+        return lambda value: (
+            isinstance(value, dict) and all(key(k) and item(v) for k, v in value.items())
+        )
+    if origin is tuple:
+        each = _checker(get_args(hint)[0])
+        return lambda value: isinstance(value, tuple) and all(map(each, value))
+    if hint is bool:
+        return lambda value: value is True or value is False
+    if hint is float:  # a hand edit may well write 1 for 1.0
+        return lambda value: isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        fields = [(name, _checker(h)) for name, h in get_type_hints(hint).items()]
+        return lambda value: (
+            isinstance(value, hint) and all(check(getattr(value, name)) for name, check in fields)
+        )
+    return lambda value: isinstance(value, hint)
 
 
 def new_record(
