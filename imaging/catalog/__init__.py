@@ -6,8 +6,9 @@ There is no database: every record, marker and claim is an object in the store.
   ...) and the newest-first ids they are built around;
 - ``claims``: the content key's claim, the duplicate index;
 - ``records``: ``ImageRecord`` and its ``Variant`` files, and how a new record is built;
-- ``index``: ``Catalog``, which saves (the commit point), approves, relabels, deletes, pages,
-  scans and sweeps records through an ``ObjectStore``.
+- ``index``: ``Catalog``, which saves (the commit point), approves, relabels, deletes, pages
+  and scans records through an ``ObjectStore``;
+- ``sweep``: what ``flask gc`` removes (variants, markers and claims without a record).
 
 Everything public is re-exported here: ``from imaging.catalog import Catalog``.
 """

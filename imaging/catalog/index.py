@@ -17,22 +17,19 @@ import contextvars
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from imaging.catalog import sweep
 from imaging.catalog.claims import claim_body, claim_key, claim_owner
 from imaging.catalog.keys import (
-    HASH_PREFIX,
     HELD_PREFIX,
     HELD_RECORD_PREFIX,
-    IMAGE_PREFIX,
     LABEL_PREFIX,
     RECORD_PREFIX,
     held_key,
-    id_time,
     is_valid_id,
     iter_keys,
     label_slug,
@@ -47,8 +44,7 @@ from imaging.errors import (
     StorageUnavailable,
     UnreadableRecord,
 )
-from imaging.search import INDEX_PREFIX, PHASH_PREFIX
-from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore, SweepsLeftovers
+from imaging.storage import IMMUTABLE_CACHE_CONTROL, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -398,72 +394,5 @@ class Catalog:
 
     # -- maintenance -----------------------------------------------------------------------
     def sweep(self, *, grace_seconds: float, now: float | None = None) -> list[str]:
-        """Remove variants and markers that have no record and are older than the grace period.
-
-        They are what an upload leaves when its process dies between the first write and the
-        commit. Younger ones may belong to an upload in flight, so they are left alone. A store
-        whose writers leave debris outside its keys (LocalStore's ``.tmp-*`` files and empty
-        directories after a kill -9 or a full disk) sweeps that too.
-        """
-        now = time.time() if now is None else now
-        public = set(self.iter_ids())
-        held = {
-            key[len(HELD_RECORD_PREFIX) : -len(".json")]
-            for key in self._iter_keys(HELD_RECORD_PREFIX)
-        }
-        removed: list[str] = []
-        for key in list(self._iter_keys(HASH_PREFIX)):
-            if self._sweep_claim(key, public | held, grace_seconds=grace_seconds, now=now):
-                removed.append(key)
-        for prefix in (
-            IMAGE_PREFIX,
-            LABEL_PREFIX,
-            INDEX_PREFIX,
-            PHASH_PREFIX,
-            HASH_PREFIX,
-            HELD_PREFIX,
-        ):
-            for key in list(self._iter_keys(prefix)):
-                image_id = _owner_id(key)
-                if image_id is None:
-                    continue
-                # A held/ key of a public id is what an approval left: the record replaced it.
-                approved = key.startswith(HELD_PREFIX) and image_id in public
-                if not approved and (
-                    image_id in public
-                    or image_id in held
-                    or now - id_time(image_id) < grace_seconds
-                ):
-                    continue
-                self.store.delete(key)
-                removed.append(key)
-        if isinstance(self.store, SweepsLeftovers):
-            removed += self.store.sweep_leftovers(grace_seconds=grace_seconds, now=now)
-        return removed
-
-    def _sweep_claim(
-        self, key: str, committed: set[str], *, grace_seconds: float, now: float
-    ) -> bool:
-        """Remove a claim whose upload never committed, once past the grace period."""
-        if not key.endswith(".json"):
-            return False  # sha/<content-key>/<id>: the older marker layout, swept by id below
-        try:
-            body = self.store.get(key)
-        except ObjectNotFound:
-            return False
-        image_id = claim_owner(body)
-        if image_id in committed:
-            return False
-        if image_id is not None and now - id_time(image_id) < grace_seconds:
-            return False  # maybe still in flight
-        return self.store.delete_if_holds(key, body)
-
-
-def _owner_id(key: str) -> str | None:
-    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``idx/<word>/<id>``,
-    ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
-    if key.startswith(HELD_PREFIX):
-        key = key[len(HELD_PREFIX) :].removesuffix(".json")
-    parts = key.split("/")
-    candidate = parts[1] if key.startswith(IMAGE_PREFIX) and len(parts) >= 3 else parts[-1]
-    return candidate if is_valid_id(candidate) else None
+        """Remove what dead uploads left, past the grace period (``sweep.sweep``)."""
+        return sweep.sweep(self, grace_seconds=grace_seconds, now=now)
