@@ -209,3 +209,17 @@ def test_a_record_edited_into_the_wrong_kinds_answers_404_not_500(
     assert client.get(f"/images/{created['id']}").status_code == 404
     assert client.get(f"/api/images/{created['id']}").status_code == 404
     assert client.get("/").status_code == 200
+
+
+def test_the_same_bytes_uploaded_again_are_saved_anew(
+    client: FlaskClient, pair: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    # The damaged record's claim names it as the owner of these bytes: the claim is taken over
+    # (its owner is long past the stale bound), not waited on, and not a 500.
+    damaged, _ = pair
+
+    again = upload_ok(client, images.jpeg(40, 30), "again.jpg")
+
+    assert again["id"] != damaged["id"]
+    assert again["duplicate"] is False
+    assert client.get(f"/api/images/{again['id']}").status_code == 200
