@@ -2,8 +2,9 @@
 
 The record reads as unreadable: the detail routes answer 404 ``unreadable_record`` (JSON for API
 clients, a page for browsers), every listing, search and ZIP leaves it out, bulk requests answer
-for it on its own, ``flask relabel`` skips it by name and ``flask gc`` keeps what it owns. Its
-key goes to the log once, without its content. Each test runs on LocalStore and on the emulator.
+for it on its own, ``flask relabel`` skips it by name, and ``flask gc`` keeps what it owns
+(``--check-records`` names it). Its key goes to the log once, without its content. Each test
+runs on LocalStore and on the emulator.
 """
 
 from __future__ import annotations
@@ -196,6 +197,20 @@ def test_gc_keeps_what_a_damaged_record_owns(
     assert files
     assert store.list(f"img/{damaged['id']}/") == files
     assert store.get(record_key(damaged["id"])) == DAMAGED
+    assert "unreadable" not in result.output  # without --check-records it reads no record
+
+
+def test_gc_check_records_names_each_damaged_record(
+    app: Flask, store: ObjectStore, pair: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    damaged, healthy = pair
+
+    result = app.test_cli_runner().invoke(args=["gc", "--check-records"])
+
+    assert result.exit_code == 0, result.output
+    assert f"unreadable {record_key(damaged['id'])}" in result.output
+    assert record_key(healthy["id"]) not in result.output
+    assert "1 unreadable record(s) kept" in result.output
 
 
 def test_a_record_edited_into_the_wrong_kinds_answers_404_not_500(

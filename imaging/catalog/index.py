@@ -240,12 +240,12 @@ class Catalog:
             raise NotFound("No image with that id.")
         for key in (record_key(image_id), held_key(record_key(image_id))):
             try:
-                return self._read(key)
+                return self.read(key)
             except ObjectNotFound:
                 continue
         raise NotFound("No image with that id.")
 
-    def _read(self, key: str) -> ImageRecord:
+    def read(self, key: str) -> ImageRecord:
         """The record at ``key``; UnreadableRecord (a 404) when its bytes no longer parse.
 
         The key is logged once per process, never the bytes: a gallery page that meets the
@@ -330,11 +330,11 @@ class Catalog:
 
     def _maybe_get_public(self, image_id: str) -> ImageRecord | None:
         try:
-            record = self._read(record_key(image_id))
+            record = self.read(record_key(image_id))
         except ObjectNotFound:
             return None  # a marker whose record was deleted or never committed
         except UnreadableRecord:
-            return None  # logged once by _read; the listing goes on without it
+            return None  # logged once by read; the listing goes on without it
         # rec/ holds no held-back record since held/ exists; an older one stays out all the same.
         return None if record.hidden else record
 
@@ -342,7 +342,7 @@ class Catalog:
         try:
             return self.get(image_id)
         except NotFound:
-            return None  # deleted, never committed, or unreadable (logged once by _read)
+            return None  # deleted, never committed, or unreadable (logged once by read)
 
     def find(self, image_id: str) -> ImageRecord | None:
         """The record, public or held back; None if it is not (or not yet) committed."""
@@ -374,7 +374,7 @@ class Catalog:
 
         def read(key: str) -> ImageRecord | str:
             try:
-                return self._read(key)
+                return self.read(key)
             except ObjectNotFound:
                 return "gone"  # deleted since it was listed
             except UnreadableRecord:
@@ -396,3 +396,7 @@ class Catalog:
     def sweep(self, *, grace_seconds: float, now: float | None = None) -> list[str]:
         """Remove what dead uploads left, past the grace period (``sweep.sweep``)."""
         return sweep.sweep(self, grace_seconds=grace_seconds, now=now)
+
+    def unreadable_keys(self) -> Iterator[str]:
+        """The key of every record that no longer parses (``sweep.unreadable_keys``)."""
+        return sweep.unreadable_keys(self)
