@@ -142,7 +142,12 @@ def load_settings() -> Settings:
 def register_commands(app: Flask) -> None:
     @app.cli.command("gc")
     @click.option("--grace", type=int, default=None, help="Seconds an unrecorded object may live.")
-    def gc(grace: int | None) -> None:
+    @click.option(
+        "--check-records",
+        is_flag=True,
+        help="Also read every record and name those that no longer parse (one read each).",
+    )
+    def gc(grace: int | None, check_records: bool) -> None:
         """Remove variants and index markers left without a record by a crashed upload, and
         direct uploads past their completion window."""
         svc = services_of(app)
@@ -155,6 +160,12 @@ def register_commands(app: Flask) -> None:
         for key in removed:
             click.echo(f"removed {key}")
         click.echo(f"{len(removed)} orphaned object(s) removed (grace {grace_seconds}s).")
+        if check_records:
+            # A damaged record is still committed: the sweep keeps what it owns, and says so.
+            unreadable = list(svc.catalog.unreadable_keys())
+            for key in unreadable:
+                click.echo(f"unreadable {key}")
+            click.echo(f"{len(unreadable)} unreadable record(s) kept: mend or delete them by hand.")
 
     app.cli.add_command(convert_batch_command)
     app.cli.add_command(relabel_command)

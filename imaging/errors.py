@@ -46,6 +46,23 @@ class NotFound(ImagingError):
     status, code = 404, "not_found"
 
 
+class UnreadableRecord(NotFound):
+    """A record in storage that no longer parses (hand-edited or truncated storage).
+
+    A 404, not a 503: retrying cannot mend it (503 would invite retries and read as an outage),
+    and every listing already leaves it out, so the image reads as absent everywhere. One kept
+    under ``held/`` answers exactly as a missing image does: without its record nobody can be
+    shown to be allowed to know it exists.
+    """
+
+    code = "unreadable_record"
+
+    def __init__(self, public_message: str, *, private: bool = False) -> None:
+        super().__init__(public_message)
+        if private:
+            self.code = NotFound.code
+
+
 class Gone(ImagingError):
     status, code = 410, "gone"
 

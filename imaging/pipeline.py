@@ -40,7 +40,9 @@ from imaging.errors import (
     Busy,
     ImagingError,
     LabelerUnavailable,
+    NotFound,
     StorageUnavailable,
+    UnreadableRecord,
 )
 from imaging.formats import OUTPUT_FORMATS
 from imaging.labeling import FindsFaces, Labeler, LabelResult
@@ -227,9 +229,15 @@ class Pipeline:
                     # is unreadable: then gc removes it); look again, not at once.
                     time.sleep(wait)
                     continue
-                record = self.catalog.find(holder)
-                if record is not None:
-                    return record
+                try:
+                    return self.catalog.get(holder)
+                except UnreadableRecord:
+                    # Committed but damaged: no upload is in flight to wait for. Take the claim
+                    # over, so these bytes are saved anew (the damaged record is left as it is).
+                    self.catalog.release(content_key, holder)
+                    continue
+                except NotFound:
+                    pass  # not (or not yet) committed
                 if time.time() - id_time(holder) > self.claim_stale_after:
                     log.warning("taking over the stale claim of %s on %s", holder, content_key)
                     self.catalog.release(content_key, holder)
@@ -312,7 +320,7 @@ class Pipeline:
                 cache_control=IMMUTABLE_CACHE_CONTROL,
             )
 
-        # A held-back record's files go to held/ (catalog.py): never public, not even briefly.
+        # A held-back record's files go to held/ (catalog/index.py): never public, not even briefly.
         # Each write runs in a copy of our context: within the upload's deadline.
         futures = [
             self._write_pool.submit(

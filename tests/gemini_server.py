@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.localhttp import JSONHandler, LocalHTTPServer
+from tests.localhttp import JSONHandler, LocalHTTPServer, ScriptedServer
 
 __all__ = ["GeminiServer", "Received", "gemini_server"]
 
@@ -58,15 +57,13 @@ class Received:
 
 
 @dataclass
-class GeminiServer:
+class GeminiServer(ScriptedServer):
+    MODES: ClassVar[tuple[str, ...]] = MODES
     mode: str = "caption"
     caption: str = "A tabby cat asleep on a red sofa."
     error_status: int = 500
     slow_seconds: float = 5.0
     received: list[Received] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
-    _server: LocalHTTPServer | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -74,26 +71,10 @@ class GeminiServer:
         assert self._server is not None, "start() the server first"
         return self._server.url
 
-    def set_mode(self, mode: str, **options: Any) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-        with self._lock:
-            self.mode = mode
-            for name, value in options.items():
-                if name.startswith("_") or not hasattr(self, name):
-                    raise AttributeError(f"GeminiServer has no option {name!r}")
-                setattr(self, name, value)
-
     def start(self) -> GeminiServer:
         self._stopping.clear()
         self._server = LocalHTTPServer(_handler_for(self), poll_interval=0.05).start()
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes "slow" handlers
-        if self._server is not None:
-            self._server.stop()
-        self._server = None
 
     def answer(self, handler: JSONHandler, path: str, body: bytes) -> None:
         try:

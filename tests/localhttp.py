@@ -1,14 +1,16 @@
-"""The tests' local stand-in servers (Vision, Cloud Tasks, an OIDC issuer) share this plumbing:
-a threaded HTTP server on 127.0.0.1 in a background thread, and quiet JSON answers."""
+"""The tests' local stand-in servers (Vision, Gemini, Cloud Tasks, an OIDC issuer) share this
+plumbing: a threaded HTTP server on 127.0.0.1 in a background thread, quiet JSON answers, and
+(``ScriptedServer``) the modes a test switches a Google API stand-in between."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 
 class LocalHTTPServer:
@@ -74,3 +76,33 @@ class JSONHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
+
+
+@dataclass
+class ScriptedServer:
+    """A stand-in a test scripts between calls: ``set_mode`` switches what it answers (one of
+    the subclass's ``MODES``) and sets any of its options, under its lock; ``stop()`` wakes the
+    handlers a "slow" mode keeps asleep, then stops the server a subclass's ``start()`` made."""
+
+    MODES: ClassVar[tuple[str, ...]] = ()
+    mode: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _server: LocalHTTPServer | None = field(default=None, repr=False)
+
+    def set_mode(self, mode: str, **options: Any) -> None:
+        """Switch mode (one of MODES) and set any other attribute, e.g. ``error_status=429``."""
+        if mode not in self.MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(self.MODES)}")
+        with self._lock:
+            self.mode = mode
+            for name, value in options.items():
+                if name.startswith("_") or not hasattr(self, name):
+                    raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+                setattr(self, name, value)
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes "slow" handlers
+        if self._server is not None:
+            self._server.stop()
+        self._server = None

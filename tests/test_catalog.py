@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from imaging.catalog import Catalog, ImageRecord, Variant, new_id
-from imaging.errors import NotFound, StorageUnavailable
+from imaging.errors import NotFound, StorageUnavailable, UnreadableRecord
 from imaging.labeling import Box, Label
 from imaging.storage import ObjectStore
 from tests.faults import CountingStore, FlakyStore
@@ -298,3 +298,87 @@ def test_a_record_written_before_people_and_text_reads_with_none_found() -> None
     old = ImageRecord.from_json(json.dumps(saved).encode())
 
     assert (old.people, old.faces, old.text) == (0, (), "")
+
+
+# -- records that no longer parse ------------------------------------------------------------
+def damage(store: ObjectStore, rec: ImageRecord) -> None:
+    """Cut ``rec``'s stored JSON short, as a hand edit or a half-copied backup leaves it."""
+    store.overwrite(rec.location(), rec.to_json()[:40], content_type="application/json")
+
+
+def test_a_damaged_record_is_unreadable_not_a_parse_error(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    rec = record(1)
+    commit(catalog, rec)
+    damage(any_store, rec)
+
+    with pytest.raises(UnreadableRecord) as raised:
+        catalog.get(rec.id)
+
+    assert (raised.value.status, raised.value.code) == (404, "unreadable_record")
+    assert catalog.find(rec.id) is None
+    assert catalog.public_records([rec.id]) == [None]
+    assert isinstance(catalog.get_many([rec.id])[0], UnreadableRecord)
+
+
+def test_pages_and_scans_go_on_past_a_damaged_record(any_store: ObjectStore) -> None:
+    catalog = Catalog(any_store)
+    records = [record(1), record(2), record(3)]
+    save_all(catalog, records)
+    damage(any_store, records[1])
+
+    page = catalog.page(limit=2)
+
+    assert names(page.records) == ["photo-3.jpg"]  # the damaged one counts against the limit
+    assert names(catalog.page(cursor=page.next_cursor).records) == ["photo-1.jpg"]
+    assert names(catalog.page(label="Cat").records) == ["photo-3.jpg", "photo-1.jpg"]
+    scan = catalog.scan(limit=10)
+    assert (names(scan.records), scan.unreadable) == (["photo-3.jpg", "photo-1.jpg"], 1)
+
+
+def test_a_damaged_held_record_answers_as_a_missing_image(any_store: ObjectStore) -> None:
+    # Without its record nobody can be shown to be allowed to know a held-back image exists.
+    catalog = Catalog(any_store)
+    held = record(1, hidden=True)
+    commit(catalog, held)
+    damage(any_store, held)
+
+    with pytest.raises(UnreadableRecord) as raised:
+        catalog.get(held.id)
+
+    assert raised.value.code == "not_found"
+    assert raised.value.public_message == "No image with that id."
+    assert catalog.held_page().records == []
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"bytes": "many"},
+        {"width": None},
+        {"hidden": "no"},
+        {"labels": [{"description": "Cat", "score": "high", "source": "vision"}]},
+        {"safe_search": {"adult": 3}},
+    ],
+)
+def test_a_record_holding_the_wrong_kinds_is_unreadable(
+    any_store: ObjectStore, edit: dict[str, object]
+) -> None:
+    # Valid JSON with every key, as a hand edit leaves it: a page or the API would fail on it.
+    catalog = Catalog(any_store)
+    rec = record(1)
+    commit(catalog, rec)
+    edited = json.loads(rec.to_json()) | edit
+    any_store.overwrite(rec.location(), json.dumps(edited).encode(), content_type="x/json")
+
+    with pytest.raises(UnreadableRecord):
+        catalog.get(rec.id)
+
+    assert catalog.page().records == []
+
+
+def test_a_whole_number_where_a_score_belongs_still_reads() -> None:
+    saved = json.loads(record(1).to_json())
+    saved["labels"][0]["score"] = 1  # a hand edit of 1.0
+
+    assert ImageRecord.from_json(json.dumps(saved).encode()).labels[0].score == 1

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from tests.localhttp import JSONHandler, LocalHTTPServer
+from tests.localhttp import JSONHandler, LocalHTTPServer, ScriptedServer
 
 __all__ = ["DEFAULT_LABELS", "ReceivedRequest", "VisionServer", "vision_server"]
 
@@ -82,9 +81,10 @@ class ReceivedRequest:
 
 
 @dataclass
-class VisionServer:
+class VisionServer(ScriptedServer):
     """The running fake; change its attributes between calls to script a test."""
 
+    MODES: ClassVar[tuple[str, ...]] = MODES
     host: str = "127.0.0.1"
     port: int = 0
     mode: str = "labels"
@@ -100,25 +100,11 @@ class VisionServer:
     faces: tuple[tuple[int, int, int, int, float], ...] = ()  # (left, top, width, height, conf)
     received: list[ReceivedRequest] = field(default_factory=list)
     calls: int = 0  # HTTP calls (one call may carry several images)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
-    _server: LocalHTTPServer | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
         """What VISION_API_ENDPOINT / ``VisionLabeler(endpoint=...)`` should be set to."""
         return f"http://{self.host}:{self.port}"
-
-    def set_mode(self, mode: str, **options: Any) -> None:
-        """Switch mode (one of MODES) and set any other attribute, e.g. ``error_status=429``."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-        with self._lock:
-            self.mode = mode
-            for name, value in options.items():
-                if name.startswith("_") or not hasattr(self, name):
-                    raise AttributeError(f"VisionServer has no option {name!r}")
-                setattr(self, name, value)
 
     def reset(self) -> None:
         """Back to the default mode, labels and SafeSearch answer, with nothing recorded."""
@@ -137,12 +123,6 @@ class VisionServer:
         self._server = LocalHTTPServer(_handler_for(self), port=self.port, poll_interval=0.05)
         self.port = self._server.start().port
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes "slow" handlers
-        if self._server is not None:
-            self._server.stop()
-        self._server = None
 
     # --- answering ---------------------------------------------------------------------------
 

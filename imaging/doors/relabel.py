@@ -31,7 +31,7 @@ from flask.cli import with_appcontext
 from imaging import processing
 from imaging.catalog import HELD_RECORD_PREFIX, RECORD_PREFIX, Catalog, ImageRecord
 from imaging.config import Settings
-from imaging.errors import ImagingError, LabelerUnavailable, NotFound
+from imaging.errors import ImagingError, LabelerUnavailable, NotFound, UnreadableRecord
 from imaging.labeling import Labeler
 from imaging.labeling.caption import Captioner, NullCaptioner
 from imaging.processing import RenderSpec
@@ -114,6 +114,8 @@ class Relabeller:
         image_id = key.removeprefix(HELD_RECORD_PREFIX).removeprefix(RECORD_PREFIX)
         try:
             old = self.catalog.get(image_id.removesuffix(".json"))
+        except UnreadableRecord:
+            raise  # the run names it and goes on
         except NotFound:
             return False  # deleted since it was listed
         new = self.described(old)
@@ -160,13 +162,16 @@ def relabel_command(cursor_file: Path, restart: bool) -> None:
     relabeller = Relabeller(svc.settings, svc.labeler, svc.catalog, svc.captioner)
     after = "" if restart or not cursor_file.exists() else cursor_file.read_text("utf-8").strip()
     keys = list(record_keys(svc.store, after))
-    changed = 0
+    changed = unreadable = 0
     with click.progressbar(
         keys, label="relabel", file=sys.stderr, show_pos=True, show_eta=True
     ) as progress:
         for key in progress:
             try:
                 changed += relabeller.relabel(key)
+            except UnreadableRecord:
+                unreadable += 1
+                click.echo(f"\nskipped {key}: the record is damaged and cannot be read", err=True)
             except LabelerUnavailable as exc:
                 click.echo(
                     f"\nstopped: the labeler or captioner failed ({exc}). Run again to resume.",
@@ -180,4 +185,6 @@ def relabel_command(cursor_file: Path, restart: bool) -> None:
                 click.echo(f"\nskipped {key}: {exc.public_message}", err=True)
             save_cursor(cursor_file, key)
     click.echo(f"{changed} of {len(keys)} record(s) changed.")
+    if unreadable:
+        click.echo(f"{unreadable} unreadable record(s) skipped (named above); mend or delete them.")
     cursor_file.unlink(missing_ok=True)  # done: the next run starts from the newest again

@@ -6,7 +6,7 @@ bulk.py) also take a browser session unlocked once at ``/admin/unlock``: the ses
 an HMAC of the token (security.py), and every page door that changes anything checks CSRF.
 
 A held-back record has ``hidden: true`` and lives under the private ``held/`` namespace
-(catalog.py): no listing, label page, cursor or media URL reaches it, and
+(imaging/catalog/index.py): no listing, label page, cursor or media URL reaches it, and
 ``GET /api/images/<id>`` answers 404 to all but the admin and the uploader's delete key.
 
 Approval itself is ``Catalog.approve``: how it rewrites a record in a create-only store, and
