@@ -10,6 +10,9 @@ Every object key the app writes is made here (the same on local disk and in GCS)
                                options (the duplicate index); written FIRST, create-only
     rec/<id>.json              the record; written LAST, so it is the commit point
     held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
+    src/<id>/original          the upload's own bytes, kept privately (never in img/, never
+                               served) for an image with cover-cropped variants, so its owner
+                               can move the focal point later (imaging/refocus.py)
     tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
     upl/<upload-id>[.put]      a direct upload's completion marker and PUT claim
     evt/...                    the storage-event ledger (doors/ledger)
@@ -83,6 +86,8 @@ MAX_MS = 10**13 - 1
 ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
 RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
 TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX, HELD_PREFIX = "tmp/", "upl/", "evt/", "held/"
+#: The originals kept for re-cropping: private on every backend (only img/ is ever public).
+SOURCE_PREFIX = "src/"
 #: Where held-back records are listed (the admin's held list): ``held/`` + ``rec/``.
 HELD_RECORD_PREFIX = HELD_PREFIX + RECORD_PREFIX
 #: Keys the app itself writes: an event or a batch over the app's own bucket must skip them, or
@@ -98,6 +103,7 @@ OWN_PREFIXES = (
     TEMP_PREFIX,
     UPLOAD_PREFIX,
     HELD_PREFIX,
+    SOURCE_PREFIX,
 )
 
 
@@ -105,8 +111,30 @@ def record_key(image_id: str) -> str:
     return f"{RECORD_PREFIX}{image_id}.json"
 
 
-def variant_key(image_id: str, variant: str, ext: str) -> str:
-    return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+def variant_key(image_id: str, variant: str, ext: str, revision: str = "") -> str:
+    """A variant's key; a re-crop's files get a ``revision`` (``new_revision``) in their name,
+    so a URL never changes what it shows (caches and CDNs keep files a year)."""
+    name = f"{variant}-{revision}" if revision else variant
+    return f"{IMAGE_PREFIX}{image_id}/{name}.{ext}"
+
+
+def new_revision(now: float | None = None) -> str:
+    """A fresh revision: the time in milliseconds (13 digits) and 6 random hex digits."""
+    return f"{int((time.time() if now is None else now) * 1000):013d}{secrets.token_hex(3)}"
+
+
+def revision_time(key: str) -> float | None:
+    """When a revision-named variant key (``img/<id>/webp-<revision>.webp``) was made."""
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    revision = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    if len(revision) != 19 or not revision[:13].isdigit():
+        return None
+    return int(revision[:13]) / 1000
+
+
+def source_key(image_id: str) -> str:
+    """Where an image's original is kept for re-cropping (private: never under ``img/``)."""
+    return f"{SOURCE_PREFIX}{image_id}/original"
 
 
 def claim_key(content_key: str) -> str:
@@ -229,6 +257,9 @@ class ImageRecord:
     colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
     phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
     caption: str = ""  # the captioner's sentence (untrusted model output, cleaned and capped)
+    #: The kept original, for re-cropping (never in the API): {"key", "bytes", "options"}, the
+    #: options being the upload's own (width, height, fit, quality, lossless); {} when none.
+    original: dict[str, Any] = field(default_factory=dict)
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -248,7 +279,12 @@ class ImageRecord:
 
     def keys(self) -> list[str]:
         """Every object this record owns besides itself and its claim."""
-        return self.file_keys() + self.marker_keys()
+        return self.file_keys() + self.marker_keys() + self.source_keys()
+
+    def source_keys(self) -> list[str]:
+        """The kept original's key, if one was kept (private, whether held back or not)."""
+        key = self.original.get("key")
+        return [key] if isinstance(key, str) and key else []
 
     def marker_keys(self) -> list[str]:
         """The label, search and hash-band markers ``save`` writes (the claim was written
@@ -762,6 +798,7 @@ class Catalog:
             PHASH_PREFIX,
             HASH_PREFIX,
             HELD_PREFIX,
+            SOURCE_PREFIX,
         ):
             for key in list(self._iter_keys(prefix)):
                 image_id = _owner_id(key)
@@ -777,8 +814,36 @@ class Catalog:
                     continue
                 self.store.delete(key)
                 removed.append(key)
+        removed += self._sweep_replaced_files(public | held, grace_seconds=grace_seconds, now=now)
         if isinstance(self.store, SweepsLeftovers):
             removed += self.store.sweep_leftovers(grace_seconds=grace_seconds, now=now)
+        return removed
+
+    def _sweep_replaced_files(
+        self, live: set[str], *, grace_seconds: float, now: float
+    ) -> list[str]:
+        """Remove the files of a live image that its record no longer names: what a re-crop
+        replaced but could not delete, or what the loser of two re-crops at once wrote.
+
+        Only an image with a kept original (``src/``) can be re-cropped, so only those records
+        are read. A file younger than the grace period may belong to a re-crop in flight.
+        """
+        owners = {_owner_id(key) for key in self._iter_keys(SOURCE_PREFIX)}
+        ids = sorted(i for i in owners if i is not None and i in live)
+        removed: list[str] = []
+        for record in self.map(self._maybe_get, ids):
+            if record is None:
+                continue
+            # Both forms of each file: an approval in flight is copying held/img/ to img/.
+            named = {key for v in record.files() for key in (v.key, held_key(v.key))}
+            own = f"{IMAGE_PREFIX}{record.id}/"
+            for prefix in (own, held_key(own)):
+                for key in list(self._iter_keys(prefix)):
+                    made = revision_time(key) or id_time(record.id)
+                    if key in named or now - made < grace_seconds:
+                        continue
+                    self.store.delete(key)
+                    removed.append(key)
         return removed
 
     def _sweep_claim(
@@ -800,10 +865,11 @@ class Catalog:
 
 
 def _owner_id(key: str) -> str | None:
-    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``idx/<word>/<id>``,
-    ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
+    """The id a key belongs to: ``img/<id>/x.webp``, ``src/<id>/original``, ``lbl/<slug>/<id>``,
+    ``idx/<word>/<id>``, ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
     if key.startswith(HELD_PREFIX):
         key = key[len(HELD_PREFIX) :].removesuffix(".json")
     parts = key.split("/")
-    candidate = parts[1] if key.startswith(IMAGE_PREFIX) and len(parts) >= 3 else parts[-1]
+    owned = key.startswith((IMAGE_PREFIX, SOURCE_PREFIX)) and len(parts) >= 3
+    candidate = parts[1] if owned else parts[-1]
     return candidate if is_valid_id(candidate) else None

@@ -46,6 +46,12 @@ class NotFound(ImagingError):
     status, code = 404, "not_found"
 
 
+class Conflict(ImagingError):
+    """The request is well-formed but the resource cannot do it in its present state."""
+
+    status, code = 409, "conflict"
+
+
 class Gone(ImagingError):
     status, code = 410, "gone"
 
