@@ -361,3 +361,79 @@ def test_an_image_uploaded_before_originals_were_kept_is_a_409(local_client: Fla
     answer = refocus(local_client, body)
     assert answer.status_code == 409
     assert "not kept" in answer.get_json()["message"]
+
+
+def test_a_relabel_during_a_re_crop_keeps_the_new_files(local_client: FlaskClient) -> None:
+    from imaging.doors.relabel import Relabeller
+    from imaging.labeling import Label, LabelResult
+
+    body = upload_ok(local_client, striped(), "s.png", **COVER)
+
+    class ReCropMeanwhile:
+        """Labels "stripes", after the owner re-cropped the image (between read and write)."""
+
+        name = "fixed"
+
+        def label(self, image: object) -> LabelResult:
+            assert refocus(local_client, body).status_code == 200
+            return LabelResult(labels=(Label("stripes", 0.9, self.name),))
+
+        def check(self) -> None:
+            return None
+
+    svc = services_of(local_client.application)
+    assert Relabeller(svc.settings, ReCropMeanwhile(), svc.catalog).relabel(
+        f"rec/{body['id']}.json"
+    )
+    record = local_client.get(f"/api/images/{body['id']}").get_json()
+    assert [label["description"] for label in record["labels"]] == ["stripes"]
+    assert record["receipt"]["focus"] == [0.02, 0.5]
+    for v in record["variants"]:
+        assert local_client.get(v["url"]).status_code == 200
+
+
+class UnsafeLabeler:
+    """SafeSearch finds every picture unsafe: SAFE_SEARCH_HIDE holds each one back."""
+
+    name = "fixed"
+
+    def label(self, image: object) -> Any:
+        from imaging.labeling import LabelResult
+
+        return LabelResult(safe_search={"adult": "VERY_LIKELY", "racy": "LIKELY"})
+
+    def check(self) -> None:
+        return None
+
+
+def test_a_held_back_image_is_re_cropped_in_private(
+    request: pytest.FixtureRequest, make_app: AppFactory, store: ObjectStore
+) -> None:
+    app = make_app(storage=store, labeler_impl=UnsafeLabeler(), safe_search_hide="LIKELY")
+    client = app.test_client()
+    body = upload_ok(client, striped(), "s.png", **COVER)
+    assert body["hidden"] is True
+    response = refocus(client, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    moved = response.get_json()
+    assert moved["hidden"] is True
+    record = services_of(app).catalog.get(body["id"])
+    for v in record.variants:  # under held/, never public, not even briefly
+        assert store.get(record.stored_key(v.key))
+    assert [public_get(request, client, v["url"])[0] for v in moved["variants"]] == [404, 404]
+    assert store.list("img/") == []
+
+
+def test_a_failed_file_write_leaves_the_image_as_it_was(
+    request: pytest.FixtureRequest, make_app: AppFactory, store: ObjectStore
+) -> None:
+    client = make_app(storage=store).test_client()
+    body = upload_ok(client, striped(), "s.png", **COVER)
+    before = sorted(store.list("img/", limit=1000))
+    failing = make_app(storage=FlakyStore(store, fail_on=2)).test_client()
+    response = refocus(failing, body)
+    assert response.status_code == 503
+    assert client.get(f"/api/images/{body['id']}").get_json()["variants"] == body["variants"]
+    assert sorted(store.list("img/", limit=1000)) == before
+    for v in body["variants"]:
+        assert public_get(request, client, v["url"])[0] == 200

@@ -119,6 +119,17 @@ class Relabeller:
         new = self.described(old)
         if new == old:
             return False
+        try:
+            fresh = self.catalog.get(old.id)
+        except NotFound:
+            return False  # deleted while it was described
+        if fresh.files() != old.files():
+            # Re-cropped meanwhile (imaging/refocus.py): keep the files the record names now,
+            # never the ones the re-crop deleted.
+            new = dataclasses.replace(
+                new, variants=fresh.variants, thumbnail=fresh.thumbnail, receipt=fresh.receipt
+            )
+            old = fresh
         self.catalog.update(old, new)
         return True
 
