@@ -2,9 +2,10 @@
 perceptual hash again over the catalog.
 
 So that an upgrade (a better model, a bigger vocabulary, colours and near copies) reaches images
-uploaded before it. Each record is read from its largest stored variant (the original is not
-kept), labelled through the same label-size copy an upload uses, and written back with
-``Catalog.update``: new index markers first, then the record, then the markers it no longer has.
+uploaded before it. Each record is read from its largest stored variant (an original is kept
+only for cover crops), labelled through the same label-size copy an upload uses, and written
+back with ``Catalog.update``: new index markers first, then the record, then the markers it no
+longer has (the record is read again just before, so a re-crop of its files meanwhile is kept).
 What SafeSearch decided at upload time (held back or not) is left as it is: that is the admin's
 business, not a relabel's.
 
