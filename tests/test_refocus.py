@@ -437,3 +437,16 @@ def test_a_failed_file_write_leaves_the_image_as_it_was(
     assert sorted(store.list("img/", limit=1000)) == before
     for v in body["variants"]:
         assert public_get(request, client, v["url"])[0] == 200
+
+
+def test_a_re_crop_waits_for_a_conversion_slot_like_an_upload(make_app: AppFactory) -> None:
+    app = make_app(conversion_slots=1, conversion_wait=0.1)
+    client = app.test_client()
+    body = upload_ok(client, striped(), "s.png", **COVER)
+    with services_of(app).pipeline.conversion_slot():  # another request holds the only one
+        response = refocus(client, body)
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "busy"
+    assert response.headers["Retry-After"]
+    assert client.get(f"/api/images/{body['id']}").get_json()["variants"] == body["variants"]
+    assert refocus(client, body).status_code == 200  # once the slot is free
