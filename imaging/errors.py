@@ -63,6 +63,12 @@ class UnreadableRecord(NotFound):
             self.code = NotFound.code
 
 
+class Conflict(ImagingError):
+    """The request is well-formed but the resource cannot do it in its present state."""
+
+    status, code = 409, "conflict"
+
+
 class Gone(ImagingError):
     status, code = 410, "gone"
 

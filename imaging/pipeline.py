@@ -6,7 +6,9 @@
 3. render: decode once, then every requested format and the gallery thumbnail, under a conversion
    slot, while the labeler reads a small copy beside the encodes; the dominant colours and the
    perceptual hash come from one 32 px copy (an upload that looks like a stored image says so);
-4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back);
+4. store: write the variants, create-only (under ``held/`` when SafeSearch holds the image back),
+   and, when a cover output was cropped, the upload's own bytes under a private ``src/`` key, so
+   the owner can move the focal point later (imaging/refocus.py);
 5. commit: save the record LAST. If anything fails after the claim, the claim is released and
    every object a write was tried for is removed, best effort and briefly (``flask gc`` sweeps
    what that misses), and the caller gets a clear error; a record never points at a missing
@@ -33,7 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from imaging import observability, processing, storage
-from imaging.catalog import Catalog, ImageRecord, id_time, new_delete_key, new_id, new_record
+from imaging.catalog import (
+    Catalog,
+    ImageRecord,
+    id_time,
+    new_delete_key,
+    new_id,
+    new_record,
+    source_key,
+)
 from imaging.config import Settings
 from imaging.errors import (
     BadRequest,
@@ -87,6 +97,23 @@ class UploadOptions:
         focus = [list(self.focus)] if self.focus is not None else []
         digest.update(json.dumps([*options, self.lossless, *focus]).encode())
         return digest.hexdigest()
+
+    def recipe(self) -> dict[str, Any]:
+        """What a re-crop needs of these options besides the formats (the record's variants)."""
+        keep = ("width", "height", "fit", "quality", "lossless")
+        return {name: getattr(self, name) for name in keep}
+
+    @classmethod
+    def from_recipe(cls, formats: tuple[str, ...], recipe: dict[str, Any]) -> UploadOptions:
+        """The options ``recipe`` (``UploadOptions.recipe``) was made of, for ``formats``."""
+        return cls(
+            formats=formats,
+            width=recipe.get("width"),
+            height=recipe.get("height"),
+            fit=str(recipe.get("fit", "contain")),
+            quality=recipe.get("quality"),
+            lossless=bool(recipe.get("lossless", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -196,7 +223,13 @@ class Pipeline:
                     appearance=rendered.appearance,
                     caption=rendered.caption,
                 )
-                observability.traced("store", self._store)(record, rendered.renditions, written)
+                if "crop" in rendered.conversion:  # a cover output was cut: keep the original
+                    original = {"key": source_key(image_id), "bytes": len(data)}
+                    original["options"] = options.recipe()
+                    record = dataclasses.replace(record, original=original)
+                observability.traced("store", self._store)(
+                    record, rendered.renditions, written, original=data
+                )
                 observability.traced("commit", self._commit)(record, written)
             except BaseException:
                 self._abandon(content_key, image_id, written)
@@ -305,28 +338,33 @@ class Pipeline:
         return [f"This image looks like a near copy of image {r.id}." for r in near[:3]]
 
     def _store(
-        self, record: ImageRecord, renditions: dict[str, Rendition], written: list[str]
+        self,
+        record: ImageRecord,
+        renditions: dict[str, Rendition],
+        written: list[str],
+        *,
+        original: bytes = b"",
     ) -> None:
-        """Write every variant create-only, in parallel, each key added to ``written`` first."""
+        """Write every variant create-only, in parallel, each key added to ``written`` first;
+        and ``original`` (the upload's bytes) too when the record keeps it (a private key)."""
         lock = threading.Lock()
 
-        def put(variant_key: str, rendition: Rendition) -> None:
+        def put(key: str, data: bytes, mime: str, cache_control: str | None) -> None:
             with lock:
-                written.append(variant_key)
-            self.store.put(
-                variant_key,
-                rendition.data,
-                content_type=rendition.mime,
-                cache_control=IMMUTABLE_CACHE_CONTROL,
-            )
+                written.append(key)
+            self.store.put(key, data, content_type=mime, cache_control=cache_control)
 
         # A held-back record's files go to held/ (catalog/index.py): never public, not even briefly.
         # Each write runs in a copy of our context: within the upload's deadline.
-        futures = [
-            self._write_pool.submit(
-                contextvars.copy_context().run, put, record.stored_key(v.key), renditions[v.name]
-            )
+        files: list[tuple[str, bytes, str, str | None]] = [
+            (record.stored_key(v.key), r.data, r.mime, IMMUTABLE_CACHE_CONTROL)
             for v in record.files()
+            for r in (renditions[v.name],)
+        ]
+        files += [(key, original, "application/octet-stream", None) for key in record.source_keys()]
+        futures = [
+            self._write_pool.submit(contextvars.copy_context().run, put, key, data, mime, cache)
+            for key, data, mime, cache in files
         ]
         errors = [f.exception() for f in futures]  # wait for all: none may land after clean-up
         first = next((e for e in errors if e is not None), None)

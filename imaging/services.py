@@ -22,6 +22,7 @@ from imaging.doors.tasks import TaskQueue
 from imaging.labeling import Labeler, build_labeler
 from imaging.labeling.caption import Captioner, build_captioner
 from imaging.pipeline import Pipeline
+from imaging.refocus import Refocus
 from imaging.storage import ObjectStore, build_store
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class Services:
     captioner: Captioner
     catalog: Catalog
     pipeline: Pipeline
+    #: Moves a cover-cropped image's focal point after upload (imaging/refocus.py).
+    refocus: Refocus
     uploads: UploadSessions
     #: The storage-event and Cloud Tasks door; None when EVENTS_AUDIENCE is unset (both 404).
     events: EventDoor | None
@@ -65,6 +68,7 @@ def build_services(
         captioner=captioner,
         catalog=catalog,
         pipeline=pipeline,
+        refocus=Refocus(pipeline),
         uploads=UploadSessions(settings, store, pipeline, catalog),
         events=build_event_door(settings, converter),
         converter=converter,

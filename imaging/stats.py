@@ -29,7 +29,7 @@ class CatalogStats:
     limit: int
     uploads_per_day: tuple[tuple[date, int], ...]  # the last CHART_DAYS days, oldest first
     bytes_original: int  # what the uploads were
-    bytes_stored: int  # every file kept: the variants and the thumbnails
+    bytes_stored: int  # every file kept: the variants, the thumbnails, the kept originals
     bytes_best: int  # each image's smallest variant, summed
     formats: tuple[tuple[str, int], ...]  # variants per output format, most asked first
     label_sources: tuple[tuple[str, int], ...]  # images per labeler (NO_LABELS: none)
@@ -68,7 +68,7 @@ def summarize(scan: Scan, *, limit: int, today: date | None = None) -> CatalogSt
             # belongs counts as unreadable, and adds to nothing.
             figures = (
                 int(record.bytes),
-                sum(int(v.bytes) for v in record.files()),
+                sum(int(v.bytes) for v in record.files()) + int(record.original.get("bytes", 0)),
                 min((int(v.bytes) for v in record.variants), default=int(record.bytes)),
             )
             asked = [str(v.format) for v in record.variants]

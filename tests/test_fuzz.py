@@ -294,6 +294,73 @@ def test_any_form_fields_get_a_documented_json_answer(
         assert shown.isprintable(), json.dumps(shown)
 
 
+#: Focal points as scripts send them, and worse: wrong arity, out of range, not numbers.
+point_text = st.one_of(
+    st.tuples(st.floats(0, 1), st.floats(0, 1)).map(lambda p: f"{p[0]},{p[1]}"),
+    st.tuples(st.floats(-2, 3), st.floats(-2, 3)).map(lambda p: f"{p[0]},{p[1]}"),
+    st.sampled_from(["", ",", "0.5", "0.5,0.5,0.5", "nan,0.5", "inf,0", "1e999,0", "0x1,0"]),
+    junk_text,
+)
+focus_fields = st.dictionaries(
+    st.sampled_from(["focus", "x", "y"]),
+    st.one_of(point_text, number_fields.map(lambda v: v or "")),
+    max_size=3,
+)
+
+
+@pytest.fixture(scope="module")
+def cropped_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[FlaskClient, dict[str, Any]]:
+    """An app holding one small cover-cropped image, with its delete key."""
+    from cloud_image_app import create_app
+
+    settings_ = Settings(
+        secret_key="fuzz",
+        labeler="none",
+        testing=True,
+        media_root=tmp_path_factory.mktemp("focus") / "media",
+    )
+    client = create_app(settings_).test_client()
+    fields = {"format": "png", "width": "20", "height": "20", "fit": "cover"}
+    response = post(client, images.png(60, 30), fields, "wide.png")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return client, response.get_json()
+
+
+@FUZZ
+@given(
+    fields=focus_fields,
+    as_json=st.booleans(),
+    key=st.sampled_from(["right", "right", "right", "wrong", "none"]),
+)
+def test_any_focus_request_gets_a_documented_answer_and_the_image_stays_whole(
+    cropped_image: tuple[FlaskClient, dict[str, Any]],
+    fields: dict[str, str],
+    as_json: bool,
+    key: str,
+) -> None:
+    client, image = cropped_image
+    headers = {"right": {"X-Delete-Key": image["delete_key"]}, "wrong": {"X-Delete-Key": "no"}}
+    url = f"/api/images/{image['id']}/focus"
+    send = {"json": fields} if as_json else {"data": fields}
+    response = client.post(url, headers=headers.get(key, {}), **send)
+    event(f"HTTP {response.status_code}")
+    text = response.get_data(as_text=True)
+    assert response.status_code in {200, 400, 401, 403}, text
+    for leak in LEAKS:
+        assert leak not in text, text
+    body = response.get_json()
+    if response.status_code == 200:
+        x, y = body["receipt"]["focus"]
+        assert 0 <= x <= 1
+        assert 0 <= y <= 1
+    else:
+        assert set(body) == {"error", "message"}, text
+    # Whatever was sent, the record names files that are there.
+    record = client.get(f"/api/images/{image['id']}").get_json()
+    for variant in (*record["variants"], record["thumbnail"]):
+        assert client.get(variant["url"]).status_code == 200, variant["url"]
+
+
 #: Queries as people and scripts type them, and worse: slashes, key-like text, huge words.
 query_fields = st.one_of(
     st.text(max_size=60),
@@ -531,6 +598,8 @@ def test_the_route_fuzzer_reaches_every_route_and_method(
     assert ("POST", "/events/storage") in calls
     assert ("PUT", "/api/uploads/<upload_id>/data") in calls
     assert ("DELETE", "/api/images/<image_id>") in calls
+    assert ("POST", "/api/images/<image_id>/focus") in calls
+    assert ("POST", "/images/<image_id>/focus") in calls
     assert ("POST", "/api/images/delete") in calls
     assert ("POST", "/images/delete") in calls
     assert ("GET", "/api/images.zip") in calls

@@ -28,6 +28,7 @@ from imaging.catalog.keys import (
     MAX_MS,
     OWN_PREFIXES,
     RECORD_PREFIX,
+    SOURCE_PREFIX,
     TEMP_PREFIX,
     UPLOAD_PREFIX,
     held_key,
@@ -36,7 +37,10 @@ from imaging.catalog.keys import (
     iter_keys,
     label_slug,
     new_id,
+    new_revision,
     record_key,
+    revision_time,
+    source_key,
     variant_key,
 )
 from imaging.catalog.records import (
@@ -61,6 +65,7 @@ __all__ = [
     "MAX_MS",
     "OWN_PREFIXES",
     "RECORD_PREFIX",
+    "SOURCE_PREFIX",
     "TEMP_PREFIX",
     "UPLOAD_PREFIX",
     "Catalog",
@@ -81,6 +86,9 @@ __all__ = [
     "new_delete_key",
     "new_id",
     "new_record",
+    "new_revision",
     "record_key",
+    "revision_time",
+    "source_key",
     "variant_key",
 ]

@@ -8,6 +8,9 @@
                                options (the duplicate index); written FIRST, create-only
     rec/<id>.json              the record; written LAST, so it is the commit point
     held/<key>                 a held-back image: ``held/rec/<id>.json``, ``held/img/<id>/...``
+    src/<id>/original          the upload's own bytes, kept privately (never in img/, never
+                               served) for an image with cover-cropped variants, so its owner
+                               can move the focal point later (imaging/refocus.py)
     tmp/<upload-id>            a direct upload's bytes until it is completed (doors/direct)
     upl/<upload-id>[.put]      a direct upload's completion marker and PUT claim
     evt/...                    the storage-event ledger (doors/ledger)
@@ -38,6 +41,8 @@ MAX_MS = 10**13 - 1
 ID_PATTERN = re.compile(r"^[0-9]{13}[0-9a-f]{8}$")
 RECORD_PREFIX, IMAGE_PREFIX, LABEL_PREFIX, HASH_PREFIX = "rec/", "img/", "lbl/", "sha/"
 TEMP_PREFIX, UPLOAD_PREFIX, EVENT_PREFIX, HELD_PREFIX = "tmp/", "upl/", "evt/", "held/"
+#: The originals kept for re-cropping: private on every backend (only img/ is ever public).
+SOURCE_PREFIX = "src/"
 #: Where held-back records are listed (the admin's held list): ``held/`` + ``rec/``.
 HELD_RECORD_PREFIX = HELD_PREFIX + RECORD_PREFIX
 #: Keys the app itself writes: an event or a batch over the app's own bucket must skip them, or
@@ -53,6 +58,7 @@ OWN_PREFIXES = (
     TEMP_PREFIX,
     UPLOAD_PREFIX,
     HELD_PREFIX,
+    SOURCE_PREFIX,
 )
 
 
@@ -60,8 +66,30 @@ def record_key(image_id: str) -> str:
     return f"{RECORD_PREFIX}{image_id}.json"
 
 
-def variant_key(image_id: str, variant: str, ext: str) -> str:
-    return f"{IMAGE_PREFIX}{image_id}/{variant}.{ext}"
+def variant_key(image_id: str, variant: str, ext: str, revision: str = "") -> str:
+    """A variant's key; a re-crop's files get a ``revision`` (``new_revision``) in their name,
+    so a URL never changes what it shows (caches and CDNs keep files a year)."""
+    name = f"{variant}-{revision}" if revision else variant
+    return f"{IMAGE_PREFIX}{image_id}/{name}.{ext}"
+
+
+def new_revision(now: float | None = None) -> str:
+    """A fresh revision: the time in milliseconds (13 digits) and 6 random hex digits."""
+    return f"{int((time.time() if now is None else now) * 1000):013d}{secrets.token_hex(3)}"
+
+
+def revision_time(key: str) -> float | None:
+    """When a revision-named variant key (``img/<id>/webp-<revision>.webp``) was made."""
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    revision = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    if len(revision) != 19 or not revision[:13].isdigit():
+        return None
+    return int(revision[:13]) / 1000
+
+
+def source_key(image_id: str) -> str:
+    """Where an image's original is kept for re-cropping (private: never under ``img/``)."""
+    return f"{SOURCE_PREFIX}{image_id}/original"
 
 
 def held_key(key: str) -> str:

@@ -76,6 +76,9 @@ class ImageRecord:
     colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
     phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
     caption: str = ""  # the captioner's sentence (untrusted model output, cleaned and capped)
+    #: The kept original, for re-cropping (never in the API): {"key", "bytes", "options"}, the
+    #: options being the upload's own (width, height, fit, quality, lossless); {} when none.
+    original: dict[str, Any] = field(default_factory=dict)
 
     def files(self) -> tuple[Variant, ...]:
         """Every image file of the record: the requested variants, then the thumbnail."""
@@ -95,7 +98,12 @@ class ImageRecord:
 
     def keys(self) -> list[str]:
         """Every object this record owns besides itself and its claim."""
-        return self.file_keys() + self.marker_keys()
+        return self.file_keys() + self.marker_keys() + self.source_keys()
+
+    def source_keys(self) -> list[str]:
+        """The kept original's key, if one was kept (private, whether held back or not)."""
+        key = self.original.get("key")
+        return [key] if isinstance(key, str) and key else []
 
     def marker_keys(self) -> list[str]:
         """The label, search and hash-band markers ``save`` writes (the claim was written

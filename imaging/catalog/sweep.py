@@ -20,9 +20,12 @@ from imaging.catalog.keys import (
     IMAGE_PREFIX,
     LABEL_PREFIX,
     RECORD_PREFIX,
+    SOURCE_PREFIX,
+    held_key,
     id_time,
     is_valid_id,
     iter_keys,
+    revision_time,
 )
 from imaging.errors import ObjectNotFound, UnreadableRecord
 from imaging.search import INDEX_PREFIX, PHASH_PREFIX
@@ -57,6 +60,7 @@ def sweep(catalog: Catalog, *, grace_seconds: float, now: float | None = None) -
         PHASH_PREFIX,
         HASH_PREFIX,
         HELD_PREFIX,
+        SOURCE_PREFIX,
     ):
         for key in list(iter_keys(catalog.store, prefix)):
             image_id = _owner_id(key)
@@ -70,8 +74,37 @@ def sweep(catalog: Catalog, *, grace_seconds: float, now: float | None = None) -
                 continue
             catalog.store.delete(key)
             removed.append(key)
+    removed += _sweep_replaced_files(catalog, public | held, grace_seconds=grace_seconds, now=now)
     if isinstance(catalog.store, SweepsLeftovers):
         removed += catalog.store.sweep_leftovers(grace_seconds=grace_seconds, now=now)
+    return removed
+
+
+def _sweep_replaced_files(
+    catalog: Catalog, live: set[str], *, grace_seconds: float, now: float
+) -> list[str]:
+    """Remove the files of a live image that its record no longer names: what a re-crop
+    replaced but could not delete, or what the loser of two re-crops at once wrote.
+
+    Only an image with a kept original (``src/``) can be re-cropped, so only those records
+    are read. A file younger than the grace period may belong to a re-crop in flight.
+    """
+    owners = {_owner_id(key) for key in iter_keys(catalog.store, SOURCE_PREFIX)}
+    ids = sorted(i for i in owners if i is not None and i in live)
+    removed: list[str] = []
+    for record in catalog.map(catalog.find, ids):
+        if record is None:
+            continue
+        # Both forms of each file: an approval in flight is copying held/img/ to img/.
+        named = {key for v in record.files() for key in (v.key, held_key(v.key))}
+        own = f"{IMAGE_PREFIX}{record.id}/"
+        for prefix in (own, held_key(own)):
+            for key in list(iter_keys(catalog.store, prefix)):
+                made = revision_time(key) or id_time(record.id)
+                if key in named or now - made < grace_seconds:
+                    continue
+                catalog.store.delete(key)
+                removed.append(key)
     return removed
 
 
@@ -115,10 +148,11 @@ def _is_unreadable(catalog: Catalog, key: str) -> bool:
 
 
 def _owner_id(key: str) -> str | None:
-    """The id a key belongs to: ``img/<id>/x.webp``, ``lbl/<slug>/<id>``, ``idx/<word>/<id>``,
-    ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
+    """The id a key belongs to: ``img/<id>/x.webp``, ``src/<id>/original``, ``lbl/<slug>/<id>``,
+    ``idx/<word>/<id>``, ``phash/<band>/<hex>/<id>``, ``held/rec/<id>.json``."""
     if key.startswith(HELD_PREFIX):
         key = key[len(HELD_PREFIX) :].removesuffix(".json")
     parts = key.split("/")
-    candidate = parts[1] if key.startswith(IMAGE_PREFIX) and len(parts) >= 3 else parts[-1]
+    owned = key.startswith((IMAGE_PREFIX, SOURCE_PREFIX)) and len(parts) >= 3
+    candidate = parts[1] if owned else parts[-1]
     return candidate if is_valid_id(candidate) else None

@@ -2,9 +2,10 @@
 perceptual hash again over the catalog.
 
 So that an upgrade (a better model, a bigger vocabulary, colours and near copies) reaches images
-uploaded before it. Each record is read from its largest stored variant (the original is not
-kept), labelled through the same label-size copy an upload uses, and written back with
-``Catalog.update``: new index markers first, then the record, then the markers it no longer has.
+uploaded before it. Each record is read from its largest stored variant (an original is kept
+only for cover crops), labelled through the same label-size copy an upload uses, and written
+back with ``Catalog.update``: new index markers first, then the record, then the markers it no
+longer has (the record is read again just before, so a re-crop of its files meanwhile is kept).
 What SafeSearch decided at upload time (held back or not) is left as it is: that is the admin's
 business, not a relabel's.
 
@@ -121,6 +122,17 @@ class Relabeller:
         new = self.described(old)
         if new == old:
             return False
+        try:
+            fresh = self.catalog.get(old.id)
+        except NotFound:
+            return False  # deleted while it was described
+        if fresh.files() != old.files():
+            # Re-cropped meanwhile (imaging/refocus.py): keep the files the record names now,
+            # never the ones the re-crop deleted.
+            new = dataclasses.replace(
+                new, variants=fresh.variants, thumbnail=fresh.thumbnail, receipt=fresh.receipt
+            )
+            old = fresh
         self.catalog.update(old, new)
         return True
 

@@ -97,6 +97,7 @@ def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
         403: "Not allowed",
         404: "Not found",
         405: "Not allowed",
+        409: "Cannot do that to this image",
         410: "Gone",
         413: "File too large",
         415: "Unsupported file",

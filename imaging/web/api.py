@@ -1,4 +1,4 @@
-"""The JSON API for scripts and curl: upload, list, show and delete images.
+"""The JSON API for scripts and curl: upload, list, show, re-crop and delete images.
 
 It never reads cookies, so a cross-site form cannot drive it (no CSRF surface).
 """
@@ -10,11 +10,13 @@ from flask.typing import ResponseReturnValue
 
 from imaging.formats import describe_outputs
 from imaging.web import services
+from imaging.web.forms import required_focus
 from imaging.web.presentation import (
     gallery_page,
     image_json,
     ingest_request,
     page_limit,
+    request_body,
     upload_response,
 )
 from imaging.web.security import authorize_delete, require_api_upload, visible_record
@@ -63,6 +65,17 @@ def delete(image_id: str) -> ResponseReturnValue:
     authorize_delete(settings, record, delete_key())
     catalog.delete(image_id)
     return "", 204
+
+
+@bp.post("/api/images/<image_id>/focus")
+def focus(image_id: str) -> ResponseReturnValue:
+    """Move the focal point of a cover-cropped image (``focus=x,y`` in 0..1, form or JSON):
+    its cropped variants are cut again, under new URLs. Authorised like delete."""
+    svc = services()
+    record = visible_record(svc.settings, svc.catalog.get(image_id), delete_key())
+    authorize_delete(svc.settings, record, delete_key())
+    point = required_focus(request_body())
+    return image_json(svc.refocus.refocus(record, point))
 
 
 def delete_key() -> str | None:

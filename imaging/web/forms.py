@@ -100,7 +100,7 @@ def read_options(
         lossless=(values.get("lossless") or "").lower() in ("1", "true", "on", "yes"),
         name=name,
         # A JSON body's [x, y] arrives as two fields: read them as one "x,y".
-        focus=_focus(",".join(values.getlist("focus")) or None),
+        focus=parse_focus(",".join(values.getlist("focus")) or None),
     )
 
 
@@ -113,7 +113,11 @@ def requested_formats(settings: Settings, values: MultiDict[str, str]) -> tuple[
     return formats
 
 
-def _focus(raw: str | None) -> tuple[float, float] | None:
+FOCUS_RULE = "focus must be two numbers x,y between 0 and 1."
+PERCENT_RULE = "x and y must be numbers between 0 and 100 (per cent across and down)."
+
+
+def parse_focus(raw: str | None) -> tuple[float, float] | None:
     """``focus=x,y`` (or JSON ``[x, y]``): the point a cover crop keeps in view, as fractions
     (0..1) of the width and height from the top left; none given: the crop chooses (smart
     crop)."""
@@ -123,10 +127,27 @@ def _focus(raw: str | None) -> tuple[float, float] | None:
     try:
         x, y = (float(part.strip()) for part in parts)
     except ValueError:
-        raise BadRequest("focus must be two numbers x,y between 0 and 1.") from None
+        raise BadRequest(FOCUS_RULE) from None
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # also refuses nan
-        raise BadRequest("focus must be two numbers x,y between 0 and 1.")
+        raise BadRequest(FOCUS_RULE)
     return round(x, 4), round(y, 4)
+
+
+def required_focus(values: MultiDict[str, str]) -> tuple[float, float]:
+    """The focal point a re-crop asks for: ``focus=x,y`` (JSON ``[x, y]``) in 0..1, or the
+    detail page's ``x`` and ``y`` fields in per cent (0..100); a 400 when missing or bad."""
+    if "focus" not in values and ("x" in values or "y" in values):
+        try:
+            x, y = (float(values.get(name, "").strip()) / 100 for name in ("x", "y"))
+        except ValueError:
+            raise BadRequest(PERCENT_RULE) from None
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # also refuses nan
+            raise BadRequest(PERCENT_RULE)
+        return round(x, 4), round(y, 4)
+    point = parse_focus(",".join(values.getlist("focus")) or None)
+    if point is None:
+        raise BadRequest(f"Send the focal point: {FOCUS_RULE}")
+    return point
 
 
 def _int(raw: str | None, field: str, low: int, high: int) -> int | None:

@@ -13,6 +13,7 @@ from imaging.formats import ACCEPT_ATTRIBUTE, accepted_inputs_sentence, describe
 from imaging.pipeline import FIT_MODES
 from imaging.search import Search
 from imaging.web import check_csrf, services, wants_json
+from imaging.web.forms import required_focus
 from imaging.web.presentation import (
     gallery_page,
     image_json,
@@ -23,6 +24,7 @@ from imaging.web.presentation import (
     upload_response,
 )
 from imaging.web.security import (
+    admin_session,
     authorize_delete,
     page_upload_allowed,
     require_page_upload,
@@ -85,6 +87,7 @@ def detail(image_id: str) -> ResponseReturnValue:
     return render_template(
         "detail.html",
         image=image,
+        admin=admin_session(services().settings),
         colour_names=[
             {"name": name, "shades": shades, "share": sum(s["share"] for s in shades)}
             for name, shades in colours.items()
@@ -146,6 +149,24 @@ def unlock() -> ResponseReturnValue:
             return redirect(url_for("pages.upload"), 303)
     status = 403 if error else 200
     return render_template("unlock.html", error=error), status
+
+
+@bp.post("/images/<image_id>/focus")
+def focus(image_id: str) -> ResponseReturnValue:
+    """The detail page's focal point: ``x`` and ``y`` in per cent (a click on the picture fills
+    them in), with the delete key this browser kept (or typed in), or an admin session."""
+    check_csrf()
+    svc = services()
+    admin = admin_session(svc.settings)
+    delete_key = request.form.get("delete_key") or None
+    record = visible_record(svc.settings, svc.catalog.get(image_id), delete_key, admin=admin)
+    authorize_delete(svc.settings, record, delete_key, admin=admin)
+    refocused = svc.refocus.refocus(record, required_focus(request.form))
+    if wants_json():
+        return image_json(refocused)
+    # A held-back image's page shows only with its key (the admin's session needs none).
+    key = delete_key if refocused.hidden and not admin else None
+    return redirect(url_for("pages.detail", image_id=image_id, key=key, _anchor="focus"), 303)
 
 
 @bp.post("/images/<image_id>/delete")

@@ -18,6 +18,7 @@ from imaging.catalog import ImageRecord, Page
 from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
 from imaging.pipeline import IngestResult
+from imaging.refocus import refocusable
 from imaging.search import Results, Search
 from imaging.web import FILE_POLICY, services
 from imaging.web.forms import read_files, read_options, requested_formats
@@ -37,6 +38,9 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
 
     data = record.public(public_url)
     data["detail_url"] = url_for("pages.detail", image_id=record.id, _external=True)
+    # Whether the owner can move the crop (POST /api/images/<id>/focus): a cropped cover
+    # variant and a kept original.
+    data["refocusable"] = refocusable(record)
     data["alt"] = alt_text(data)
     return data
 
