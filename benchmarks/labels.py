@@ -11,7 +11,8 @@ the labels shown (``shown``) and whether a search for it finds the picture (``se
 labels' vocabulary parents count, as in imaging/search.py), then the hit rates. Then
 ``benchmarks.findings`` prints, on the same pictures, the CPU each step adds (classes, faces,
 the text check, OCR), OCR word recall on the screenshots and the memory of each model: one
-measurement, one place.
+measurement, one place. In between, the int8 classifier (the default) is compared with the
+float32 one on the same pictures (``precisions``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,52 @@ def main() -> None:
             f"search {search_hits}/{total} ({search_hits / total:.0%})"
         )
         print()
+        precisions(Path(cache), pictures)
+        print()
         findings.costs(models, pictures)
+
+
+def precisions(cache: Path, pictures: dict[str, Image.Image]) -> None:
+    """The int8 classifier (the default) against float32 on the same pictures: the top class
+    of each, whether each one's top class is in the other's top 5, how many of the top 5 they
+    share, and the largest difference in any class's probability."""
+    from imaging.labeling.effnet import INPUT_SIZE
+    from imaging.labeling.local import LocalLabeler
+    from imaging.labeling.vocabulary import vocabulary
+    from imaging.processing import LabelImage
+
+    names = [c.name for c in vocabulary().classes]
+    sessions = {
+        precision: LocalLabeler(cache_dir=cache, precision=precision)._loaded().session
+        for precision in ("float", "int8")
+    }
+    print("int8 against float32, the classifier's own classes (probabilities):")
+    print(f"{'picture':<18} {'float top class':<28} {'int8 top class':<28} top-5 shared  max diff")
+    same_top = in_top5 = shared = 0
+    worst = 0.0
+    for name, picture in pictures.items():
+        buffer = io.BytesIO()
+        findings.label_copy(picture).save(buffer, "JPEG", quality=95)
+        square = LabelImage.from_bytes(buffer.getvalue()).square_rgb(INPUT_SIZE)
+        batch = np.frombuffer(square, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3)
+        p = {k: s.run(["probabilities"], {"pixels": batch})[0][0] for k, s in sessions.items()}
+        top5 = {k: set(np.argsort(-v)[:5].tolist()) for k, v in p.items()}
+        best = {k: int(np.argmax(v)) for k, v in p.items()}
+        same_top += best["float"] == best["int8"]
+        in_top5 += best["float"] in top5["int8"] and best["int8"] in top5["float"]
+        shared += len(top5["float"] & top5["int8"])
+        diff = float(np.abs(p["float"] - p["int8"]).max())
+        worst = max(worst, diff)
+        cells = [f"{names[best[k]][:22]} {p[k][best[k]]:.2f}" for k in ("float", "int8")]
+        print(
+            f"{name:<18} {cells[0]:<28} {cells[1]:<28} "
+            f"{len(top5['float'] & top5['int8'])}/5{'':>8} {diff:.2f}"
+        )
+    total = len(pictures)
+    print(
+        f"same top class {same_top}/{total}; each top class in the other's top 5 "
+        f"{in_top5}/{total}; top 5 shared {shared}/{5 * total}; largest difference {worst:.2f}"
+    )
 
 
 if __name__ == "__main__":
