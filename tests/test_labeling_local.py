@@ -448,3 +448,47 @@ def test_the_committed_ranges_are_what_the_calibration_script_writes() -> None:
     )
 
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_int8_classifier_adds_at_most_35_mb_to_a_process(
+    model_dir: Path, labeler: LocalLabeler
+) -> None:
+    # Measured: +24 MB with int8, +56 MB with float32 (the session's weights, prepacked).
+    labeler.check()
+    LocalLabeler(cache_dir=model_dir, precision="float").check()
+    script = """if True:
+        import pathlib, sys
+        import onnxruntime
+        from imaging.labeling.local import LocalLabeler
+        from imaging.labeling.vocabulary import vocabulary
+        from imaging.processing import LabelImage
+        def rss():
+            for line in open("/proc/self/smaps_rollup"):
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) / 1024
+        vocabulary()
+        image = LabelImage.from_bytes(pathlib.Path(sys.argv[2]).read_bytes())
+        image.square_rgb(224)
+        before = rss()
+        LocalLabeler(cache_dir=pathlib.Path(sys.argv[1]), precision=sys.argv[3]).label(image)
+        print(rss() - before)
+    """
+    photo = model_dir / "cat.jpg"
+    photo.write_bytes(jpeg(chelsea()))
+
+    def added_mb(precision: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(model_dir), str(photo), precision],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+
+    int8, float32 = added_mb("int8"), added_mb("float")
+    print(f"\nthe classifier adds {int8:.0f} MB (int8), {float32:.0f} MB (float32)")
+    assert int8 <= 35
+    assert int8 < float32 / 1.5
