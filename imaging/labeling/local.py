@@ -183,7 +183,8 @@ def _picture(image: LabelImage) -> Image.Image:
 
 def _detectors_picture(image: LabelImage) -> Image.Image:
     """The small copy the face detector and the text check read, made once per image
-    (measured: 1.3 ms for 1024x768, against 4-5 ms the two spent shrinking it each)."""
+    (measured on a 2 MP photo's 1024x768 copy: 1.3 ms; the text check took 9 ms on the copy
+    itself, shrinking it to 640 px first, and 0.9 ms on this one)."""
 
     def reduced() -> Image.Image:
         picture = _picture(image)
