@@ -50,7 +50,8 @@ COPY cloud_image_app.py gunicorn.conf.py ./
 COPY imaging ./imaging
 COPY templates ./templates
 COPY static ./static
-# Bytecode and the local labeler's ONNX model are made once here, not on every cold start.
+# Bytecode and the local labeler's ONNX model (int8, from the committed calibration ranges)
+# are made once here, not on every cold start.
 # /app/instance is the only place the app writes (local media and its secret key, for docker run).
 RUN python -m compileall -q cloud_image_app.py imaging \
     && python -c "import os, pathlib; from imaging.labeling.local import LocalLabeler; \

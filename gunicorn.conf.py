@@ -151,13 +151,29 @@ def on_starting(server: Any) -> None:
     try:
         from imaging.config import Settings
         from imaging.labeling import build_labeler
+        from imaging.labeling.local import MODEL_FILES
 
         settings = Settings.from_env()
         if settings.labeler == "local":
+            if not (settings.model_cache_dir / MODEL_FILES[settings.local_precision]).exists():
+                # No cached model (the image build makes one): convert it in a child, so the
+                # converter's memory (onnx, the quantiser: about 100 MB) is not left in the
+                # master and in every worker forked from it. A failure here is the workers'
+                # to report, as below.
+                _convert_model(settings.model_cache_dir, settings.local_precision)
             build_labeler(settings).check()
             server.log.info("local labeler: model loaded before forking the workers")
     except Exception as exc:  # settings or model trouble: the workers will say so
         server.log.warning("local labeler: not preloaded (%s: %s)", type(exc).__name__, exc)
+
+
+def _convert_model(cache_dir: Any, precision: str) -> None:
+    import subprocess
+    import sys
+
+    script = "import pathlib, sys; from imaging.labeling.local import LocalLabeler; "
+    script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1]), precision=sys.argv[2]).check()"
+    subprocess.run([sys.executable, "-c", script, str(cache_dir), precision], check=False)
 
 
 def child_exit(server: Any, worker: Any) -> None:

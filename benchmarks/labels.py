@@ -13,7 +13,9 @@ the labels shown (``shown``) and whether a search for it finds the picture (``se
 labels' vocabulary parents count, as in imaging/search.py), then the hit rates and how often
 the cheap look for text is right (each wrong pass costs an OCR run). Then ``benchmarks.findings``
 prints, on the same pictures, the CPU each step adds (classes, faces, the text check, OCR), OCR
-word recall on the screenshots and the memory of each model: one measurement, one place.
+word recall on the screenshots and the memory of each model: one measurement, one place. In
+between, the int8 classifier (the default) is compared with the float32 one on the same
+pictures (``precisions``).
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def main() -> None:
             )
         look_for_text(pictures)
         print()
+        precisions(Path(cache), pictures)
+        print()
         findings.costs(models, pictures)
 
 
@@ -155,6 +159,49 @@ def look_for_text(pictures: dict[str, Image.Image]) -> None:
         f"look for text: passed {len(with_text) - len(missed)} of {len(with_text)} pictures "
         f"holding text (missed: {', '.join(missed) or 'none'}); passed {len(wrong)} of "
         f"{len(without)} without (an OCR run each: {', '.join(wrong) or 'none'})"
+    )
+
+
+def precisions(cache: Path, pictures: dict[str, Image.Image]) -> None:
+    """The int8 classifier (the default) against float32 on the same pictures: the top class
+    of each, whether each one's top class is in the other's top 5, how many of the top 5 they
+    share, and the largest difference in any class's probability."""
+    from imaging.labeling.effnet import INPUT_SIZE
+    from imaging.labeling.local import LocalLabeler
+    from imaging.labeling.vocabulary import vocabulary
+    from imaging.processing import LabelImage
+
+    names = [c.name for c in vocabulary().classes]
+    sessions = {
+        precision: LocalLabeler(cache_dir=cache, precision=precision)._loaded().session
+        for precision in ("float", "int8")
+    }
+    print("int8 against float32, the classifier's own classes (probabilities):")
+    print(f"{'picture':<18} {'float top class':<28} {'int8 top class':<28} top-5 shared  max diff")
+    same_top = in_top5 = shared = 0
+    worst = 0.0
+    for name, picture in pictures.items():
+        buffer = io.BytesIO()
+        findings.label_copy(picture).save(buffer, "JPEG", quality=95)
+        square = LabelImage.from_bytes(buffer.getvalue()).square_rgb(INPUT_SIZE)
+        batch = np.frombuffer(square, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3)
+        p = {k: s.run(["probabilities"], {"pixels": batch})[0][0] for k, s in sessions.items()}
+        top5 = {k: set(np.argsort(-v)[:5].tolist()) for k, v in p.items()}
+        best = {k: int(np.argmax(v)) for k, v in p.items()}
+        same_top += best["float"] == best["int8"]
+        in_top5 += best["float"] in top5["int8"] and best["int8"] in top5["float"]
+        shared += len(top5["float"] & top5["int8"])
+        diff = float(np.abs(p["float"] - p["int8"]).max())
+        worst = max(worst, diff)
+        cells = [f"{names[best[k]][:22]} {p[k][best[k]]:.2f}" for k in ("float", "int8")]
+        print(
+            f"{name:<18} {cells[0]:<28} {cells[1]:<28} "
+            f"{len(top5['float'] & top5['int8'])}/5{'':>8} {diff:.2f}"
+        )
+    total = len(pictures)
+    print(
+        f"same top class {same_top}/{total}; each top class in the other's top 5 "
+        f"{in_top5}/{total}; top 5 shared {shared}/{5 * total}; largest difference {worst:.2f}"
     )
 
 

@@ -169,6 +169,7 @@ def test_zero_conversion_slots_means_one_per_core() -> None:
 REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"near_copy_distance": 17}, "NEAR_COPY_DISTANCE must be between 0 and 16"),
     ({"storage_backend": "s3"}, "STORAGE_BACKEND must be 'local' or 'gcs'"),
+    ({"local_precision": "int4"}, "LOCAL_PRECISION must be 'int8' or 'float'"),
     (
         {"storage_backend": "gcs", "gcs_public_bucket": "p"},
         "GCS_BUCKET is required when STORAGE_BACKEND=gcs",

@@ -31,6 +31,7 @@ import yaml
 from PIL import Image
 
 from imaging.config import Settings
+from imaging.labeling.local import MODEL_FILE
 from tests import images
 from tests.conftest import AppFactory
 from tests.container import (
@@ -325,6 +326,32 @@ def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_m
         assert logs.count("model loaded before forking the workers") == 1, logs
         assert logs.count("Booting worker") > 2, logs  # workers were recycled meanwhile
         assert pss <= 350, (rss, pss)
+    finally:
+        stop(running)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_server_without_a_cached_model_converts_it_in_a_child_and_never_maps_onnx(
+    tmp_path: Path,
+) -> None:
+    # Converting in the master would leave onnx and the quantiser (about 100 MB) in it and in
+    # every worker forked from it; a child converts, the master loads the cached file.
+    models = tmp_path / "models"
+    running = start_container(tmp_path, MODEL_CACHE_DIR=str(models), LABELER="local")
+    try:
+        status, _, body = post_image(running.url, images.photo("chelsea"), format="webp")
+        assert status == 201, body
+        assert body["label_status"] == "ok", body
+        pid = running.process.pid
+        pids = [
+            pid,
+            *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()),
+        ]
+        assert len(pids) > 1
+        for each in pids:
+            assert "onnx_cpp2py_export" not in Path(f"/proc/{each}/maps").read_text(), each
+        assert (models / MODEL_FILE).is_file()
+        assert running.logs().count("model loaded before forking the workers") == 1
     finally:
         stop(running)
 

@@ -23,8 +23,14 @@ from PIL import Image
 
 from imaging.errors import LabelerUnavailable
 from imaging.labeling import Label
-from imaging.labeling.effnet import CheckpointError, read_checkpoint
-from imaging.labeling.local import MODEL_FILE, LocalLabeler, bundled_weights
+from imaging.labeling.effnet import (
+    CheckpointError,
+    activations,
+    build_onnx,
+    calibration_ranges,
+    read_checkpoint,
+)
+from imaging.labeling.local import MODEL_FILE, MODEL_FILES, LocalLabeler, bundled_weights
 from imaging.labeling.vocabulary import CATCH_ALL, vocabulary
 from imaging.processing import LabelImage
 
@@ -327,3 +333,181 @@ def test_checkpoint_reader_reads_the_bundled_weights_as_arrays() -> None:
     assert state["_fc.weight"].shape == (1000, 1280)
     assert state["_fc.weight"].dtype == np.float32
     assert (state["_bn1.running_var"] > 0).all()
+
+
+# --- int8 ----------------------------------------------------------------------------------
+
+
+def test_the_default_model_is_the_int8_one_built_from_the_committed_ranges(
+    model_dir: Path, labeler: LocalLabeler
+) -> None:
+    import onnx
+
+    labeler.check()
+    model = onnx.load_model(str(model_dir / MODEL_FILE))
+
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # Every convolution's weights (and the classifier's) are stored as int8, per channel.
+    weights = {t.name: t for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(convs) == 50
+    for conv in convs:
+        (source,) = [n for n in model.graph.node if conv.input[1] in n.output]
+        assert source.op_type == "DequantizeLinear"
+        assert weights[source.input[0]].data_type == onnx.TensorProto.INT8
+    # ... and the session the labeler runs is that file's.
+    meta = labeler._loaded().session.get_modelmeta().custom_metadata_map
+    assert meta == {p.key: p.value for p in model.metadata_props}
+    assert "/int8-" in meta["cloud_image_app.cache_key"]
+
+
+def test_the_int8_model_builds_to_the_same_bytes_from_the_same_ranges() -> None:
+    state = read_checkpoint(bundled_weights().read_bytes())
+    ranges = calibration_ranges()
+    low, high = ranges["_blocks.0._project_conv"]  # a convolution with no ReLU6 after it
+    nudged = {**ranges, "_blocks.0._project_conv": (low, high * 2)}
+
+    first = build_onnx(state, ranges=ranges)
+
+    assert build_onnx(state, ranges=ranges) == first
+    assert build_onnx(state, ranges=nudged) != first  # the ranges are what it is built from
+
+
+def test_ranges_calibrated_on_another_graph_are_refused() -> None:
+    state = read_checkpoint(bundled_weights().read_bytes())
+    ranges = calibration_ranges()
+    del ranges["_conv_stem"]
+
+    with pytest.raises(CheckpointError, match="ranges"):
+        build_onnx(state, ranges=ranges)
+
+
+def test_the_committed_ranges_cover_the_graph_built_today() -> None:
+    import onnx
+
+    graph = onnx.load_model_from_string(build_onnx(read_checkpoint(bundled_weights().read_bytes())))
+
+    assert set(calibration_ranges()) == set(activations(graph))
+
+
+#: scikit-image's photos of the evaluation (benchmarks/labels.py), none used to calibrate.
+EVALUATION_PHOTOS = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field", "coins", "clock",
+    "horse", "moon", "retina", "page",
+)  # fmt: skip
+
+
+def test_int8_labels_the_evaluation_photos_like_float(model_dir: Path) -> None:
+    # Measured (benchmarks.labels): the same top class on 14 of 17 pictures, the three others
+    # unsure ones (at most 0.29) whose top class is in the other's top 5; no class's
+    # probability moves by more than 0.14.
+    sessions = {
+        precision: LocalLabeler(cache_dir=model_dir, precision=precision)._loaded().session
+        for precision in ("float", "int8")
+    }
+    for name in EVALUATION_PHOTOS:
+        picture = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        picture.thumbnail((640, 640))
+        square = LabelImage(picture).square_rgb(224)
+        batch = np.frombuffer(square, np.uint8).reshape(1, 224, 224, 3)
+        p = {k: s.run(["probabilities"], {"pixels": batch})[0][0] for k, s in sessions.items()}
+        best = {k: int(np.argmax(v)) for k, v in p.items()}
+        top5 = {k: set(np.argsort(-v)[:5].tolist()) for k, v in p.items()}
+
+        assert best["float"] in top5["int8"], name
+        assert best["int8"] in top5["float"], name
+        if p["float"][best["float"]] >= 0.3:  # a sure answer stays the answer
+            assert best["int8"] == best["float"], name
+        assert float(np.abs(p["float"] - p["int8"]).max()) <= 0.2, name
+
+
+def test_float_precision_keeps_its_own_float_model_beside_the_int8_one(
+    model_dir: Path, cat: bytes
+) -> None:
+    import onnx
+
+    labeler = LocalLabeler(cache_dir=model_dir, precision="float")
+    labels = labeler.label(LabelImage.from_bytes(cat)).labels
+
+    assert best_class_name(labels) in CAT_LABELS
+    model = onnx.load_model(str(model_dir / MODEL_FILES["float"]))
+    assert "QuantizeLinear" not in {node.op_type for node in model.graph.node}
+    with pytest.raises(ValueError, match="precision"):
+        LocalLabeler(cache_dir=model_dir, precision="int4")
+
+
+def test_a_process_that_finds_the_cached_model_never_imports_onnx(
+    model_dir: Path, labeler: LocalLabeler
+) -> None:
+    labeler.check()
+    script = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
+    script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check(); "
+    script += "print(sorted(m for m in sys.modules if m == 'onnx' or m.startswith('onnx.')))"
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_committed_ranges_are_what_the_calibration_script_writes() -> None:
+    # Real photos from scikit-image (a dev dependency): the app's build only reads the result.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "calibrate-classifier"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_int8_classifier_adds_at_most_35_mb_to_a_process(
+    model_dir: Path, labeler: LocalLabeler
+) -> None:
+    # Measured: +24 MB with int8, +56 MB with float32 (the session's weights, prepacked).
+    labeler.check()
+    LocalLabeler(cache_dir=model_dir, precision="float").check()
+    script = """if True:
+        import pathlib, sys
+        import onnxruntime
+        from imaging.labeling.local import LocalLabeler
+        from imaging.labeling.vocabulary import vocabulary
+        from imaging.processing import LabelImage
+        def rss():
+            for line in open("/proc/self/smaps_rollup"):
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) / 1024
+        vocabulary()
+        image = LabelImage.from_bytes(pathlib.Path(sys.argv[2]).read_bytes())
+        image.square_rgb(224)
+        before = rss()
+        LocalLabeler(cache_dir=pathlib.Path(sys.argv[1]), precision=sys.argv[3]).label(image)
+        print(rss() - before)
+    """
+    photo = model_dir / "cat.jpg"
+    photo.write_bytes(jpeg(chelsea()))
+
+    def added_mb(precision: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(model_dir), str(photo), precision],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+
+    int8, float32 = added_mb("int8"), added_mb("float")
+    print(f"\nthe classifier adds {int8:.0f} MB (int8), {float32:.0f} MB (float32)")
+    assert int8 <= 35
+    assert int8 < float32 / 1.5

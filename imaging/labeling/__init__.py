@@ -157,6 +157,7 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
             min_score=settings.label_min_score,
             faces=FaceDetector() if "faces" in settings.local_features else None,
             reader=reader,
+            precision=settings.local_precision,
         )
     if settings.labeler == "vision":
         from imaging.labeling.vision import VisionLabeler

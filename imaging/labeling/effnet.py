@@ -8,33 +8,50 @@ each mapped to an inert stand-in here; any other global (``os.system``...) is re
 ``build_onnx`` turns the state dict into a self-contained ONNX model (opset 17) that takes raw
 RGB bytes (uint8, NHWC, 224x224) and returns ImageNet-1k logits and probabilities. BatchNorm is
 folded into the convolutions and TensorFlow "SAME" padding is baked in as static pads, so the
-runtime graph is only Conv, Clip (ReLU6), Add, pooling and one Gemm.
+runtime graph is only Conv, Clip (ReLU6), Add, pooling and one Gemm. ``quantised`` turns that
+graph into int8 (QDQ) with activation ranges calibrated once on real photos and committed
+(``data/efficientnet-lite0-ranges.json``, written by ``scripts/calibrate-classifier``), so the
+app's build is deterministic and needs no photos. ``onnx`` (and onnxruntime's quantiser) is
+imported only while building: a process that loads the cached model never imports it.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import pickle
+import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
-import onnx
 from numpy.typing import NDArray
-from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "BUILDER_VERSION",
     "INPUT_SIZE",
+    "RANGES_DATA",
     "CheckpointError",
+    "activations",
     "build_onnx",
+    "calibration_ranges",
+    "quantised",
     "read_checkpoint",
 ]
 
 #: Bump when the graph this module builds changes, so cached ONNX files are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
+#: The activations' calibrated ranges for int8, inside this package (scripts/calibrate-classifier).
+RANGES_DATA = ("data", "efficientnet-lite0-ranges.json")
 #: The side of the square RGB input the model was trained at.
 INPUT_SIZE = 224
 
@@ -294,10 +311,14 @@ class _GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
 
     def const(self, name: str, value: NDArray[Any]) -> str:
+        from onnx import numpy_helper
+
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        from onnx import helper
+
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
@@ -350,12 +371,22 @@ class _GraphBuilder:
         return y, size
 
 
-def build_onnx(state: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str] = {}) -> bytes:
+def build_onnx(
+    state: Mapping[str, NDArray[Any]],
+    *,
+    metadata: Mapping[str, str] = {},
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> bytes:
     """A serialized ONNX model of EfficientNet-Lite0 built from its state dict.
 
     Input ``pixels``: uint8 [N, 224, 224, 3] RGB. Outputs ``logits`` and ``probabilities``:
-    float32 [N, 1000]. ``metadata`` is stored as the model's metadata properties.
+    float32 [N, 1000]. ``metadata`` is stored as the model's metadata properties. With
+    ``ranges`` (each activation's calibrated (lowest, highest), ``calibration_ranges()``), the
+    graph is quantised to int8 (``quantised``); without, it stays float32.
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     blocks = _lite0_blocks(state)
     g = _GraphBuilder(state)
     g.const("relu6.min", np.array(0.0, np.float32))
@@ -401,7 +432,86 @@ def build_onnx(state: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str]
     )
     # Pinned so that onnxruntime releases older than the onnx package can still load it.
     model.ir_version = 8
+    if ranges is not None:
+        model = quantised(model, ranges)
     helper.set_model_props(model, dict(metadata))
     onnx.checker.check_model(model)
     serialized: bytes = model.SerializeToString()
     return serialized
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+def calibration_ranges() -> dict[str, tuple[float, float]]:
+    """Each activation's (lowest, highest) on real photos, from the committed data file that
+    ``scripts/calibrate-classifier`` writes."""
+    raw = json.loads(files("imaging.labeling").joinpath(*RANGES_DATA).read_text())
+    return {name: (float(low), float(high)) for name, (low, high) in raw["ranges"].items()}
+
+
+def quantised(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]) -> onnx.ModelProto:
+    """``model`` quantised to int8 by onnxruntime's static QDQ quantiser, with the given ranges.
+
+    EfficientNet-Lite was made for this (ReLU6, no squeeze-excitation, no swish): weights per
+    output channel (int8, symmetric), activations per tensor (uint8, from ``ranges``), as
+    onnxruntime advises for x86 (and VNNI) CPUs. The classifier's output stays float: the last
+    Gemm dequantises its own result, and the softmax is not quantised (an 8-bit probability
+    would round a sure 0.95 to whatever the calibration photos' widest spread allowed). The
+    same model and ranges always give the same bytes: nothing here samples or times anything.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    outputs = activations(model)
+    if set(ranges) != set(outputs):
+        # Calibrated on another graph: quantising would silently leave parts of it float.
+        raise CheckpointError("the calibrated ranges do not match the graph's tensors")
+    tensors = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: (np.array(low, np.float32), np.array(high, np.float32))
+            for name, (low, high) in ranges.items()
+        },
+    )
+    with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp:
+        cache, out = Path(tmp, "ranges.json"), Path(tmp, "model.onnx")
+        save_tensors_data(tensors, cache)
+        # The quantiser logs advice (pre-processing, per-channel) at WARNING on the root
+        # logger; the graph built above needs none of it.
+        with _quiet_root_logger():
+            quantize_static(
+                model,
+                out,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=["probabilities"],
+                calibration_cache_path=cache,
+                extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"]},
+            )
+        return onnx.load_model(out)
+
+
+def activations(model: onnx.ModelProto) -> list[str]:
+    """The tensors calibration measures and the quantiser reads a range for: every node's
+    output, in graph order."""
+    return [out for node in model.graph.node for out in node.output]
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

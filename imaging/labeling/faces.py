@@ -157,7 +157,11 @@ def _letterboxed(
     height = max(1, round(picture.height * scale))
     left, top = (_INPUT_SIZE - width) // 2, (_INPUT_SIZE - height) // 2
     # Shrinking first, then padding, touches 192x192 pixels instead of the picture's square.
-    small = picture.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    # reducing_gap: a whole-factor box reduce first, to no less than twice the size, leaves
+    # the bilinear step a small picture (1024x768: 5.3 ms without, 1.2 with). Reducing all
+    # the way (a gap of 1) lost one of the four faces of tests.images.group.
+    rgb = picture if picture.mode == "RGB" else picture.convert("RGB")
+    small = rgb.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
     square = Image.new("RGB", (_INPUT_SIZE, _INPUT_SIZE))
     square.paste(small, (left, top))
     pixels = np.asarray(square, dtype=np.float32) / 127.5 - 1.0
