@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
     def med(name: str, case: str, key: str) -> float:
-        return statistics.median(run[case][key] for run in runs[name])
+        return float(statistics.median(run[case][key] for run in runs[name]))
 
     head = "| input | server CPU ms/req | in-process CPU ms | server / in-process |"
     rule = "|---|---:|---:|---:|"

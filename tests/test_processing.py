@@ -897,9 +897,7 @@ def test_rendering_from_a_shrunk_image_gives_the_same_sizes() -> None:
     ("resample", "method"),
     [("lanczos", Image.Resampling.LANCZOS), ("bilinear", Image.Resampling.BILINEAR)],
 )
-def test_a_spec_resamples_with_the_filter_it_names(
-    resample: str, method: Image.Resampling
-) -> None:
+def test_a_spec_resamples_with_the_filter_it_names(resample: str, method: Image.Resampling) -> None:
     pixels = images.noise(300, 200)
     source = decoded(images.encode(pixels, "PNG"), RenderSpec("png", 150))
     out = processing.render(
