@@ -5,8 +5,9 @@ directory, are fsynced, and are then hard-linked to their final name. ``os.link`
 name exists, so two writers can never overwrite each other (``os.replace`` would), and a reader
 sees either no file or the whole file. An empty object (an index marker) is created at its name
 with ``O_EXCL``, which never replaces either: with no bytes there is nothing to see half-written.
-Either way the directory is fsynced once the name is there, before ``put`` returns. Content type and Cache-Control live in a sidecar under
-``.meta/`` when they differ from what the key's extension implies.
+Either way the directory is fsynced once the name is there, before ``put`` returns. Content
+type and Cache-Control live in a sidecar under ``.meta/`` when they differ from what the key's
+extension implies.
 
 No key segment may start with a dot (``storage.keys.check_key``), so temporary files
 (``.tmp-*``) and the ``.meta`` tree can never collide with a key, and ``list`` simply skips
