@@ -411,7 +411,10 @@ class Pipeline:
             )
             for fmt in options.formats
         }
-        specs["thumb"] = self._preset_spec("thumb", "webp")
+        # The gallery's 480 px copy, mostly resampled from the output's own pixels: bilinear
+        # costs a third of Lanczos there (16.8 -> 5.3 ms at 2 MP) at SSIM 0.99 to it.
+        thumb = self._preset_spec("thumb", "webp")
+        specs["thumb"] = dataclasses.replace(thumb, resample="bilinear")
         return specs
 
     def _preset_spec(self, preset: str, fmt: str) -> RenderSpec:

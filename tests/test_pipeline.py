@@ -162,6 +162,18 @@ def test_encoder_effort_sets_the_variants_effort_and_the_thumbnail_stays_fast(
     assert result.renditions["thumb"].data == images.encode(source, "WEBP", quality=80, method=2)
 
 
+def test_the_thumbnail_is_resampled_bilinear_from_the_outputs_pixels(
+    settings: Settings, disk: LocalStore
+) -> None:
+    source = images.noise(1600, 1200)
+    options = UploadOptions(formats=("webp",), width=1000)
+    result = make_pipeline(settings, disk).ingest(images.encode(source, "PNG"), options)
+
+    output = source.resize((1000, 750), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    thumb = output.resize((480, 360), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    assert result.renditions["thumb"].data == images.encode(thumb, "WEBP", quality=80, method=2)
+
+
 def test_the_thumbnail_is_never_smaller_than_its_box_because_the_output_is(
     settings: Settings, disk: LocalStore
 ) -> None:

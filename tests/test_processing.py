@@ -893,6 +893,21 @@ def test_rendering_from_a_shrunk_image_gives_the_same_sizes() -> None:
     assert (via.width, via.height) == (direct.width, direct.height) == (480, 360)
 
 
+@pytest.mark.parametrize(
+    ("resample", "method"),
+    [("lanczos", Image.Resampling.LANCZOS), ("bilinear", Image.Resampling.BILINEAR)],
+)
+def test_a_spec_resamples_with_the_filter_it_names(resample: str, method: Image.Resampling) -> None:
+    pixels = images.noise(300, 200)
+    source = decoded(images.encode(pixels, "PNG"), RenderSpec("png", 150))
+    out = processing.render(
+        source, RenderSpec("png", 150, resample=resample), max_side=MAX_SIDE, background=BACKGROUND
+    )
+    expected = pixels.resize((150, 100), method, reducing_gap=3.0)
+    with Image.open(io.BytesIO(out.data)) as im:
+        assert im.tobytes() == expected.tobytes()
+
+
 # -- Placeholders (ThumbHash) ---------------------------------------------------------------
 
 #: Hashes the reference implementation (npm thumbhash 0.1.1, rgbaToThumbHash) gives for

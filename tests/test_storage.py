@@ -442,6 +442,69 @@ def test_local_put_under_an_existing_object_raises_object_exists(tmp_path: Path)
     assert files_under(tmp_path) == before
 
 
+def _disk_steps(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[tuple[str, str]]:
+    """Every fsync (of the path it flushed) and link LocalStore makes, in order, as keys."""
+    steps: list[tuple[str, str]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def name(path: str | os.PathLike[str]) -> str:
+        relative = os.path.relpath(path, root)
+        return "." if relative == "." else relative
+
+    def fsync(fd: int) -> None:
+        steps.append(("fsync", name(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def link(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        steps.append(("link", name(dst)))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    return steps
+
+
+def test_local_an_object_with_bytes_is_fsynced_before_its_name_and_its_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    steps = _disk_steps(monkeypatch, tmp_path)
+    store.put("rec/1.json", b"{}", content_type=JSON)
+
+    (kind, temp), *rest = steps
+    assert kind == "fsync"  # the bytes first, before they have a name
+    assert temp.startswith("rec/.tmp-")
+    assert rest == [("link", "rec/1.json"), ("fsync", "rec")]  # then the name, made durable
+
+
+def test_local_an_empty_marker_is_created_at_its_name_and_its_directory_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    steps = _disk_steps(monkeypatch, tmp_path)
+    put(store, "idx/cat/1", b"")
+
+    # No data to flush and no temporary file to link: the directory's fsync alone makes the
+    # new name (and its inode) durable, before the record that follows it is written.
+    assert steps == [("fsync", "idx/cat")]
+    assert files_under(tmp_path) == ["idx/cat/1"]
+    assert store.get("idx/cat/1") == b""
+
+
+def test_local_an_empty_object_is_create_only_like_any_other(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    put(store, "idx/cat/1", b"")
+    put(store, "idx/cat/1", b"")  # the same (no) bytes again: a retry, a success
+    put(store, "rec/1.json", b"{}")
+    with pytest.raises(ObjectExists):
+        put(store, "rec/1.json", b"")
+    put(store, "idx/dog/2/x", b"")
+    with pytest.raises(ObjectExists):
+        put(store, "idx/dog/2", b"")  # a directory of objects is there
+    assert store.get("rec/1.json") == b"{}"
+    assert files_under(tmp_path) == [".meta/rec/1.json", "idx/cat/1", "idx/dog/2/x", "rec/1.json"]
+
+
 def test_local_list_skips_files_being_written(tmp_path: Path) -> None:
     # A put writes to a hidden temporary file in the object's directory, then links it into
     # place; names starting with a dot are never keys, so a listing never shows half a file.

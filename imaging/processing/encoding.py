@@ -69,7 +69,7 @@ def render_pixels(
         size, crop = target_size(decoded.width, decoded.height, spec, max_side)
         animate = spec.animate and decoded.animated and out.animation
         sources = decoded.frames if animate else decoded.frames[:1]
-        frames = [fit_frame(f, size, crop, spec.focus) for f in sources]
+        frames = [fit_frame(f, size, crop, spec.focus, spec.resample) for f in sources]
         if not out.alpha:
             frames = [flatten(f, background) for f in frames]
         data = _encode(frames, decoded, spec, animate)

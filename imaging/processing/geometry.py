@@ -92,14 +92,20 @@ def window(
     return left, top
 
 
+#: The filters a ``RenderSpec`` may ask for (``RenderSpec.resample``).
+RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
+
+
 def fit_frame(
     im: Image.Image,
     size: tuple[int, int],
     crop: tuple[int, int] | None,
     focus: Focus | None = None,
+    resample: str = "lanczos",
 ) -> Image.Image:
-    """``im`` resampled to ``size`` (``target_size``'s answer), then cut to ``crop`` if given,
-    around ``focus`` (default: the centre)."""
+    """``im`` resampled to ``size`` (``target_size``'s answer) with the ``resample`` filter,
+    then cut to ``crop`` if given, around ``focus`` (default: the centre)."""
+    method = RESAMPLING[resample]
     if crop is not None:
         # Scale to cover, then cut the window: resize(box=) does both in one resampling pass.
         sw, sh = size
@@ -108,7 +114,7 @@ def fit_frame(
         x, y = window(size, crop, focus)
         left, top = x * fx, y * fy
         box = (left, top, left + cw * fx, top + ch * fy)
-        return im.resize((cw, ch), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+        return im.resize((cw, ch), method, box=box, reducing_gap=3.0)
     if im.size == size:
         return im
-    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return im.resize(size, method, reducing_gap=3.0)
