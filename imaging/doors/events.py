@@ -21,15 +21,9 @@ import base64
 import binascii
 import logging
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import google.auth.transport.requests
-from google.auth.exceptions import GoogleAuthError, TransportError
-from google.oauth2 import id_token
 
 from imaging.config import Settings
 from imaging.doors.convert import ObjectConverter, WorkerPool
@@ -157,7 +151,11 @@ class IdTokenVerifier:
     def __init__(self, *, audience: str, certs_url: str = GOOGLE_CERTS_URL) -> None:
         self.audience = audience
         self.certs_url = certs_url
-        self._request = _CachingRequest()
+        # Google's auth transport (requests, urllib3, the crypto) costs about 17 MB per process:
+        # only a deployment with the event door (EVENTS_AUDIENCE) builds a verifier and pays it.
+        from imaging.doors.oidc import CachingRequest
+
+        self._request = CachingRequest()
 
     def verify(
         self, authorization: str | None, *, allowed: tuple[str, ...], path: str = ""
@@ -175,6 +173,9 @@ class IdTokenVerifier:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send a Google OIDC token: 'Authorization: Bearer ...'.")
+        from google.auth.exceptions import GoogleAuthError, TransportError
+        from google.oauth2 import id_token
+
         try:
             claims = id_token.verify_token(
                 token.strip(),
@@ -198,51 +199,6 @@ class IdTokenVerifier:
             raise Forbidden(
                 "This caller may not deliver events.", detail=f"token for {email or 'no email'!r}"
             )
-
-
-class _CachingRequest(google.auth.transport.Request):
-    """A google.auth transport that keeps the certificate document as long as it says.
-
-    ``verify_token`` fetches the certificates on every call; Google's answer carries a
-    ``Cache-Control: max-age`` of hours (keys are published well before they sign anything), so
-    one fetch per process per max-age is enough, and an event costs no extra round trip.
-    """
-
-    DEFAULT_MAX_AGE = 300
-    LONGEST_MAX_AGE = 24 * 3600
-
-    def __init__(self) -> None:
-        self._inner = google.auth.transport.requests.Request()
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if method != "GET":
-            return self._inner(url, method, body, headers, timeout, **kwargs)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(url)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        response = self._inner(url, method, body, headers, timeout or 10, **kwargs)
-        if response.status == 200:
-            with self._lock:
-                self._cache[url] = (now + _max_age(response.headers), response)
-        return response
-
-
-def _max_age(headers: Mapping[str, str]) -> float:
-    match = re.search(r"max-age=(\d+)", headers.get("Cache-Control", "") or "")
-    seconds = int(match.group(1)) if match else _CachingRequest.DEFAULT_MAX_AGE
-    return float(min(seconds, _CachingRequest.LONGEST_MAX_AGE))
 
 
 # -- the door --------------------------------------------------------------------------------

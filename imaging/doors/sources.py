@@ -10,18 +10,18 @@ between us and the bucket failing is StorageUnavailable (503: a retry may succee
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from google.api_core import exceptions as api_exceptions
-from google.cloud.storage import Client
-from google.cloud.storage.retry import DEFAULT_RETRY
+from typing import TYPE_CHECKING, Any
 
 from imaging.errors import ObjectNotFound, StorageUnavailable, TooLarge, limit_message
 from imaging.gclients import PerProcess
-from imaging.storage.gcs import UNAVAILABLE_ERRORS, default_client
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,23 @@ class BucketSource:
         timeout: float = 10,
         deadline: float = 30,
     ) -> None:
-        self._client = PerProcess(lambda: client or default_client())
+        self._client = PerProcess(lambda: client or _default_client())
         self._timeout = timeout
-        self._retry = DEFAULT_RETRY.with_timeout(deadline)
+        self._deadline = deadline
+
+    @functools.cached_property
+    def _retry(self) -> Any:
+        # Google's storage client (about 32 MB per process) is imported by the first read or
+        # listing of a bucket, not by every process that could make one: on LocalStore, with no
+        # event door and no batch over a bucket, nothing here ever runs.
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self._deadline)
 
     def read(self, ref: ObjectRef, *, max_bytes: int) -> SourceObject:
         """That generation's bytes and metadata; TooLarge (without downloading) over max_bytes."""
+        from google.api_core import exceptions as api_exceptions
+
         with self._unavailable_on_failure("read", ref):
             bucket = self._client_for_process().bucket(ref.bucket)
             try:
@@ -121,6 +132,8 @@ class BucketSource:
 
     @contextmanager
     def _unavailable_on_failure(self, action: str, ref: ObjectRef) -> Iterator[None]:
+        from imaging.storage.gcs import UNAVAILABLE_ERRORS
+
         try:
             yield
         except UNAVAILABLE_ERRORS as exc:
@@ -148,3 +161,9 @@ def read_file(path: Path, *, max_bytes: int) -> SourceObject:
     if size > max_bytes:
         raise TooLarge(limit_message(max_bytes), detail=f"{path} has {size} bytes")
     return SourceObject(ref=file_ref(path), data=path.read_bytes())
+
+
+def _default_client() -> Client:
+    from imaging.storage.gcs import default_client
+
+    return default_client()
