@@ -13,7 +13,8 @@ model adds to one process. CPU times are process (or child) CPU, median of sever
 ``tests/container.py``) with LABELER=none, with the classifier alone (LOCAL_FEATURES=none) and
 with every model, sends each the same 24 uploads and prints the resident memory (RSS) of the
 master and its workers afterwards, and their PSS summed (a page shared by n processes counted
-1/n in each: the memory the server really takes).
+1/n in each: the memory the server really takes); and how long the server took to start
+(until /healthz answers) and to answer its first upload (a worker's first labelling).
 """
 
 from __future__ import annotations
@@ -230,15 +231,20 @@ def server() -> None:
             # in it and in every worker forked from it: about 100 MB more per process.
             models = Path(tmp) / "models"
             convert_model(models)
+            began = time.monotonic()
             running = start_container(Path(tmp), MODEL_CACHE_DIR=str(models), **env)
+            started = time.monotonic() - began
             try:
+                first = 0.0
                 for index, picture in enumerate(pictures):
                     unique = picture.copy()
                     unique.putpixel((0, 0), (index, index, index))  # no duplicate answers
                     buffer = io.BytesIO()
                     unique.save(buffer, "PNG")
+                    sent = time.monotonic()
                     status, _, body = post_image(running.url, buffer.getvalue())
                     assert status == 201, body
+                    first = first or time.monotonic() - sent
                 rss = tree_rss_mb(running.process.pid)
                 pss = sum(pss_mb(pid) for pid in rss)
             finally:
@@ -246,7 +252,7 @@ def server() -> None:
         each = " + ".join(f"{mb:.0f}" for mb in rss.values())
         print(
             f"{mode:<22} RSS {sum(rss.values()):4.0f} MB (master + workers: {each}), "
-            f"PSS {pss:4.0f} MB"
+            f"PSS {pss:4.0f} MB; start-up {started:.1f} s (to /healthz), first upload {first:.2f} s"
         )
 
 

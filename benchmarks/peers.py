@@ -274,12 +274,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 RUNS = itertools.count(1)  # numbers each wrk run, so each sends bytes no run sent before
 
 
-def cpu_seconds(roots: list[int]) -> float:
-    """CPU time of the process trees under ``roots``, reaped children included.
-
-    On a shared machine req/s moves with the neighbours' load; CPU per request barely does, and
-    with every server keeping both cores busy, throughput is cores / CPU per request.
-    """
+def process_tree(roots: list[int]) -> tuple[set[int], dict[int, list[str]]]:
+    """The pids of the process trees under ``roots``, and every process's /proc stat fields."""
     stats: dict[int, tuple[int, list[str]]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -292,12 +288,33 @@ def cpu_seconds(roots: list[int]) -> float:
         children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
         tree.update(children)
         frontier.extend(children)
-    ticks = 0
-    for pid in tree:
-        if pid in stats:
-            fields = stats[pid][1]
-            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return {pid for pid in tree if pid in stats}, {pid: f for pid, (_, f) in stats.items()}
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU time of the process trees under ``roots``, reaped children included.
+
+    On a shared machine req/s moves with the neighbours' load; CPU per request barely does, and
+    with every server keeping both cores busy, throughput is cores / CPU per request.
+    """
+    tree, stats = process_tree(roots)
+    ticks = sum(sum(int(x) for x in stats[pid][11:15]) for pid in tree)  # utime stime cu cs
     return ticks / TICK
+
+
+def memory_mb(roots: list[int]) -> tuple[float, float, int]:
+    """Resident memory of the process trees under ``roots``: RSS summed (each shared page once
+    per process), PSS summed (a page shared by n processes counted 1/n), and the process count."""
+    tree, _ = process_tree(roots)
+    rss = pss = 0.0
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+    return rss, pss, len(tree)
 
 
 def run_wrk(
@@ -727,11 +744,19 @@ def main(argv: list[str] | None = None) -> None:
                         f"CPU {measure.cpu_ms:4.0f} ms/req"
                         + (f"  {measure.errors} errors" if measure.errors else "")
                     )
-    versions = [f"thumbor {thumbor_note}" if thumbor else "thumbor skipped"]
+        # Issue 13's memory budget is for the whole server after the load test: read it now,
+        # while every server still runs.
+        memory = {column.name: memory_mb(column.pids) for column in active}
+    memory_rows = ["| whole server after the load test | RSS summed | PSS summed | processes |"]
+    memory_rows.append("|---|---:|---:|---:|")
+    for name, (rss, pss, count) in memory.items():
+        memory_rows.append(f"| {name} | {rss:.0f} MB | {pss:.0f} MB | {count} |")
+        versions = [f"thumbor {thumbor_note}" if thumbor else "thumbor skipped"]
     versions.append(f"sharp {sharp_note}" if sharp_home else "sharp skipped")
     versions.append(f"wrk at c={CONNECTIONS}, {rounds} interleaved rounds x {seconds:g} s")
     print(f"\n{table(columns, names)}\n\n{ratios(columns, names)}\n")
     print(f"{cpu_table(columns, names)}\n\n{noise(columns, names)}\n")
+    print("\n".join(memory_rows) + "\n")
     print(machine(load_before, versions))
 
 
