@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import io
 import logging
 import sys
@@ -142,3 +143,21 @@ def test_a_rendered_photo_stays_within_the_quality_bound_of_pillows() -> None:
     assert got["lanczos3"].size == got["lanczos"].size == (400, 266)
     assert ssim(got["lanczos3"], reference) >= ssim(got["lanczos"], reference) - SSIM_SLACK
     assert len(outputs["lanczos3"].data) <= len(outputs["lanczos"].data) * 1.05
+
+
+def test_a_libvips_that_fails_to_load_falls_back_to_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "pyvips":
+                raise OSError("cannot load library 'libvips.so.42'")
+
+    monkeypatch.delitem(sys.modules, "pyvips")
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    resampler._pyvips.cache_clear()
+    try:
+        assert not resampler.available()
+        assert resampler.downscale(images.noise(60, 40), (30, 20)) is None
+    finally:
+        resampler._pyvips.cache_clear()
