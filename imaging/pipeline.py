@@ -163,6 +163,9 @@ class Pipeline:
         # The CPU-bound work (decode + encode) runs in at most `slots` threads per process, so
         # extra requests queue here instead of oversubscribing the cores.
         self._slots = threading.BoundedSemaphore(settings.slots)
+        # The variants' downscale: libvips' when asked for and it loads (else one log line).
+        vips = settings.resampler == "vips" and processing.libvips_available()
+        self._resample = "lanczos3" if vips else "lanczos"
         self._label_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label")
         # Apart from the labels' pool: a caption waits on the network, labels on the CPU.
         self._caption_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="caption")
@@ -408,6 +411,7 @@ class Pipeline:
                 quality=options.quality if OUTPUT_FORMATS[fmt].default_quality else None,
                 lossless=options.lossless and fmt == "webp",
                 effort=self.settings.encoder_effort,
+                resample=self._resample,
             )
             for fmt in options.formats
         }

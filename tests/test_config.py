@@ -203,6 +203,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         "(waiting for a slot and for the caption would spend it)",
     ),
     ({"encoder_effort": "max"}, "ENCODER_EFFORT must be 'fast' or 'smallest'"),
+    ({"resampler": "magick"}, "RESAMPLER must be 'vips' or 'pillow'"),
     ({"max_upload_mb": 0}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"max_upload_mb": 1025}, "MAX_UPLOAD_MB must be between 1 and 1024"),
     ({"direct_upload_max_mb": 0}, "DIRECT_UPLOAD_MAX_MB must be between 1 and 1024"),

@@ -6,6 +6,8 @@ no Flask app at all; the second proves the same through the HTTP doors, on both 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from imaging import processing
 from imaging.catalog import Catalog, claim_body, claim_key, new_id
 from imaging.config import Settings
 from imaging.errors import BadRequest, Busy, ImagingError, ObjectNotFound, StorageUnavailable
@@ -162,16 +165,56 @@ def test_encoder_effort_sets_the_variants_effort_and_the_thumbnail_stays_fast(
     assert result.renditions["thumb"].data == images.encode(source, "WEBP", quality=80, method=2)
 
 
+@pytest.mark.parametrize("resampler", ["pillow", "vips"])
 def test_the_thumbnail_is_resampled_bilinear_from_the_outputs_pixels(
-    settings: Settings, disk: LocalStore
+    settings: Settings, disk: LocalStore, resampler: str
 ) -> None:
     source = images.noise(1600, 1200)
     options = UploadOptions(formats=("webp",), width=1000)
+    settings = dataclasses.replace(settings, resampler=resampler)
     result = make_pipeline(settings, disk).ingest(images.encode(source, "PNG"), options)
 
-    output = source.resize((1000, 750), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    output = (
+        processing.resampler.downscale(source, (1000, 750))
+        if resampler == "vips"
+        else source.resize((1000, 750), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    )
+    assert output is not None
     thumb = output.resize((480, 360), Image.Resampling.BILINEAR, reducing_gap=3.0)
     assert result.renditions["thumb"].data == images.encode(thumb, "WEBP", quality=80, method=2)
+
+
+@pytest.mark.parametrize("resampler", ["pillow", "vips"])
+def test_the_main_output_is_scaled_down_by_the_resampler_setting(
+    settings: Settings, disk: LocalStore, resampler: str
+) -> None:
+    source = images.noise(1600, 1200)
+    options = UploadOptions(formats=("png",), width=1000)
+    settings = dataclasses.replace(settings, resampler=resampler)
+    result = make_pipeline(settings, disk).ingest(images.encode(source, "PNG"), options)
+
+    pillows = source.resize((1000, 750), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    libvips = processing.resampler.downscale(source, (1000, 750))
+    assert libvips is not None
+    assert libvips.tobytes() != pillows.tobytes()
+    with Image.open(io.BytesIO(result.renditions["png"].data)) as out:
+        assert out.tobytes() == (libvips if resampler == "vips" else pillows).tobytes()
+
+
+def test_without_libvips_the_pipeline_converts_with_pillow(
+    settings: Settings, disk: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyvips", None)
+    monkeypatch.setattr(
+        processing.resampler, "_pyvips", functools.cache(processing.resampler._pyvips.__wrapped__)
+    )
+    source = images.noise(1600, 1200)
+    options = UploadOptions(formats=("png",), width=1000)
+    result = make_pipeline(settings, disk).ingest(images.encode(source, "PNG"), options)
+
+    pillows = source.resize((1000, 750), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    with Image.open(io.BytesIO(result.renditions["png"].data)) as out:
+        assert out.tobytes() == pillows.tobytes()
 
 
 def test_the_thumbnail_is_never_smaller_than_its_box_because_the_output_is(

@@ -8,7 +8,8 @@ Bytes come in, renditions go out, one room per step:
   brings every frame to sRGB; ``shrink`` and ``shared_fit`` scale it down once for every output.
 - ``labelcopy``: ``LabelImage``, the labelers' small copy: pixels for a classifier, a JPEG for
   Cloud Vision, each made on first ask.
-- ``geometry``: the fit modes, ``target_size`` and the one resampling pass.
+- ``geometry``: the fit modes, ``target_size`` and the one resampling pass; ``resampler``:
+  libvips' lanczos3 for it (RESAMPLER=vips), Pillow's Lanczos where libvips is not there.
 - ``framing``: smart crop, ``frame`` puts each cover output's window on a ``Focus`` (the
   owner's point, the faces a caller found, or the salient part) or leaves it centred.
 - ``encoding``: ``render`` fits, flattens and saves one output with its format's options, which
@@ -39,6 +40,7 @@ from imaging.processing.header import Limits, Probe, probe
 from imaging.processing.labelcopy import LabelImage
 from imaging.processing.palette import Appearance, Swatch, appearance
 from imaging.processing.placeholder import thumbhash
+from imaging.processing.resampler import available as libvips_available
 from imaging.processing.spec import Focus, RenderSpec, Rendition, TraceLimits
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "cropping",
     "decode",
     "frame",
+    "libvips_available",
     "parse_fit",
     "probe",
     "read_camera",

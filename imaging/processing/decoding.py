@@ -209,7 +209,8 @@ def shared_fit(
     max_side: int,
 ) -> Decoded:
     """``decoded`` resampled once to the size every one of ``specs`` renders at, if they share
-    one uncropped, undistorted size that is at least what each of ``derived`` needs; else as is.
+    one filter and one uncropped, undistorted size that is at least what each of ``derived``
+    needs; else as is.
 
     The outputs in ``specs`` then render from it without resampling again (byte-identical to
     rendering them from ``decoded``), and the smaller ``derived`` ones (the gallery thumbnail)
@@ -219,6 +220,9 @@ def shared_fit(
         return decoded
     with pillow_boundary():
         sizes = set()
+        filters = {spec.resample for spec in specs}
+        if len(filters) != 1:
+            return decoded
         for spec in specs:
             size, crop = target_size(decoded.width, decoded.height, spec, max_side)
             distorted = spec.fit == "fill" and spec.width is not None and spec.height is not None
@@ -232,12 +236,12 @@ def shared_fit(
             (w, h), _ = target_size(decoded.width, decoded.height, spec, max_side)
             if w > size[0] or h > size[1]:
                 return decoded  # the output is smaller than a derived one needs
-        return _resampled(decoded, size)
+        return _resampled(decoded, size, *filters)
 
 
-def _resampled(decoded: Decoded, size: tuple[int, int]) -> Decoded:
+def _resampled(decoded: Decoded, size: tuple[int, int], resample: str = "lanczos") -> Decoded:
     with pillow_boundary():
         if size == (decoded.width, decoded.height) and decoded.frames[0].size == size:
             return decoded
-        frames = [fit_frame(f, size, None) for f in decoded.frames]
+        frames = [fit_frame(f, size, None, resample=resample) for f in decoded.frames]
         return dataclasses.replace(decoded, frames=frames, width=size[0], height=size[1])

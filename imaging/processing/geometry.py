@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from PIL import Image
 
 from imaging.errors import BadRequest
+from imaging.processing import resampler
 from imaging.processing.spec import Focus, RenderSpec
 
 FIT_MODES = ("contain", "cover", "fill")
@@ -92,8 +93,14 @@ def window(
     return left, top
 
 
-#: The filters a ``RenderSpec`` may ask for (``RenderSpec.resample``).
-RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
+#: The filters a ``RenderSpec`` may ask for (``RenderSpec.resample``): Pillow's, and
+#: ``lanczos3``, libvips' (``resampler``), which downscales 8-bit L/RGB/RGBA and falls back to
+#: Pillow's Lanczos for everything else (and when libvips is not there).
+RESAMPLING = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos3": Image.Resampling.LANCZOS,
+}
 
 
 def fit_frame(
@@ -106,6 +113,15 @@ def fit_frame(
     """``im`` resampled to ``size`` (``target_size``'s answer) with the ``resample`` filter,
     then cut to ``crop`` if given, around ``focus`` (default: the centre)."""
     method = RESAMPLING[resample]
+    if resample == "lanczos3" and im.size != size:
+        scaled = resampler.downscale(im, size)
+        if scaled is not None:
+            if crop is None:
+                return scaled
+            # Scale the whole picture, then cut the window at the nearest whole pixel: the
+            # same frame as Pillow's resize(box=) below, within half an output pixel.
+            x, y = window(size, crop, focus)
+            return scaled.crop((round(x), round(y), round(x) + crop[0], round(y) + crop[1]))
     if crop is not None:
         # Scale to cover, then cut the window: resize(box=) does both in one resampling pass.
         sw, sh = size
