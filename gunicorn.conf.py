@@ -12,10 +12,13 @@ stays under those 10 seconds so the workers are never killed mid-write.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,6 +177,51 @@ def _convert_model(cache_dir: Any, precision: str) -> None:
     script = "import pathlib, sys; from imaging.labeling.local import LocalLabeler; "
     script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1]), precision=sys.argv[2]).check()"
     subprocess.run([sys.executable, "-c", script, str(cache_dir), precision], check=False)
+
+
+# Give freed heap back to the system once a worker has been idle for this long (seconds; 0 turns
+# it off). Image work frees tens of megabytes a request, and glibc keeps freed heap mapped for the
+# next request; under load that is what we want (no page faults), but a worker that has gone
+# quiet would hold it until recycled. One malloc_trim(0) per quiet spell, never during a request.
+idle_trim_seconds = float(os.environ.get("GUNICORN_IDLE_TRIM_SECONDS", "").strip() or 1.0)
+_activity = {"in_flight": 0, "last": 0.0, "trimmed": True}
+_activity_lock = threading.Lock()
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    with _activity_lock:
+        _activity["in_flight"] += 1
+        _activity["trimmed"] = False
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    with _activity_lock:
+        _activity["in_flight"] -= 1
+        _activity["last"] = time.monotonic()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Start the worker's idle trimmer (glibc only; elsewhere there is nothing to call)."""
+    if idle_trim_seconds <= 0:
+        return
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def watch() -> None:
+        while True:
+            time.sleep(idle_trim_seconds / 2)
+            with _activity_lock:
+                quiet = time.monotonic() - float(_activity["last"]) >= idle_trim_seconds
+                due = quiet and _activity["in_flight"] == 0 and not _activity["trimmed"]
+                if due:
+                    _activity["trimmed"] = True
+            if due:
+                trim(0)
+
+    threading.Thread(target=watch, name="idle-trim", daemon=True).start()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -12,9 +12,10 @@ model adds to one process. CPU times are process (or child) CPU, median of sever
 ``--server`` runs the Dockerfile's command (gunicorn, one worker per core, via
 ``tests/container.py``) with LABELER=none, with the classifier alone (LOCAL_FEATURES=none) and
 with every model, sends each the same 24 uploads and prints the resident memory (RSS) of the
-master and its workers afterwards, and their PSS summed (a page shared by n processes counted
-1/n in each: the memory the server really takes); and how long the server took to start
-(until /healthz answers) and to answer its first upload (a worker's first labelling).
+master and its workers at the last answer and once they are quiet, and their PSS summed (a page
+shared by n processes counted 1/n in each: the memory the server really takes); and how long
+the server took to start (until /healthz answers) and to answer its first upload (a worker's
+first labelling).
 """
 
 from __future__ import annotations
@@ -245,6 +246,10 @@ def server() -> None:
                     status, _, body = post_image(running.url, buffer.getvalue())
                     assert status == 201, body
                     first = first or time.monotonic() - sent
+                busy = tree_rss_mb(running.process.pid)
+                # gunicorn.conf.py gives freed heap back once a worker is quiet for
+                # GUNICORN_IDLE_TRIM_SECONDS (1 s): read again once that has passed.
+                time.sleep(2.5)
                 rss = tree_rss_mb(running.process.pid)
                 pss = sum(pss_mb(pid) for pid in rss)
             finally:
@@ -252,7 +257,8 @@ def server() -> None:
         each = " + ".join(f"{mb:.0f}" for mb in rss.values())
         print(
             f"{mode:<22} RSS {sum(rss.values()):4.0f} MB (master + workers: {each}), "
-            f"PSS {pss:4.0f} MB; start-up {started:.1f} s (to /healthz), first upload {first:.2f} s"
+            f"PSS {pss:4.0f} MB; at the last answer RSS {sum(busy.values()):4.0f} MB; "
+            f"start-up {started:.1f} s (to /healthz), first upload {first:.2f} s"
         )
 
 

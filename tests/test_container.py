@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -721,3 +722,38 @@ def test_the_deploys_name_the_public_bucket_as_the_guide_creates_it() -> None:
     assert "${_PUBLIC_BUCKET}" in " ".join(step(build, "test")["args"])  # required up front
     for substitutions in re.findall(r'--substitutions="([^"]+)"', DEPLOY_DOC.read_text()):
         assert "_PUBLIC_BUCKET=$PUBLIC_BUCKET" in substitutions.split(",")
+
+
+def _worker_rss_mb(pid: int) -> float:
+    (worker,) = (int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    for line in Path(f"/proc/{worker}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no Rss line")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("trim_seconds", ["1", "0"])
+def test_a_quiet_worker_gives_its_freed_heap_back(tmp_path: Path, trim_seconds: str) -> None:
+    # gunicorn.conf.py: once a worker has served nothing for GUNICORN_IDLE_TRIM_SECONDS, one
+    # malloc_trim(0) returns the heap image work freed; 0 turns it off (the control).
+    running = start_container(
+        tmp_path, WEB_CONCURRENCY="1", GUNICORN_IDLE_TRIM_SECONDS=trim_seconds
+    )
+    try:
+        buffer = io.BytesIO()
+        images.noise(3000, 2000).save(buffer, "JPEG", quality=90)
+        for i in range(4):
+            body = buffer.getvalue() + i.to_bytes(2, "big")
+            status, _, answer = post_image(running.url, body, format="webp,png")
+            assert status == 201, answer
+        busy = _worker_rss_mb(running.process.pid)
+        time.sleep(3)
+        quiet = _worker_rss_mb(running.process.pid)
+        print(f"\nworker RSS at the last answer {busy:.0f} MB, quiet {quiet:.0f} MB")
+        if trim_seconds == "0":
+            assert quiet > busy - 5, (busy, quiet)
+        else:
+            assert quiet < busy - 20, (busy, quiet)
+    finally:
+        stop(running)
