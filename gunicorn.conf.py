@@ -153,11 +153,14 @@ def on_starting(server: Any) -> None:
     """
     try:
         from imaging.config import Settings
-        from imaging.labeling import build_labeler
-        from imaging.labeling.local import MODEL_FILES
 
         settings = Settings.from_env()
         if settings.labeler == "local":
+            # Imported only here: onnxruntime and numpy would otherwise sit in a master (and in
+            # every worker forked from it) that never labels (about 40 MB each).
+            from imaging.labeling import build_labeler
+            from imaging.labeling.local import MODEL_FILES
+
             if not (settings.model_cache_dir / MODEL_FILES[settings.local_precision]).exists():
                 # No cached model (the image build makes one): convert it in a child, so the
                 # converter's memory (onnx, the quantiser: about 100 MB) is not left in the
