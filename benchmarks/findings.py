@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, process_tree, resident_mb
 from tests.images import SCREEN_LINES, group, screenshot, skimage_photo
 
 if TYPE_CHECKING:
@@ -196,28 +196,8 @@ SERVER_MODES = {
 
 
 def tree_rss_mb(root: int) -> dict[int, float]:
-    """Resident memory of ``root`` and every process under it, from /proc."""
-    parents: dict[int, int] = {}
-    resident: dict[int, float] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(
-                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
-            )
-        except OSError:
-            continue  # gone meanwhile
-        pid = int(status.parent.name)
-        parents[pid] = int(fields["PPid"])
-        resident[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return {pid: resident[pid] for pid in sorted(tree) if pid in resident}
+    """Resident memory (RSS, MB) of ``root`` and every process under it, by pid."""
+    return {pid: resident_mb(pid)[0] for pid in process_tree([root])[0]}
 
 
 def server() -> None:
@@ -251,7 +231,7 @@ def server() -> None:
                 # GUNICORN_IDLE_TRIM_SECONDS (1 s): read again once that has passed.
                 time.sleep(2.5)
                 rss = tree_rss_mb(running.process.pid)
-                pss = sum(pss_mb(pid) for pid in rss)
+                pss = sum(resident_mb(pid)[1] for pid in rss)
             finally:
                 stop(running)
         each = " + ".join(f"{mb:.0f}" for mb in rss.values())
@@ -260,18 +240,6 @@ def server() -> None:
             f"PSS {pss:4.0f} MB; at the last answer RSS {sum(busy.values()):4.0f} MB; "
             f"start-up {started:.1f} s (to /healthz), first upload {first:.2f} s"
         )
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size: each page shared by n processes counts 1/n (0 if gone)."""
-    try:
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0.0
-    for line in rollup.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.engine import photo, screenshot
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, process_tree, resident_mb
 
 CACHE = Path(
     os.environ.get("PEERS_CACHE_DIR") or Path.home() / ".cache" / "cloud-image-app-peers"
@@ -274,23 +274,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 RUNS = itertools.count(1)  # numbers each wrk run, so each sends bytes no run sent before
 
 
-def process_tree(roots: list[int]) -> tuple[set[int], dict[int, list[str]]]:
-    """The pids of the process trees under ``roots``, and every process's /proc stat fields."""
-    stats: dict[int, tuple[int, list[str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                stats[int(entry.name)] = (int(fields[1]), fields)
-    tree, frontier = set(roots), list(roots)
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
-        tree.update(children)
-        frontier.extend(children)
-    return {pid for pid in tree if pid in stats}, {pid: f for pid, (_, f) in stats.items()}
-
-
 def cpu_seconds(roots: list[int]) -> float:
     """CPU time of the process trees under ``roots``, reaped children included.
 
@@ -306,15 +289,8 @@ def memory_mb(roots: list[int]) -> tuple[float, float, int]:
     """Resident memory of the process trees under ``roots``: RSS summed (each shared page once
     per process), PSS summed (a page shared by n processes counted 1/n), and the process count."""
     tree, _ = process_tree(roots)
-    rss = pss = 0.0
-    for pid in tree:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1]) / 1024
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1]) / 1024
-    return rss, pss, len(tree)
+    each = [resident_mb(pid) for pid in tree]
+    return sum(rss for rss, _ in each), sum(pss for _, pss in each), len(tree)
 
 
 def run_wrk(
