@@ -282,16 +282,25 @@ def _server_memory_mb(pid: int) -> tuple[float, float, int]:
 
     PSS counts a page shared by n processes as 1/n in each: the memory the server really takes.
     """
-    pids = [pid, *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    pids = [pid, *_children(pid)]
+    each = [_resident_mb(p) for p in pids]
+    return sum(rss for rss, _ in each), sum(pss for _, pss in each), len(pids) - 1
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _resident_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of one process in MB, from /proc/<pid>/smaps_rollup."""
     rss = pss = 0
-    for each in pids:
-        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == "Rss":
-                rss += int(value.split()[0])
-            elif name == "Pss":
-                pss += int(value.split()[0])
-    return rss / 1024, pss / 1024, len(pids) - 1
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "Rss":
+            rss = int(value.split()[0])
+        elif name == "Pss":
+            pss = int(value.split()[0])
+    return rss / 1024, pss / 1024
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -725,11 +734,8 @@ def test_the_deploys_name_the_public_bucket_as_the_guide_creates_it() -> None:
 
 
 def _worker_rss_mb(pid: int) -> float:
-    (worker,) = (int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    for line in Path(f"/proc/{worker}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no Rss line")
+    (worker,) = _children(pid)
+    return _resident_mb(worker)[0]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
