@@ -187,20 +187,31 @@ def _convert_model(cache_dir: Any, precision: str) -> None:
 # next request; under load that is what we want (no page faults), but a worker that has gone
 # quiet would hold it until recycled. One malloc_trim(0) per quiet spell, never during a request.
 idle_trim_seconds = float(os.environ.get("GUNICORN_IDLE_TRIM_SECONDS", "").strip() or 1.0)
-_activity = {"in_flight": 0, "last": 0.0, "trimmed": True}
+
+
+class _Activity:
+    """This worker's requests in flight, when the last one ended, and whether the heap has been
+    trimmed since (guarded by ``_activity_lock``)."""
+
+    in_flight = 0
+    last = 0.0
+    trimmed = True
+
+
+_activity = _Activity()
 _activity_lock = threading.Lock()
 
 
 def pre_request(worker: Any, req: Any) -> None:
     with _activity_lock:
-        _activity["in_flight"] += 1
-        _activity["trimmed"] = False
+        _activity.in_flight += 1
+        _activity.trimmed = False
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     with _activity_lock:
-        _activity["in_flight"] -= 1
-        _activity["last"] = time.monotonic()
+        _activity.in_flight -= 1
+        _activity.last = time.monotonic()
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -217,10 +228,10 @@ def post_fork(server: Any, worker: Any) -> None:
         while True:
             time.sleep(idle_trim_seconds / 2)
             with _activity_lock:
-                quiet = time.monotonic() - float(_activity["last"]) >= idle_trim_seconds
-                due = quiet and _activity["in_flight"] == 0 and not _activity["trimmed"]
+                quiet = time.monotonic() - _activity.last >= idle_trim_seconds
+                due = quiet and _activity.in_flight == 0 and not _activity.trimmed
                 if due:
-                    _activity["trimmed"] = True
+                    _activity.trimmed = True
             if due:
                 trim(0)
 
