@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.findings            # in one process
     .venv/bin/python -m benchmarks.findings --server   # the whole server's memory, 3 ways
+    .venv/bin/python -m benchmarks.findings --text     # which pixels OCR reads best
 
 Builds its pictures in memory (scikit-image's sample photos, portraits tiled into a group, and
 screenshots rendered in Pillow's bundled font), labels each as the pipeline does (a JPEG within
@@ -133,7 +134,7 @@ def load_models(cache: Path) -> Models:
     return Models(
         classifier,
         detector,
-        TextReader(timeout=10),
+        TextReader(timeout=20, cpu_seconds=10),
         after_classifier - base,
         rss_mb() - after_classifier,
     )
@@ -167,13 +168,14 @@ def costs(models: Models, pictures: dict[str, Image.Image]) -> None:
         face_ms = cpu_ms(partial(detector.detect, small))
         check_ms = cpu_ms(partial(likely_text, small))
         ocr = "      -"
+        paper = text_look(small) == "paper"  # read evened out, as the local labeler does
         if likely:
-            paper = text_look(small) == "paper"  # read evened out, as TextReader.read does
-            ocr = f"{cpu_ms(partial(reader.ocr, small, evened=paper), children=True):7.0f}"
+            # The look runs on the small copy, OCR on the upload's own pixels (as an upload).
+            ocr = f"{cpu_ms(partial(reader.ocr, picture, evened=paper), children=True):7.0f}"
         read = ""
         if name.startswith("screenshot "):
             expected = words(" ".join(SCREENS[int(name.split()[-1]) - 1]))
-            got = words(reader.read(small).text)
+            got = words(reader.ocr(picture, evened=paper).text) if likely else set()
             recalls.append(len(expected & got) / len(expected))
             read = f"{len(expected & got)}/{len(expected)}"
         print(
@@ -186,6 +188,50 @@ def costs(models: Models, pictures: dict[str, Image.Image]) -> None:
         f"face detector +{models.detector_mb:.0f} MB, "
         f"OCR +0 MB (a subprocess per run); process {rss_mb():.0f} MB"
     )
+
+
+def text_sources() -> None:
+    """What Tesseract reads from each picture it could be given: the labelers' 640 px copy
+    enlarged 2x (the old path), the 1024 px output's pixels, and the upload's own pixels (now),
+    on the screenshot of ``make bench-peers`` and the rendered screenshots."""
+    from benchmarks.engine import screenshot as peers_screenshot
+    from imaging.labeling.text import TextReader, text_look
+
+    reader = TextReader(timeout=30, cpu_seconds=20)
+    peers = Image.open(io.BytesIO(peers_screenshot(1280, 800))).convert("RGB")
+    cases = {"peers screenshot": (peers, words(" ".join(peers_words())))}
+    for index, lines in enumerate(SCREENS):
+        cases[f"screenshot {index + 1}"] = (screenshot(lines), words(" ".join(lines)))
+    print(f"machine: {cpu_model()}; OCR CPU ms (median of {ROUNDS}) and words read back")
+    print(f"{'picture':<18} {'given':<22} {'size':>10} {'CPU ms':>7} {'words':>9} {'conf':>5}")
+    for name, (picture, expected) in cases.items():
+        paper = text_look(label_copy(picture)) == "paper"
+        given = {
+            "640 px copy, 2x": label_copy(picture),
+            "1024 px output": picture.resize((1024, 640), Image.Resampling.LANCZOS),
+            "own pixels": picture,
+        }
+        for how, pixels in given.items():
+            reading = reader.ocr(pixels, evened=paper)
+            ms = cpu_ms(partial(reader.ocr, pixels, evened=paper), children=True)
+            got = len(expected & words(reading.text))
+            size = f"{pixels.width}x{pixels.height}"
+            print(
+                f"{name:<18} {how:<22} {size:>10} {ms:7.0f} {got:>4}/{len(expected):<4} "
+                f"{reading.confidence:5.2f}"
+            )
+
+
+def peers_words() -> list[str]:
+    """The words ``benchmarks.engine.screenshot`` draws."""
+    drawn = ["cloud-image-app", "Gallery", "Upload", "API"]
+    for row in range(40):
+        drawn += f"Folder {row:02d} / album".split()
+        drawn += (
+            f"IMG_{4000 + row}.HEIC 4032x3024 2.{row % 10} MB labels: cat, sofa, window "
+            f"score 0.{90 - row} uploaded 2026-05-{1 + row % 28:02d} 12:{row:02d}"
+        ).split()
+    return drawn + [f"Button {i}" for i in range(6)]
 
 
 SERVER_MODES = {
@@ -248,5 +294,7 @@ if __name__ == "__main__":
     np.seterr(all="ignore")
     if "--server" in sys.argv[1:]:
         server()
+    elif "--text" in sys.argv[1:]:
+        text_sources()
     else:
         main()

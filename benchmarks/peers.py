@@ -378,11 +378,14 @@ def spawn(
     return process
 
 
-def start_app(stack: contextlib.ExitStack, scratch: Path, labeler: str) -> tuple[str, int]:
-    """The Dockerfile's CMD on LocalStore under a scratch MEDIA_ROOT (tests/container.py)."""
+def start_app(
+    stack: contextlib.ExitStack, scratch: Path, labeler: str, **extra: str
+) -> tuple[str, int]:
+    """The Dockerfile's CMD on LocalStore under a scratch MEDIA_ROOT (tests/container.py), with
+    ``extra`` settings in its environment."""
     from tests import container
 
-    env = {"LABELER": labeler, "GUNICORN_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING"}
+    env = {"LABELER": labeler, "GUNICORN_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING", **extra}
     if labeler == "local":
         # The image builds the model at build time; do the same, so no request pays for it.
         from imaging.labeling.local import LocalLabeler

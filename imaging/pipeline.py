@@ -55,7 +55,7 @@ from imaging.errors import (
     UnreadableRecord,
 )
 from imaging.formats import OUTPUT_FORMATS
-from imaging.labeling import FindsFaces, Labeler, LabelResult
+from imaging.labeling import FindsFaces, Labeler, LabelResult, ReadsText
 from imaging.labeling.caption import Captioner, NullCaptioner
 from imaging.processing import Focus, LabelImage, Limits, Probe, RenderSpec, Rendition
 from imaging.processing import parse_fit as parse_fit  # the option readers' one fit rule
@@ -294,10 +294,14 @@ class Pipeline:
     def _render(self, data: bytes, probed: Probe, options: UploadOptions) -> Rendered:
         """Every requested format plus the thumbnail, with the labels found meanwhile."""
         specs = self._specs(options)
-        started = time.monotonic()
         with self.conversion_slot(), observability.converting(probed.format):
-            decoded = self._decode(data, probed, specs)
-            label_copy = self._label_copy(decoded)
+            # LABEL_TIMEOUT and CAPTION_TIMEOUT count from here, not from before the wait for
+            # the slot (CONVERSION_WAIT has its own bound): a long wait must not spend the time
+            # the text reader was promised (OCR_TIMEOUT < LABEL_TIMEOUT).
+            started = time.monotonic()
+            source = self._decode(data, probed, specs)
+            decoded = self._shared_fit(source, specs)
+            label_copy = self._label_copy(decoded, source)
             specs, framing = self._frame(decoded, specs, options, label_copy)
             labelling = self._start_labelling(label_copy)
             captioning = self._start_captioning(label_copy)
@@ -316,7 +320,9 @@ class Pipeline:
                     conversion["focus"] = list(options.focus)
             warnings = list(decoded.warnings)
             thumbhash, camera = processing.thumbhash(decoded), decoded.camera.as_dict()
-            del decoded  # the full-size pixels are the biggest thing we hold: free them now
+            # The full-size pixels are the biggest thing we hold: free them now (a text read
+            # still under way holds the decode through its own copy's reference).
+            del decoded, source, label_copy
         warnings += [r.warning for r in renditions.values() if r.warning]
         labels, label_status = self._collect_labels(labelling, started)
         caption = self._collect_caption(captioning, started)
@@ -428,16 +434,20 @@ class Pipeline:
     def _decode(
         self, data: bytes, probed: Probe, specs: dict[str, RenderSpec]
     ) -> processing.Decoded:
-        decoded = observability.traced("decode", processing.decode)(
+        return observability.traced("decode", processing.decode)(
             data,
             probed,
             specs=list(specs.values()),
             max_side=self.settings.max_output_side,
             keep_copyright=self.settings.keep_copyright,
         )
-        # Every requested output has the same size: resample to it once and render all of them
-        # from there; the thumbnail and the label copy then resample the output's pixels, not
-        # the full decode (when the output is at least the thumbnail's size).
+
+    def _shared_fit(
+        self, decoded: processing.Decoded, specs: dict[str, RenderSpec]
+    ) -> processing.Decoded:
+        """When every requested output has the same size: ``decoded`` resampled to it once, to
+        render all of them from; the thumbnail and the label copy then resample the output's
+        pixels, not the full decode (when the output is at least the thumbnail's size)."""
         return processing.shared_fit(
             decoded,
             [spec for name, spec in specs.items() if name != "thumb"],
@@ -445,15 +455,21 @@ class Pipeline:
             max_side=self.settings.max_output_side,
         )
 
-    def _label_copy(self, decoded: processing.Decoded) -> processing.LabelImage | None:
+    def _label_copy(
+        self, decoded: processing.Decoded, source: processing.Decoded
+    ) -> processing.LabelImage | None:
         """The labelers' small copy (None when nobody reads it): the decoded pixels
         box-reduced (no JPEG round trip); each reader makes the form it needs (pixels, a JPEG)
-        from it in its own thread, once for all of them."""
+        from it in its own thread, once for all of them; the text reader reads ``source``, the
+        decode itself."""
         if self.labeler.name == "none" and self.captioner.name == "none":
             return None
         preset = self.settings.presets["label"]
         return processing.LabelImage.of(
-            decoded, box=(preset.width, preset.height), background=self.settings.background
+            decoded,
+            box=(preset.width, preset.height),
+            background=self.settings.background,
+            source=source,
         )
 
     def _frame(
@@ -522,21 +538,25 @@ class Pipeline:
     def _collect_labels(
         self, future: Future[LabelResult] | None, started: float
     ) -> tuple[LabelResult, str]:
+        """The labels and the label status; a labeler that failed as a whole leaves a result
+        whose ``text_status`` says the text was not read either (when it reads text)."""
         if future is None:
             return LabelResult(), "off"
         remaining = max(0.0, self.settings.label_timeout - (time.monotonic() - started))
+        reads_text = isinstance(self.labeler, ReadsText) and self.labeler.reads_text
+        failed = LabelResult(text_status="failed" if reads_text else "off")
         try:
             result = future.result(timeout=remaining)
         except FutureTimeout:
             future.cancel()
             log.warning("labeler %s timed out after %.1fs", self.labeler.name, remaining)
-            return LabelResult(), "error"
+            return failed, "error"
         except LabelerUnavailable as exc:
             log.warning("labeler %s failed: %s", self.labeler.name, exc)
-            return LabelResult(), "error"
+            return failed, "error"
         except Exception:  # a labeler bug must not cost the user their upload
             log.exception("labeler %s raised unexpectedly", self.labeler.name)
-            return LabelResult(), "error"
+            return failed, "error"
         return result, ("ok" if result.labels else "empty")
 
     def _collect_caption(self, future: Future[str] | None, started: float) -> str:

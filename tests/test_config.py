@@ -251,7 +251,12 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"max_frames": 0}, "MAX_FRAMES must be positive"),
     ({"min_free_disk_mb": -1}, "MIN_FREE_DISK_MB must not be negative"),
     (
-        {"upload_deadline": 0.5, "conversion_wait": 0.1, "label_timeout": 0.1},
+        {
+            "upload_deadline": 0.5,
+            "conversion_wait": 0.1,
+            "label_timeout": 0.1,
+            "local_features": ("faces",),  # no text reader, whose OCR_TIMEOUT is longer
+        },
         "UPLOAD_DEADLINE must be between 1 and 600 seconds",
     ),
     ({"upload_deadline": 601}, "UPLOAD_DEADLINE must be between 1 and 600 seconds"),
@@ -267,7 +272,19 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"vision_features": ()}, "VISION_FEATURES must name at least one of labels, text, faces"),
     ({"vision_features": ("labels", "ocr")}, "VISION_FEATURES has unknown values: ocr"),
     ({"ocr_timeout": 0.1}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
-    ({"ocr_timeout": 31}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
+    # Without the local labeler's text reader, so only the range is broken.
+    ({"ocr_timeout": 31, "labeler": "none"}, "OCR_TIMEOUT must be between 0.5 and 30 seconds"),
+    ({"ocr_cpu_seconds": 0}, "OCR_CPU_SECONDS must be between 1 and 30 seconds"),
+    (
+        {"ocr_timeout": 10},
+        "OCR_TIMEOUT and OCR_CPU_SECONDS must be less than LABEL_TIMEOUT when LOCAL_FEATURES "
+        "has text (a read still under way would cost the image every label)",
+    ),
+    (
+        {"ocr_cpu_seconds": 12, "label_timeout": 12, "upload_deadline": 60},
+        "OCR_TIMEOUT and OCR_CPU_SECONDS must be less than LABEL_TIMEOUT when LOCAL_FEATURES "
+        "has text (a read still under way would cost the image every label)",
+    ),
     ({"log_format": "xml"}, "LOG_FORMAT must be 'text' or 'json'"),
     ({"smart_crop": "maybe"}, "SMART_CROP must be 'on' or 'off'"),
     ({"log_level": "TRACE"}, "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),

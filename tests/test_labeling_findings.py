@@ -27,7 +27,7 @@ from imaging.labeling import (
 )
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
-from imaging.labeling.text import OCR_SLOTS, TextReader, likely_text, text_look
+from imaging.labeling.text import OCR_SLOTS, TextNotRead, TextReader, likely_text, text_look
 from imaging.processing import LabelImage
 from tests.conftest import AppFactory
 from tests.images import (
@@ -226,31 +226,51 @@ def test_a_photo_costs_no_ocr_run() -> None:
     assert (reading.text, reader.calls) == ("", 0)
 
 
-def test_ocr_past_its_timeout_makes_the_reader_unavailable(tmp_path: Path) -> None:
-    slow = tmp_path / "tesseract"
-    slow.write_text("#!/bin/sh\nsleep 5\n")
-    slow.chmod(0o755)
+def stand_in(tmp_path: Path, script: str) -> str:
+    """A ``tesseract`` command that runs ``script`` (sh) instead."""
+    command = tmp_path / "tesseract"
+    command.write_text(f"#!/bin/sh\n{script}\n")
+    command.chmod(0o755)
+    return str(command)
 
-    with pytest.raises(LabelerUnavailable, match=r"longer than 0\.5 s"):
-        TextReader(timeout=0.5, command=str(slow)).read(screenshot())
+
+def test_ocr_past_its_wall_clock_bound_is_not_read_for_timeout(tmp_path: Path) -> None:
+    slow = stand_in(tmp_path, "sleep 5")
+
+    with pytest.raises(TextNotRead, match=r"longer than 1\.0 s") as caught:
+        TextReader(timeout=1, cpu_seconds=1, command=slow).read(screenshot())
+
+    assert caught.value.reason == "timeout"
 
 
-def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_after_its_timeout() -> None:
+def test_ocr_past_its_cpu_limit_is_stopped_by_it_not_by_the_wall_clock(tmp_path: Path) -> None:
+    # A read that only burns CPU: its RLIMIT_CPU (1 s) stops it long before the 20 s bound.
+    spinning = stand_in(tmp_path, "while :; do :; done")
+
+    with pytest.raises(TextNotRead, match="more than 1 s of CPU") as caught:
+        TextReader(timeout=20, cpu_seconds=1, command=spinning).read(screenshot())
+
+    assert caught.value.reason == "cpu"
+
+
+def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_as_busy() -> None:
     assert OCR_SLOTS.acquire(timeout=5)  # another upload's OCR is running
     try:
-        with pytest.raises(LabelerUnavailable, match="OCR busy"):
-            TextReader(timeout=0.5).read(screenshot())
+        with pytest.raises(TextNotRead, match="OCR busy") as caught:
+            TextReader(timeout=2.5, cpu_seconds=1).read(screenshot())
     finally:
         OCR_SLOTS.release()
+    assert caught.value.reason == "busy"
 
 
-def test_a_failing_ocr_command_makes_the_reader_unavailable(tmp_path: Path) -> None:
-    failing = tmp_path / "tesseract"
-    failing.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
-    failing.chmod(0o755)
+def test_a_failing_ocr_command_is_not_read_for_failed(tmp_path: Path) -> None:
+    failing = stand_in(tmp_path, "echo broken >&2\nexit 1")
 
-    with pytest.raises(LabelerUnavailable, match="OCR failed"):
-        TextReader(command=str(failing)).read(screenshot())
+    with pytest.raises(LabelerUnavailable, match=r"OCR failed.*broken") as caught:
+        TextReader(command=failing).read(screenshot())
+
+    assert isinstance(caught.value, TextNotRead)
+    assert caught.value.reason == "failed"
 
 
 # -- composing findings into labels -----------------------------------------------------------
@@ -312,6 +332,7 @@ def test_the_local_labeler_reads_a_screenshot(labeler: LocalLabeler) -> None:
 
     assert "text" in [label.description for label in result.labels]
     assert "Invoice number 4711" in result.text
+    assert result.text_status == "ok"
 
 
 def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
@@ -320,8 +341,128 @@ def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
 
     result = labeler.label(LabelImage.from_bytes(label_copy(skimage_photo("coffee"))))
 
-    assert (result.text, reader.calls) == ("", 0)
+    assert (result.text, result.text_status, reader.calls) == ("", "empty", 0)
     assert "text" not in [label.description for label in result.labels]
+
+
+# -- a read that did not happen says so, and is read later ----------------------------------
+
+
+def test_a_text_read_skipped_for_a_busy_reader_says_busy_not_empty(model_cache: Path) -> None:
+    labeler = LocalLabeler(cache_dir=model_cache, reader=TextReader(timeout=1, cpu_seconds=1))
+
+    assert OCR_SLOTS.acquire(timeout=5)  # another upload's OCR is running
+    try:
+        result = labeler.label(LabelImage.from_bytes(label_copy(screenshot())))
+    finally:
+        OCR_SLOTS.release()
+
+    assert (result.text, result.text_status) == ("", "busy")
+
+
+def test_a_text_read_that_hangs_says_timeout(model_cache: Path, tmp_path: Path) -> None:
+    reader = TextReader(timeout=1, cpu_seconds=1, command=stand_in(tmp_path, "sleep 5"))
+    labeler = LocalLabeler(cache_dir=model_cache, reader=reader)
+
+    result = labeler.label(LabelImage.from_bytes(label_copy(screenshot())))
+
+    assert (result.text, result.text_status) == ("", "timeout")
+
+
+@needs_tesseract
+def test_an_upload_whose_text_was_not_read_says_so_and_relabel_unread_reads_it(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    # OCR_TIMEOUT = 2 x OCR_CPU_SECONDS: no wait for a busy slot, 6 s for a read that starts.
+    app = make_app(labeler="local", ocr_timeout=6, ocr_cpu_seconds=3)
+    client = app.test_client()
+    assert OCR_SLOTS.acquire(timeout=5)  # another upload's OCR is running
+    try:
+        record = upload_copy(UploadActions(client), screenshot())
+    finally:
+        OCR_SLOTS.release()
+
+    assert (record["text"], record["text_status"]) == ("", "busy")
+    assert "not read" in record["text_note"]
+    page = client.get(f"/images/{record['id']}").get_data(as_text=True)
+    assert 'data-testid="text-not-read"' in page
+
+    run = app.test_cli_runner().invoke(
+        args=["relabel", "--unread", "--cursor-file", str(tmp_path / "cursor")]
+    )
+
+    assert run.exit_code == 0, run.output
+    assert "1 of 1 record(s) changed." in run.output
+    again = client.get(f"/api/images/{record['id']}").get_json()
+    assert "Invoice number 4711" in again["text"]
+    assert (again["text_status"], again["text_note"]) == ("ok", "")
+    assert "text" in [label["description"] for label in again["labels"]]
+    page = client.get(f"/images/{record['id']}").get_data(as_text=True)
+    assert 'data-testid="text-not-read"' not in page
+
+
+class ScriptedReader:
+    """Reads the text each call's script says: (text, text_status) in turn; counts its calls."""
+
+    name = "scripted"
+    reads_text = True
+
+    def __init__(self, *readings: tuple[str, str]) -> None:
+        self.readings = list(readings)
+        self.calls = 0
+
+    def label(self, image: LabelImage) -> LabelResult:
+        text, status = self.readings[min(self.calls, len(self.readings) - 1)]
+        self.calls += 1
+        found = with_findings(
+            LabelResult(labels=(Label(f"screen {self.calls}", 0.9, self.name),)),
+            text=text,
+            text_score=0.8,
+            text_status=status,
+            source=self.name,
+        )
+        return found
+
+    def check(self) -> None:
+        return None
+
+
+def test_relabel_unread_describes_only_the_records_something_was_not_read_of(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    uploader = make_app(labeler_impl=ScriptedReader(("", "busy"), ("read at upload", "ok")))
+    client = uploader.test_client()
+    unread = upload_copy(UploadActions(client), screenshot())
+    read = upload_copy(UploadActions(client), screenshot(("Another screen",)))
+    relabeller = ScriptedReader(("read later", "ok"))
+    app = make_app(labeler_impl=relabeller)
+
+    run = app.test_cli_runner().invoke(
+        args=["relabel", "--unread", "--cursor-file", str(tmp_path / "cursor")]
+    )
+
+    assert run.exit_code == 0, run.output
+    assert relabeller.calls == 1
+    assert "1 of 2 record(s) changed." in run.output
+    api = app.test_client()
+    assert api.get(f"/api/images/{unread['id']}").get_json()["text"] == "read later"
+    assert api.get(f"/api/images/{read['id']}").get_json()["text"] == "read at upload"
+
+
+def test_a_relabel_that_cannot_read_the_text_keeps_the_text_read_before(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client = make_app(labeler_impl=ScriptedReader(("read at upload", "ok"))).test_client()
+    record = upload_copy(UploadActions(client), screenshot())
+    app = make_app(labeler_impl=ScriptedReader(("", "timeout")))
+
+    run = app.test_cli_runner().invoke(args=["relabel", "--cursor-file", str(tmp_path / "c")])
+
+    assert run.exit_code == 0, run.output
+    again = app.test_client().get(f"/api/images/{record['id']}").get_json()
+    assert (again["text"], again["text_status"]) == ("read at upload", "ok")
+    # The new classes, and the text label the kept text earned.
+    assert [label["description"] for label in again["labels"]] == ["text", "screen 1"]
 
 
 def test_without_detectors_the_local_labeler_finds_no_people(tmp_path: Path) -> None:

@@ -293,7 +293,51 @@ def test_a_failing_labeler_keeps_the_upload_with_label_status_error(
 
     assert record.record.label_status == "error"
     assert record.record.labels == ()
+    assert record.record.text_status == "off"  # this labeler never reads text
     assert Catalog(disk).get(record.record.id) == record.record
+
+
+class RaisingReader(RaisingLabeler):
+    """Fails as a whole, and would have read the text (the local labeler with its reader)."""
+
+    reads_text = True
+
+
+def test_a_failing_labeler_that_reads_text_records_the_text_as_not_read(
+    settings: Settings, disk: LocalStore
+) -> None:
+    record = make_pipeline(settings, disk, RaisingReader()).ingest(images.jpeg(), WEBP_AND_PNG)
+
+    assert (record.record.label_status, record.record.text_status) == ("error", "failed")
+    assert record.record.unread()
+
+
+class PixelSpy:
+    """Notes the sizes of the pictures a labeler and a text reader are given."""
+
+    name = "spy"
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def label(self, image: LabelImage) -> LabelResult:
+        self.sizes.append((image.picture().size, image.text_picture().size))
+        return LabelResult(labels=(Label("screen", 0.9, self.name),))
+
+    def check(self) -> None:
+        return None
+
+
+def test_the_text_reader_reads_the_uploads_own_pixels_not_the_outputs(
+    settings: Settings, disk: LocalStore
+) -> None:
+    spy = PixelSpy()
+    upload = images.encode(Image.new("RGB", (1280, 800), "white"), "PNG")
+
+    make_pipeline(settings, disk, spy).ingest(upload, UploadOptions(formats=("webp",), width=1024))
+
+    # The detectors' copy comes from the 1024 px output's pixels; the text, from the decode.
+    assert spy.sizes == [((1024, 640), (1280, 800))]
 
 
 class FaceFailingLabeler:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from imaging.catalog.keys import LABEL_PREFIX, held_key, label_slug, new_id, record_key, variant_key
-from imaging.labeling import Box, Label, LabelResult
+from imaging.labeling import TEXT_UNREAD, Box, Label, LabelResult
 from imaging.labeling.caption import clean_caption
 from imaging.processing.palette import Appearance, Swatch
 from imaging.search import index_keys
@@ -73,6 +73,9 @@ class ImageRecord:
     people: int = 0  # faces found by the labeler
     faces: tuple[Box, ...] = ()  # the best of their boxes, fractions of width and height
     text: str = ""  # text read in the picture, capped
+    #: ok | empty | off, or why the text was not read (TEXT_UNREAD: busy, timeout, cpu,
+    #: failed; ``flask relabel --unread`` reads it); "" in records from before it was kept
+    text_status: str = ""
     colours: tuple[Swatch, ...] = ()  # dominant colours, largest share first
     phash: str = ""  # 64-bit dHash as 16 hex digits; "" in records from before hashing
     caption: str = ""  # the captioner's sentence (untrusted model output, cleaned and capped)
@@ -118,6 +121,10 @@ class ImageRecord:
         """
         slugs = dict.fromkeys(label_slug(label.description) for label in self.labels)
         return [f"{LABEL_PREFIX}{slug}/{self.id}" for slug in slugs if slug] + index_keys(self)
+
+    def unread(self) -> bool:
+        """Whether something the labeler should have read was not: its labels, or its text."""
+        return self.label_status == "error" or self.text_status in TEXT_UNREAD
 
     def accepts_delete_key(self, delete_key: str) -> bool:
         """Whether ``delete_key`` is the one this record's uploader was given (constant time)."""
@@ -188,6 +195,7 @@ class ImageRecord:
             "people": self.people,
             "faces": [asdict(face) for face in self.faces],
             "text": self.text,
+            "text_status": self.text_status,
             "colours": [{"hex": s.hex, "name": s.name, "share": s.share} for s in self.colours],
             "phash": self.phash,
             "caption": self.caption,
@@ -304,6 +312,7 @@ def new_record(
         people=labels.people,
         faces=labels.faces,
         text=labels.text,
+        text_status=labels.text_status,
         colours=appearance.colours if appearance else (),
         phash=appearance.phash if appearance else "",
         caption=clean_caption(caption),

@@ -57,10 +57,22 @@ class LabelSettings:
         check=OneOf(("int8", "float")),
     )
     ocr_timeout: float = setting(
-        3.0,
-        "seconds one OCR run may take before the image is saved without its text",
+        8.0,
+        "seconds an upload waits for the text in its picture, the wait for the process's one "
+        "OCR slot included, before it is saved without it (`text_status: busy` or `timeout`; "
+        "`flask relabel --unread` reads it later); the slot is waited for only while twice "
+        "`OCR_CPU_SECONDS` would be left for the read",
         LABELS,
         check=Between(0.5, 30, "seconds"),
+    )
+    ocr_cpu_seconds: int = setting(
+        3,
+        "CPU seconds one OCR read may use (the tesseract child's RLIMIT_CPU): a busy machine "
+        "slows a read without making it cost more, so this, not the wall clock, is what stops "
+        "a picture too hard to read (`text_status: cpu`); the 1280x800 screenshot of "
+        "`make bench-peers` takes 2.0-2.2 s",
+        LABELS,
+        check=Between(1, 30, "seconds"),
     )
     vision_features: tuple[str, ...] = setting(
         ("labels", "text", "faces"),

@@ -118,6 +118,18 @@ RULES: tuple[Rule, ...] = (
         "(waiting for a slot and for the caption would spend it)",
     ),
     Rule(
+        "ocr_timeout",
+        "less than `LABEL_TIMEOUT`, as is `OCR_CPU_SECONDS`, when the local labeler reads text",
+        # Else a read still under way when the labels are collected costs every label.
+        lambda s: (
+            s.labeler == "local"
+            and "text" in s.local_features
+            and max(s.ocr_timeout, s.ocr_cpu_seconds) >= s.label_timeout
+        ),
+        "OCR_TIMEOUT and OCR_CPU_SECONDS must be less than LABEL_TIMEOUT when LOCAL_FEATURES "
+        "has text (a read still under way would cost the image every label)",
+    ),
+    Rule(
         "upload_deadline",
         "more than `CONVERSION_WAIT` + `LABEL_TIMEOUT`",
         # Else an upload that waited for its slot and then for its labels has no time to save.

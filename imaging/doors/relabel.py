@@ -7,7 +7,12 @@ only for cover crops), labelled through the same label-size copy an upload uses,
 back with ``Catalog.update``: new index markers first, then the record, then the markers it no
 longer has (the record is read again just before, so a re-crop of its files meanwhile is kept).
 What SafeSearch decided at upload time (held back or not) is left as it is: that is the admin's
-business, not a relabel's.
+business, not a relabel's. A relabel that cannot read the text (the reader busy, too slow)
+keeps the text the record had, if it had been read: a failure loses nothing.
+
+``--unread`` describes again only the records that say something was not read at upload time
+(``label_status: error``, or a ``text_status`` of ``TEXT_UNREAD``: the text reader was busy, too
+slow or failed), so words skipped under load are read later without relabelling everything.
 
 Records are walked in key order, held-back ones (``held/rec/``) then public ones (``rec/``),
 newest first; after each one the key is written to a cursor file, so a run stopped halfway (or
@@ -33,7 +38,7 @@ from imaging import processing
 from imaging.catalog import HELD_RECORD_PREFIX, RECORD_PREFIX, Catalog, ImageRecord
 from imaging.config import Settings
 from imaging.errors import ImagingError, LabelerUnavailable, NotFound, UnreadableRecord
-from imaging.labeling import Labeler
+from imaging.labeling import TEXT_UNREAD, Labeler
 from imaging.labeling.caption import Captioner, NullCaptioner
 from imaging.processing import RenderSpec
 from imaging.services import services_of
@@ -98,7 +103,7 @@ class Relabeller:
             return dataclasses.replace(
                 record, colours=appearance.colours, phash=appearance.phash, caption=caption
             )
-        return dataclasses.replace(
+        described = dataclasses.replace(
             record,
             caption=caption,
             labels=result.labels,
@@ -106,12 +111,15 @@ class Relabeller:
             people=result.people,
             faces=result.faces,
             text=result.text,
+            text_status=result.text_status,
             colours=appearance.colours,
             phash=appearance.phash,
         )
+        return _kept_text(record, described)
 
-    def relabel(self, key: str) -> bool:
-        """Describe the record at ``key`` again; True when anything changed (and was written)."""
+    def relabel(self, key: str, *, unread_only: bool = False) -> bool:
+        """Describe the record at ``key`` again (``unread_only``: only if something was not read
+        at upload, ``ImageRecord.unread``); True when anything changed (and was written)."""
         image_id = key.removeprefix(HELD_RECORD_PREFIX).removeprefix(RECORD_PREFIX)
         try:
             old = self.catalog.get(image_id.removesuffix(".json"))
@@ -119,6 +127,8 @@ class Relabeller:
             raise  # the run names it and goes on
         except NotFound:
             return False  # deleted since it was listed
+        if unread_only and not old.unread():
+            return False
         new = self.described(old)
         if new == old:
             return False
@@ -135,6 +145,24 @@ class Relabeller:
             old = fresh
         self.catalog.update(old, new)
         return True
+
+
+def _kept_text(old: ImageRecord, new: ImageRecord) -> ImageRecord:
+    """``new``, with ``old``'s text (and its ``text`` label) when ``new``'s read did not happen
+    but ``old``'s had: a relabel that could not read the words never loses the ones read."""
+    if new.text_status not in TEXT_UNREAD:
+        return new
+    if old.text_status not in ("ok", "empty") and not old.text:
+        return new  # never read: say so (the status) rather than guess
+    kept = tuple(label for label in old.labels if label.description == "text")
+    people = tuple(label for label in new.labels if label.description in ("person", "people"))
+    rest = tuple(one for one in new.labels if one not in people and one.description != "text")
+    return dataclasses.replace(
+        new,
+        labels=people + kept + rest,
+        text=old.text,
+        text_status=old.text_status if old.text_status in ("ok", "empty") else "ok",
+    )
 
 
 def record_keys(store: ObjectStore, after: str) -> Iterator[str]:
@@ -167,8 +195,13 @@ def save_cursor(path: Path, key: str) -> None:
     help="Where the run keeps the last record it finished, to resume from.",
 )
 @click.option("--restart", is_flag=True, help="Start from the newest record, ignoring the cursor.")
+@click.option(
+    "--unread",
+    is_flag=True,
+    help="Only the records whose labels or text were not read at upload (busy, timed out, failed).",
+)
 @with_appcontext
-def relabel_command(cursor_file: Path, restart: bool) -> None:
+def relabel_command(cursor_file: Path, restart: bool, unread: bool) -> None:
     """Run the labeler, captioner, colours and perceptual hash again over every stored image."""
     svc = services_of(current_app)
     relabeller = Relabeller(svc.settings, svc.labeler, svc.catalog, svc.captioner)
@@ -180,7 +213,7 @@ def relabel_command(cursor_file: Path, restart: bool) -> None:
     ) as progress:
         for key in progress:
             try:
-                changed += relabeller.relabel(key)
+                changed += relabeller.relabel(key, unread_only=unread)
             except UnreadableRecord:
                 unreadable += 1
                 click.echo(f"\nskipped {key}: the record is damaged and cannot be read", err=True)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "MAX_FACES",
     "MAX_TEXT",
+    "TEXT_NOT_READ",
+    "TEXT_UNREAD",
     "Box",
     "FindsFaces",
     "Label",
@@ -32,8 +34,10 @@ __all__ = [
     "Labeler",
     "LabelerUnavailable",
     "NullLabeler",
+    "ReadsText",
     "build_labeler",
     "people_labels",
+    "text_note",
     "with_findings",
 ]
 
@@ -62,7 +66,9 @@ class LabelResult:
 
     ``people`` is how many faces were found; ``faces`` holds the best of their boxes (at most
     ``MAX_FACES``), for crops. ``text`` is the text read in the picture (at most ``MAX_TEXT``
-    characters), ``""`` when none was found or looked for.
+    characters), ``""`` when none was found or looked for; ``text_status`` says which:
+    ``ok`` (text found), ``empty`` (looked for, none found), ``off`` (not looked for), or why
+    the text was not read (``imaging.labeling.text.TEXT_UNREAD``: the words may be there).
     """
 
     labels: tuple[Label, ...] = ()
@@ -70,12 +76,32 @@ class LabelResult:
     faces: tuple[Box, ...] = ()
     people: int = 0
     text: str = ""
+    text_status: str = "off"
 
 
 #: Face boxes kept per image: enough for a group photo's crop, small enough for every record.
 MAX_FACES = 20
 #: Characters of recognised text kept per image.
 MAX_TEXT = 1000
+#: Why a picture's text was not read, as ``text_status`` says it (the words may be there, and
+#: ``flask relabel --unread`` reads them), with what the pages say of it: ``busy`` (no OCR slot
+#: came free in time), ``timeout`` (the read ran past OCR_TIMEOUT), ``cpu`` (it needed more
+#: than OCR_CPU_SECONDS of CPU), ``failed`` (tesseract, or the labeler as a whole, failed).
+TEXT_NOT_READ = {
+    "busy": "the text reader was busy with other uploads",
+    "timeout": "reading it took longer than an upload waits",
+    "cpu": "reading it needed more CPU than one read may use",
+    "failed": "the text reader failed",
+}
+TEXT_UNREAD = tuple(TEXT_NOT_READ)
+
+
+def text_note(text_status: str) -> str:
+    """What a page says of a record's text status: a sentence when the text was not read."""
+    reason = TEXT_NOT_READ.get(text_status)
+    if reason is None:
+        return ""
+    return f"The text in this picture was not read: {reason}. A relabel run reads it later."
 
 
 def people_labels(faces: tuple[Box, ...], source: str) -> tuple[Label, ...]:
@@ -92,10 +118,12 @@ def with_findings(
     faces: tuple[Box, ...] = (),
     text: str = "",
     text_score: float = 0.0,
+    text_status: str | None = None,
     source: str,
 ) -> LabelResult:
     """``result`` with the faces and text found: their labels first, the boxes and text kept
-    within ``MAX_FACES`` and ``MAX_TEXT``."""
+    within ``MAX_FACES`` and ``MAX_TEXT``; ``text_status`` as given, else ``ok`` or ``empty``
+    by whether any text was found."""
     text = "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     text = text[:MAX_TEXT]
     found = people_labels(faces, source)
@@ -103,7 +131,16 @@ def with_findings(
         found += (Label("text", text_score, source),)
     taken = {label.description for label in found}
     labels = found + tuple(label for label in result.labels if label.description not in taken)
-    return replace(result, labels=labels, faces=faces[:MAX_FACES], people=len(faces), text=text)
+    if text_status is None:
+        text_status = "ok" if text else "empty"
+    return replace(
+        result,
+        labels=labels,
+        faces=faces[:MAX_FACES],
+        people=len(faces),
+        text=text,
+        text_status=text_status,
+    )
 
 
 class Labeler(Protocol):
@@ -124,6 +161,14 @@ class FindsFaces(Protocol):
     def faces_in(self, image: LabelImage) -> tuple[Box, ...]:
         """Every face found, best first (``()`` without a detector); LabelerUnavailable on
         failure. Found once per image: a later call, ``label``'s too, reads the same boxes."""
+
+
+@runtime_checkable
+class ReadsText(Protocol):
+    """A labeler that may read the text in a picture: when it fails as a whole, the record says
+    the text was not read (``text_status: failed``), not that it was never looked for."""
+
+    reads_text: bool
 
 
 class NullLabeler:
@@ -147,7 +192,7 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
 
         reader = None
         if "text" in settings.local_features:
-            reader = TextReader(timeout=settings.ocr_timeout)
+            reader = TextReader(timeout=settings.ocr_timeout, cpu_seconds=settings.ocr_cpu_seconds)
             if not reader.available():
                 log.warning("LOCAL_FEATURES has text, but no tesseract command: text is not read")
                 reader = None

@@ -1,26 +1,36 @@
 """Text in a picture: a cheap look for screen- or page-like text, then Tesseract OCR when likely.
 
 Tesseract (Debian's ``tesseract-ocr``, Apache-2.0, with its English model) runs as a
-subprocess, so it holds no memory in the server between uploads; each call is bounded by
-OCR_TIMEOUT, and one runs at a time per process. OCR costs 100-300 ms of CPU even on a photo
-with nothing to read, so it only runs when ``likely_text`` says so: a picture mostly of flat
-colour (screenshots, slides, documents, posters) with rows of sharp, dense edges (lines of
-letters), or a page of paper: once uneven light is evened out (each pixel over the brightest
-pixel near it), mostly blank paper with a little dark ink in rows of strokes, gaps between the
-lines. A page passes as the paper kind and is read evened out (scikit-image's scanned page:
-1 word read without that, every line with it). Photos almost never pass either look, so a
-photo costs no OCR call at all; the price is that text inside a photo (a street sign) is not
-read locally. Cloud Vision's TEXT_DETECTION reads that in production.
+subprocess, so it holds no memory in the server between uploads; one runs at a time per process.
+A read is bounded twice: by the CPU it may use (OCR_CPU_SECONDS, the child's RLIMIT_CPU: a busy
+machine slows a read down but does not make it cost more, so a read killed for being slow would
+waste what it had spent), and by the wall-clock time an upload waits for its text, the wait for
+the slot included (OCR_TIMEOUT). A read that does not happen says why (``TextNotRead.reason``),
+and the record keeps that as its ``text_status``, so ``flask relabel --unread`` reads it later.
+OCR costs 100-300 ms of CPU even on a photo with nothing to read, so it only runs when
+``likely_text`` says so: a picture mostly of flat colour (screenshots, slides, documents,
+posters) with rows of sharp, dense edges (lines of letters), or a page of paper: once uneven
+light is evened out (each pixel over the brightest pixel near it), mostly blank paper with a
+little dark ink in rows of strokes, gaps between the lines. A page passes as the paper kind
+and is read evened out (scikit-image's scanned page: 1 word read without that, every line with
+it). Photos almost never pass either look, so a photo costs no OCR call at all; the price is
+that text inside a photo (a street sign) is not read locally. Cloud Vision's TEXT_DETECTION
+reads that in production.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import math
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -28,11 +38,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from imaging.errors import LabelerUnavailable
+from imaging.labeling import TEXT_UNREAD
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["OCR_SLOTS", "Reading", "TextReader", "likely_text", "text_look"]
+__all__ = [
+    "OCR_SLOTS",
+    "Reading",
+    "TextNotRead",
+    "TextReader",
+    "likely_text",
+    "text_look",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +85,23 @@ _MIN_CONFIDENCE = 50.0
 #: OCR runs at once per process: each Tesseract holds about 40 MB while it runs, and the label
 #: pool would otherwise start one per labelling thread.
 OCR_SLOTS = threading.BoundedSemaphore(1)
-#: Tesseract reads letters best at 20-30 px; the labeler's copy is at most 640 px, so small
-#: pictures are enlarged first (measured: 91 % -> 100 % of rendered words read back).
+#: Tesseract reads letters best at 20-30 px: small pictures are enlarged first (measured on the
+#: labelers' 640 px copies: 91 % -> 100 % of rendered words read back) ...
 _UPSCALE_BELOW = 1000
+#: ... and large ones box-reduced by a whole factor to at most this side (a 12 MP page photo
+#: would cost many seconds of CPU; a 2880x1800 screenshot is read at its 1440x900 logical size).
+_MAX_READ_SIDE = 2560
+#: The wall-clock time a read that starts is left, per second of its CPU limit (at least).
+_WALL_PER_CPU = 2
+
+
+class TextNotRead(LabelerUnavailable):
+    """The text reader did not read the picture; ``reason`` is one of ``TEXT_UNREAD``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        assert reason in TEXT_UNREAD
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -148,10 +180,20 @@ def _looks_like_a_page(pixels: NDArray[np.int16]) -> bool:
 
 
 class TextReader:
-    """Reads text with the ``tesseract`` command, when the pre-check finds text likely."""
+    """Reads text with the ``tesseract`` command, when the pre-check finds text likely.
 
-    def __init__(self, *, timeout: float = 3.0, command: str = "tesseract") -> None:
+    ``timeout``: wall-clock seconds one read may take, the wait for the process's OCR slot
+    included; ``cpu_seconds``: the CPU time the read itself may use. The slot is waited for only
+    while ``_WALL_PER_CPU`` times ``cpu_seconds`` would be left, so a read that starts can
+    use its whole CPU limit on half a core: a read killed for the wall clock wasted its CPU,
+    while one that never started cost nothing (both are recorded, and read again later).
+    """
+
+    def __init__(
+        self, *, timeout: float = 8.0, cpu_seconds: float = 3.0, command: str = "tesseract"
+    ) -> None:
         self.timeout = timeout
+        self.cpu_seconds = cpu_seconds
         self.command = command
         self.calls = 0  # OCR runs by this reader: what the pre-check saved shows here
         self._calls_lock = threading.Lock()
@@ -168,37 +210,76 @@ class TextReader:
 
     def ocr(self, picture: Image.Image, *, evened: bool = False) -> Reading:
         """Run Tesseract on the picture (no pre-check), with its light evened out first when it
-        is a page (``evened``); LabelerUnavailable if it fails."""
-        from PIL import Image
-
-        grey = picture.convert("L")
-        if evened:
-            grey = Image.fromarray(_evened(np.asarray(grey, dtype=np.int16)))
-        if max(grey.size) < _UPSCALE_BELOW:
-            grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.LANCZOS)
-        png = io.BytesIO()
-        grey.save(png, "PNG", compress_level=1)
-        if not OCR_SLOTS.acquire(timeout=self.timeout):
-            raise LabelerUnavailable(f"OCR busy for {self.timeout:g} s")
+        is a page (``evened``); TextNotRead (a LabelerUnavailable) with the reason if it did not
+        read it."""
+        started = time.monotonic()
+        png = _prepared(picture, evened=evened)
+        room = self.timeout - _WALL_PER_CPU * self.cpu_seconds
+        wait = max(0.0, room - (time.monotonic() - started))
+        if not OCR_SLOTS.acquire(timeout=wait):
+            raise TextNotRead("busy", f"OCR busy for {wait:.1f} s")
         with self._calls_lock:
             self.calls += 1
         try:
-            done = subprocess.run(
+            left = max(self.cpu_seconds, self.timeout - (time.monotonic() - started))
+            return _parsed(self._run(png, wall=left))
+        finally:
+            OCR_SLOTS.release()
+
+    def _run(self, png: bytes, *, wall: float) -> str:
+        """Tesseract's TSV for ``png``, the child limited to ``cpu_seconds`` of CPU (it gets
+        SIGXCPU past it, SIGKILL a second later) and to ``wall`` seconds."""
+        try:
+            child = subprocess.Popen(
                 [self.command, "-", "-", "--psm", "3", "-l", "eng", "tsv"],
-                input=png.getvalue(),
-                capture_output=True,
-                timeout=self.timeout,
-                check=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 # One thread: OCR is one upload's work among several on two cores.
                 env={**os.environ, "OMP_THREAD_LIMIT": "1"},
             )
+        except OSError as exc:
+            raise TextNotRead("failed", f"OCR failed: {exc}") from exc
+        cpu = max(1, math.ceil(self.cpu_seconds))  # RLIMIT_CPU counts whole seconds
+        # Set right after the start, not in a preexec_fn (unsafe with threads): the limit counts
+        # the CPU the child used before it was set too. A child already gone says how it went.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            resource.prlimit(child.pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
+            resource.prlimit(child.pid, resource.RLIMIT_CORE, (0, 0))  # SIGXCPU dumps no core
+        try:
+            out, err = child.communicate(png, timeout=wall)
         except subprocess.TimeoutExpired as exc:
-            raise LabelerUnavailable(f"OCR took longer than {self.timeout:g} s") from exc
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise LabelerUnavailable(f"OCR failed: {exc}") from exc
-        finally:
-            OCR_SLOTS.release()
-        return _parsed(done.stdout.decode("utf-8", "replace"))
+            child.kill()
+            child.communicate()
+            raise TextNotRead("timeout", f"OCR took longer than {wall:.1f} s") from exc
+        except OSError as exc:  # a broken pipe: the child died while reading its input
+            child.kill()
+            child.communicate()
+            raise TextNotRead("failed", f"OCR failed: {exc}") from exc
+        if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise TextNotRead("cpu", f"OCR needed more than {cpu} s of CPU")
+        if child.returncode != 0:
+            detail = err.decode("utf-8", "replace").strip()[-200:]
+            raise TextNotRead("failed", f"OCR failed (exit {child.returncode}): {detail}")
+        return out.decode("utf-8", "replace")
+
+
+def _prepared(picture: Image.Image, *, evened: bool) -> bytes:
+    """The picture as the PNG Tesseract reads: grey, evened out for a page, enlarged when
+    small and box-reduced when large."""
+    from PIL import Image
+
+    grey = picture.convert("L")
+    factor = -(-max(grey.size) // _MAX_READ_SIDE)
+    if factor > 1:
+        grey = grey.reduce(factor)
+    if evened:
+        grey = Image.fromarray(_evened(np.asarray(grey, dtype=np.int16)))
+    if max(grey.size) < _UPSCALE_BELOW:
+        grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.LANCZOS)
+    png = io.BytesIO()
+    grey.save(png, "PNG", compress_level=1)
+    return png.getvalue()
 
 
 def _parsed(tsv: str) -> Reading:

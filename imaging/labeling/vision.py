@@ -68,6 +68,7 @@ class VisionLabeler:
         if unknown:
             raise ValueError(f"unknown Vision features: {', '.join(sorted(unknown))}")
         self._features = features
+        self.reads_text = "text" in features  # imaging.labeling.ReadsText
         self._endpoint = endpoint
         self._max_results = max_results
         self._min_score = min_score
@@ -181,7 +182,7 @@ class VisionLabeler:
         if "text" in self._features and response.text_annotations:
             # The first annotation is the whole text; the others are its words.
             text = response.text_annotations[0].description
-        if not faces and not text:
+        if not faces and "text" not in self._features:
             return result
         return with_findings(result, faces=faces, text=text, text_score=1.0, source=self.name)
 

@@ -5,6 +5,8 @@ JPEG only to decode it again for the classifier cost more CPU than the classifie
 pipeline hands every labeler a ``LabelImage`` made from the pixels it has already decoded (an
 integer box reduce, the cheapest resampling there is), and each labeler asks for the form it
 needs: ``square_rgb(size)`` or ``jpeg()``, each made on first ask, in the labeler's thread.
+A text reader asks for ``text_picture()``: the upload's own decoded pixels, not the small copy
+(letters a few pixels high are lost in a reduce); the copy only holds a reference to them.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ class LabelImage:
         *,
         encoded: bytes | None = None,
         background: str = "#ffffff",
+        text_source: Image.Image | None = None,
     ) -> None:
         if image is None and encoded is None:
             raise ValueError("a LabelImage needs pixels or encoded bytes")
         self._image = image
+        self._text_source = text_source
         self._encoded = encoded
         self._background = background
         self._lock = threading.Lock()
@@ -50,17 +54,27 @@ class LabelImage:
         self._found: dict[str, Any] = {}
 
     @classmethod
-    def of(cls, decoded: Decoded, *, box: tuple[int, int], background: str) -> LabelImage:
+    def of(
+        cls,
+        decoded: Decoded,
+        *,
+        box: tuple[int, int],
+        background: str,
+        source: Decoded | None = None,
+    ) -> LabelImage:
         """``decoded``'s first frame, reduced by the largest whole factor that keeps it at least
-        the size ``box`` would give it (a box average: no resampling filter runs)."""
+        the size ``box`` would give it (a box average: no resampling filter runs). ``source``
+        is the decode ``decoded`` was resampled from, if it was (the outputs' shared size): the
+        text reader reads its pixels."""
         frame = decoded.frames[0]
+        text_source = (source if source is not None else decoded).frames[0]
         with pillow_boundary():
             (tw, th), _ = target_size(
                 frame.width, frame.height, RenderSpec("jpeg", *box), _ANY_SIDE
             )
             factor = max(1, min(frame.width // tw, frame.height // th))
             small = frame.reduce(factor) if factor > 1 else frame
-        return cls(small, background=background)
+        return cls(small, background=background, text_source=text_source)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, background: str = "#ffffff") -> LabelImage:
@@ -131,6 +145,15 @@ class LabelImage:
         with pillow_boundary():
             return self._rgb(min(JPEG_BOX))
 
+    def text_picture(self) -> Image.Image:
+        """The pixels a text reader reads: the upload's own decoded frame in RGB (alpha
+        flattened), or ``picture()`` when this copy was made without it (from bytes)."""
+        source = self._text_source
+        if source is None:
+            return self.picture()
+        with pillow_boundary():
+            return self._flattened(source)
+
     def _rgb(self, short: int) -> Image.Image:
         """The pixels in RGB, alpha flattened onto the background, at least ``short`` px on the
         shorter side where the source allows (a JPEG from bytes decodes in draft mode)."""
@@ -142,6 +165,10 @@ class LabelImage:
                     source.draft("RGB", (short, short))  # JPEG only; other formats ignore it
                 source.load()
                 im = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+        return self._flattened(im)
+
+    def _flattened(self, im: Image.Image) -> Image.Image:
+        """``im`` (L, RGB or RGBA, as decoded) in RGB, alpha flattened onto the background."""
         if im.mode == "RGBA":
             return flatten(im, self._background)
         return im if im.mode == "RGB" else im.convert("RGB")

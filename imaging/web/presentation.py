@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 from imaging.catalog import ImageRecord, Page
 from imaging.errors import BadRequest, ImagingError
 from imaging.formats import OUTPUT_FORMATS
+from imaging.labeling import text_note
 from imaging.pipeline import IngestResult
 from imaging.refocus import refocusable
 from imaging.search import Results, Search
@@ -42,6 +43,8 @@ def image_json(record: ImageRecord) -> dict[str, Any]:
     # variant and a kept original.
     data["refocusable"] = refocusable(record)
     data["alt"] = alt_text(data)
+    # For people: a sentence when the words in the picture were not read (text_status).
+    data["text_note"] = text_note(record.text_status)
     return data
 
 

@@ -353,6 +353,8 @@
       variants.appendChild(li);
     });
     var notes = (image.warnings || []).slice();
+    // The words in the picture were not read (the reader was busy, ...): say so.
+    if (image.text_note) notes.push(image.text_note);
     if (image.hidden) {
       notes.unshift('Held back for review: it joins the gallery once an admin approves it.');
     }
