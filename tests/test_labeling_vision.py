@@ -349,7 +349,24 @@ def test_the_text_vision_reads_is_kept_with_a_text_label(
     result = make_labeler(features=("labels", "text")).label(LabelImage.from_bytes(jpeg()))
 
     assert result.text == "OPEN 24 HOURS\nFree parking"
+    assert result.text_status == "ok"
     assert [label.description for label in result.labels] == ["text", "Cat", "Whiskers"]
+
+
+@pytest.mark.parametrize(
+    ("features", "status"), [(("labels", "text"), "empty"), (("labels", "faces"), "off")]
+)
+def test_the_text_status_says_whether_vision_was_asked_to_read(
+    make_labeler: MakeLabeler,
+    vision_server: VisionServer,
+    features: tuple[str, ...],
+    status: str,
+) -> None:
+    vision_server.set_mode("labels", faces=((10, 10, 20, 20, 0.9),))
+
+    result = make_labeler(features=features).label(LabelImage.from_bytes(jpeg()))
+
+    assert (result.text, result.text_status) == ("", status)
 
 
 def test_faces_vision_finds_become_people_with_a_count_and_boxes(

@@ -182,9 +182,16 @@ class VisionLabeler:
         if "text" in self._features and response.text_annotations:
             # The first annotation is the whole text; the others are its words.
             text = response.text_annotations[0].description
-        if not faces and "text" not in self._features:
+        if not faces and not self.reads_text:
             return result
-        return with_findings(result, faces=faces, text=text, text_score=1.0, source=self.name)
+        return with_findings(
+            result,
+            faces=faces,
+            text=text,
+            text_score=1.0,
+            text_status=None if self.reads_text else "off",  # None: ok or empty, by the text
+            source=self.name,
+        )
 
     def _labels(self, response: vision.AnnotateImageResponse) -> tuple[Label, ...]:
         # Scores travel as float32; rounding turns 0.9700000286 back into the 0.97 Vision meant.

@@ -77,9 +77,16 @@ class LabelImage:
         return cls(small, background=background, text_source=text_source)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, background: str = "#ffffff") -> LabelImage:
-        """An encoded image (decoded on first ask; a JPEG is sent to Vision as it is)."""
-        return cls(encoded=data, background=background)
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        background: str = "#ffffff",
+        text_source: Image.Image | None = None,
+    ) -> LabelImage:
+        """An encoded image (decoded on first ask; a JPEG is sent to Vision as it is), and the
+        pixels it was made from for a text reader, if there are any."""
+        return cls(encoded=data, background=background, text_source=text_source)
 
     def square_rgb(self, size: int) -> bytes:
         """Raw RGB bytes (size*size*3) for a classifier: ImageNet-style eval crop.
