@@ -149,8 +149,8 @@ class LocalLabeler:
         if self.reader is not None:
             # The cheap look runs on the detectors' small copy; OCR, when it runs, on the
             # upload's own pixels (Tesseract wants every pixel of the letters: on the 1280x800
-            # screenshot of benchmarks/peers.py, 187 words of 219 against 153 on the output's
-            # 1024 px pixels and 64 on the 640 px copy enlarged).
+            # screenshot of benchmarks/peers.py, 182 words of 220 against 150 on the output's
+            # 1024 px pixels and 111 on the 640 px copy enlarged; benchmarks.findings --text).
             text_status = "empty"
             try:
                 look = text_look(_detectors_picture(image))
