@@ -302,6 +302,8 @@ class Pipeline:
             source = self._decode(data, probed, specs)
             decoded = self._shared_fit(source, specs)
             label_copy = self._label_copy(decoded, source)
+            if label_copy is not None:
+                label_copy.deadline = started + self.settings.label_timeout
             specs, framing = self._frame(decoded, specs, options, label_copy)
             labelling = self._start_labelling(label_copy)
             captioning = self._start_captioning(label_copy)

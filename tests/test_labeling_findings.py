@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -237,10 +238,21 @@ def stand_in(tmp_path: Path, script: str) -> str:
 def test_ocr_past_its_wall_clock_bound_is_not_read_for_timeout(tmp_path: Path) -> None:
     slow = stand_in(tmp_path, "sleep 5")
 
-    with pytest.raises(TextNotRead, match=r"longer than 1\.0 s") as caught:
+    with pytest.raises(TextNotRead, match=r"took longer than \d\.\d s") as caught:
         TextReader(timeout=1, cpu_seconds=1, command=slow).read(screenshot())
 
     assert caught.value.reason == "timeout"
+
+
+def test_a_read_gives_up_by_the_deadline_the_labels_are_collected_at(tmp_path: Path) -> None:
+    # OCR_TIMEOUT would allow 20 s; the labels are collected in 1.5 s: the read ends first.
+    slow = stand_in(tmp_path, "sleep 10")
+    deadline = time.monotonic() + 1.5
+
+    with pytest.raises(TextNotRead, match=r"took longer than [01]\.\d s") as caught:
+        TextReader(timeout=20, cpu_seconds=1, command=slow).ocr(screenshot(), deadline=deadline)
+
+    assert caught.value.reason == "timeout"  # after at most the 1 s the deadline left it
 
 
 def test_ocr_past_its_cpu_limit_is_stopped_by_it_not_by_the_wall_clock(tmp_path: Path) -> None:

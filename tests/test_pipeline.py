@@ -319,9 +319,11 @@ class PixelSpy:
 
     def __init__(self) -> None:
         self.sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        self.deadlines: list[float | None] = []
 
     def label(self, image: LabelImage) -> LabelResult:
         self.sizes.append((image.picture().size, image.text_picture().size))
+        self.deadlines.append(image.deadline)
         return LabelResult(labels=(Label("screen", 0.9, self.name),))
 
     def check(self) -> None:
@@ -338,6 +340,8 @@ def test_the_text_reader_reads_the_uploads_own_pixels_not_the_outputs(
 
     # The detectors' copy comes from the 1024 px output's pixels; the text, from the decode.
     assert spy.sizes == [((1024, 640), (1280, 800))]
+    # ... and knows when its labels are collected, for a slow read to end before.
+    assert spy.deadlines != [None]
 
 
 class FaceFailingLabeler:

@@ -155,7 +155,9 @@ class LocalLabeler:
             try:
                 look = text_look(_detectors_picture(image))
                 if look is not None:
-                    reading = self.reader.ocr(_text_picture(image), evened=look == "paper")
+                    reading = self.reader.ocr(
+                        _text_picture(image), evened=look == "paper", deadline=image.deadline
+                    )
             except TextNotRead as exc:
                 log.warning("local labeler: text not read (%s): %s", exc.reason, exc)
                 text_status = exc.reason

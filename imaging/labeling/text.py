@@ -93,6 +93,9 @@ _UPSCALE_BELOW = 1000
 _MAX_READ_SIDE = 2560
 #: The wall-clock time a read that starts is left, per second of its CPU limit (at least).
 _WALL_PER_CPU = 2
+#: What a read given a deadline leaves of it: the labeler's result still has to reach the
+#: pipeline (parsing the TSV, composing the labels).
+_HAND_ON = 0.5
 
 
 class TextNotRead(LabelerUnavailable):
@@ -208,20 +211,26 @@ class TextReader:
             return Reading("", 0.0)
         return self.ocr(picture, evened=look == "paper")
 
-    def ocr(self, picture: Image.Image, *, evened: bool = False) -> Reading:
+    def ocr(
+        self, picture: Image.Image, *, evened: bool = False, deadline: float | None = None
+    ) -> Reading:
         """Run Tesseract on the picture (no pre-check), with its light evened out first when it
-        is a page (``evened``); TextNotRead (a LabelerUnavailable) with the reason if it did not
-        read it."""
+        is a page (``evened``), done by ``deadline`` (``time.monotonic()``) when one is given;
+        TextNotRead (a LabelerUnavailable) with the reason if it did not read it."""
         started = time.monotonic()
+        budget = self.timeout
+        if deadline is not None:  # the labels are collected then: leave time to hand them on
+            budget = min(budget, deadline - _HAND_ON - started)
         png = _prepared(picture, evened=evened)
-        room = self.timeout - _WALL_PER_CPU * self.cpu_seconds
-        wait = max(0.0, room - (time.monotonic() - started))
+        wait = max(0.0, budget - _WALL_PER_CPU * self.cpu_seconds - (time.monotonic() - started))
         if not OCR_SLOTS.acquire(timeout=wait):
             raise TextNotRead("busy", f"OCR busy for {wait:.1f} s")
         with self._calls_lock:
             self.calls += 1
         try:
-            left = max(self.cpu_seconds, self.timeout - (time.monotonic() - started))
+            left = budget - (time.monotonic() - started)
+            if left <= 0:
+                raise TextNotRead("timeout", "no time was left to read the text")
             return _parsed(self._run(png, wall=left))
         finally:
             OCR_SLOTS.release()

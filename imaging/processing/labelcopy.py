@@ -46,6 +46,9 @@ class LabelImage:
             raise ValueError("a LabelImage needs pixels or encoded bytes")
         self._image = image
         self._text_source = text_source
+        #: When (``time.monotonic()``) the labels are collected, if anyone waits for them (the
+        #: pipeline sets it): a slow step (OCR) gives up in time for the others to be kept.
+        self.deadline: float | None = None
         self._encoded = encoded
         self._background = background
         self._lock = threading.Lock()
