@@ -1,5 +1,6 @@
 """The upload page's helpers in the real headless Chromium: paste, drop anywhere, the location
-notice, and "Copy as curl" (run for real against the live server)."""
+notice, the note when the text in a picture was not read, and "Copy as curl" (run for real
+against the live server)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from PIL import Image
 from playwright.sync_api import FilePayload, Page, expect
 from skimage import data as samples
 
+from imaging.labeling import Label, LabelResult
+from imaging.processing import LabelImage
+from tests import images
 from tests.browser import ConsoleLog
 from tests.conftest import AppFactory, LiveServer
 from tests.test_browser import UPLOAD_TIMEOUT_MS, jpeg_bytes, record_posts
+from tests.test_browser_security import upload_in_page, visit
 
 pytestmark = pytest.mark.browser
 
@@ -257,3 +262,34 @@ def test_copy_as_curl_has_no_token_header_when_the_server_needs_none(
     photo.write_bytes(jpeg_bytes(samples.coffee()))
     record = run_curl(command, photo)
     assert shape(record) == [("webp", 64, 43)]
+
+
+class BusyReader:
+    """Labels the picture, but its text reader was busy (what a loaded server answers)."""
+
+    name = "busy-reader"
+    reads_text = True
+
+    def label(self, image: LabelImage) -> LabelResult:
+        return LabelResult(labels=(Label("screen", 0.9, self.name),), text_status="busy")
+
+    def check(self) -> None:
+        return None
+
+
+def test_the_uploader_is_told_when_the_text_in_the_picture_was_not_read(
+    page: Page,
+    console: ConsoleLog,
+    make_app: AppFactory,
+    serve: Callable[[Flask], LiveServer],
+) -> None:
+    server = serve(make_app(labeler_impl=BusyReader()))
+
+    detail_url = upload_in_page(page, server, "screen.png", images.png())
+
+    expect(page.get_by_test_id("result-note")).to_contain_text(
+        "The text in this picture was not read: the text reader was busy"
+    )
+    visit(page, detail_url)
+    expect(page.get_by_test_id("text-not-read")).to_contain_text("A relabel run reads it later")
+    assert console.csp_violations() == []
