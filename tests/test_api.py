@@ -192,6 +192,16 @@ def test_the_form_parser_asks_the_server_for_large_pieces_of_the_body(
     # pieces (and the rest of the body, and at most one read more to find its end).
     assert len(stream.asked) <= -(-len(body) // forms.FORM_READ_BUFFER) + 1
 
+    small = Recording(multipart_body(images.jpeg(80, 60), "small.jpg")[0])
+    response = client.post(
+        "/api/images",
+        input_stream=small,
+        content_length=len(small.body.getvalue()),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert response.status_code == 201, response.get_json()
+    assert small.asked[0] == len(small.body.getvalue())  # a small body: one read of all of it
+
 
 def test_file_parts_stay_in_memory_only_within_the_request_cap(make_app: AppFactory) -> None:
     app = make_app(max_upload_mb=1)

@@ -28,7 +28,7 @@ MAX_FORMATS = 5
 #: How much of the body the form parser's reader pulls from the server at once. Werkzeug asks
 #: for 64 KiB at a time, and gunicorn's reader, which receives up to 1 MiB per recv(), copies
 #: what it holds beyond each 64 KiB piece again on every read: 15-21 ms of CPU for a 4.4 MB
-#: body, against 5-8 ms read through this buffer (docs/benchmarks.md, "Receiving the body").
+#: body, against 5-8 ms read through this buffer (docs/benchmarks.md, "The body's reads").
 FORM_READ_BUFFER = 1024 * 1024
 
 
@@ -47,7 +47,10 @@ class UploadRequest(Request):
         so the server's reader is asked for large pieces whatever size the parser reads."""
         stream = super()._get_stream_for_parsing()
         if isinstance(stream, io.RawIOBase):  # Werkzeug's LimitedStream: unbuffered
-            return io.BufferedReader(stream, FORM_READ_BUFFER)
+            # A smaller body gets a buffer of its own size: one read, no spare megabyte.
+            declared = self.content_length or FORM_READ_BUFFER
+            size = min(FORM_READ_BUFFER, max(declared, io.DEFAULT_BUFFER_SIZE))
+            return io.BufferedReader(stream, size)
         return stream
 
     def _get_file_stream(
