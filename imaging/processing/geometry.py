@@ -104,7 +104,8 @@ RESAMPLING = {
 #: An enlargement by at most this much (what is left when a JPEG is decoded at the DCT scale
 #: just under the output: ``decoding.DRAFT_SLACK``) is resampled with bicubic where Lanczos was
 #: asked for: 12 MP -> 1024 px steps up from 1000x750 by 2.4 %, and bicubic does that in 13 ms
-#: against Lanczos' 19, at SSIM 0.997 to it (docs/benchmarks.md, "The short step up").
+#: against Lanczos' 19, at SSIM 0.997 to it (docs/benchmarks.md, "The body's reads and the short
+#: step up").
 SHORT_STEP_UP = 1.05
 
 
