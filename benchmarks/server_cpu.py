@@ -18,23 +18,42 @@ every core busy throughput is cores / CPU per request.
 
 With ``--against`` the same rounds run on that checkout's code too (e.g. ``git archive main``
 exported to a directory), alternating with this one, and a last column gives ours / theirs.
+
+``--paired N`` (with ``--against``) compares the two servers alone, more finely: both run at
+once, and in each of N bursts each server in turn (the order alternating) is sent exactly
+``PAIRED_COUNTS`` distinct uploads of each input by 8 client threads; its CPU from before the
+first request to after the last answer, divided by that count, has no requests in flight at
+either end (wrk's fixed-time rounds count some half-paid ones), and the bursts are seconds apart,
+so a neighbour's load weighs on both alike. It prints each server's median and the median of
+the bursts' ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import importlib.util
+import itertools
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 CASES = ("2 MP JPEG", "12 MP JPEG", "1 MP PNG screenshot")
 BOUNDARY = "----cloud-image-app-server-cpu"
+#: ``--paired``: uploads per burst and server (a few seconds of both cores each).
+PAIRED_COUNTS = {"2 MP JPEG": 32, "12 MP JPEG": 24, "1 MP PNG screenshot": 40}
+PAIRED_CLIENTS = 8
 
 
 def measure(seconds: float, repeat: int, connections: int) -> dict[str, dict[str, float]]:
@@ -132,6 +151,109 @@ def _child(checkout: str, seconds: float, repeat: int, connections: int) -> dict
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+def _container_module(checkout: str) -> ModuleType:
+    """``checkout``'s own tests/container.py (its ROOT is that checkout), loaded by path."""
+    name = f"container_of_{abs(hash(checkout))}"
+    spec = importlib.util.spec_from_file_location(name, Path(checkout, "tests", "container.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def _post_all(url: str, bodies: list[bytes]) -> list[int]:
+    """POST every body to ``url``/api/images from PAIRED_CLIENTS threads; the non-201 codes."""
+    parts = urlsplit(url)
+    pending, lock, refused = iter(bodies), threading.Lock(), []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300)
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        while True:
+            with lock:
+                body = next(pending, None)
+            if body is None:
+                break
+            conn.request("POST", "/api/images", body, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 201:
+                refused.append(response.status)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(PAIRED_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return refused
+
+
+def paired(checkouts: dict[str, str], bursts: int) -> dict[str, dict[str, list[float]]]:
+    """``--paired``: every checkout's server up at once, CPU ms per upload for each burst."""
+    from benchmarks import peers
+
+    items = peers.inputs()
+    serial = itertools.count(1)
+
+    def bodies(item: Any, count: int) -> list[bytes]:
+        base = peers.multipart_body(item, BOUNDARY)
+        at = base.index(peers.MARK)
+        out = []
+        for _ in range(count):
+            body = bytearray(base)
+            body[at : at + 16] = f"{next(serial):016d}".encode()
+            if item.crc_from:  # a PNG chunk: its CRC follows MARK
+                crc = zlib.crc32(bytes(body[at - item.crc_from : at + 16]))
+                body[at + 16 : at + 20] = struct.pack(">I", crc)
+            out.append(bytes(body))
+        return out
+
+    modules = {name: _container_module(checkout) for name, checkout in checkouts.items()}
+    env = {"LABELER": "none", "GUNICORN_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING"}
+    cpu: dict[str, dict[str, list[float]]] = {n: {i.name: [] for i in items} for n in checkouts}
+    with tempfile.TemporaryDirectory(prefix="bench-server-cpu-") as tmp:
+        running = {n: m.start_container(Path(tmp, n), **env) for n, m in modules.items()}
+        try:
+            for server in running.values():  # a warm-up: every worker has converted each
+                for item in items:
+                    _post_all(server.url, bodies(item, PAIRED_CLIENTS))
+            for burst in range(bursts):
+                order = list(running) if burst % 2 == 0 else list(running)[::-1]
+                for item in items:
+                    for name in order:
+                        server = running[name]
+                        sent = bodies(item, PAIRED_COUNTS[item.name])
+                        before = peers.cpu_seconds([server.process.pid])
+                        refused = _post_all(server.url, sent)
+                        used = peers.cpu_seconds([server.process.pid]) - before
+                        if refused:
+                            raise RuntimeError(f"{name}: {item.name} answered {refused}")
+                        cpu[name][item.name].append(1000 * used / len(sent))
+                print(f"burst {burst + 1}/{bursts}", file=sys.stderr)
+        finally:
+            for name, server in running.items():
+                modules[name].stop(server)
+    return cpu
+
+
+def _print_paired(cpu: dict[str, dict[str, list[float]]], bursts: int) -> None:
+    load = os.getloadavg()
+    print(f"\nlabels off, {PAIRED_CLIENTS} clients, {bursts} paired bursts of {PAIRED_COUNTS};")
+    print(f"medians of the bursts; load average {load[0]:.1f} at the end\n")
+    print("| input | ours: server CPU ms/req | theirs | ours / theirs | per burst |")
+    print("|---|---:|---:|---:|---|")
+    for case in CASES:
+        ours, theirs = cpu["ours"][case], cpu["theirs"][case]
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+        print(
+            f"| {case} | {statistics.median(ours):.0f} | {statistics.median(theirs):.0f} | "
+            f"{statistics.median(ratios):.2f}x | {' '.join(f'{r:.2f}' for r in ratios)} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--against", help="another checkout, measured in the same rounds")
@@ -139,9 +261,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="wrk time per case")
     parser.add_argument("--repeat", type=int, default=6, help="in-process uploads per case")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--paired", type=int, metavar="N", help="N paired bursts, servers only")
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
     checkouts = {"ours": here, **({"theirs": args.against} if args.against else {})}
+    if args.paired:
+        if not args.against:
+            parser.error("--paired compares two servers: give --against")
+        _print_paired(paired(checkouts, args.paired), args.paired)
+        return
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
     load = os.getloadavg()
     for r in range(args.rounds):

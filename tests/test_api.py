@@ -20,6 +20,7 @@ from imaging.labeling.faces import FaceDetector
 from imaging.labeling.local import LocalLabeler
 from imaging.processing import encoding
 from imaging.storage import ObjectStore
+from imaging.web import forms
 from tests import images
 from tests.conftest import AppFactory
 from tests.uploads import UploadActions, post_image, upload_ok
@@ -153,6 +154,53 @@ def test_a_2_mb_upload_is_kept_in_memory_never_spooled_to_a_temporary_file(
     )
 
     assert response.status_code == 201, response.get_json()
+
+
+def test_the_form_parser_asks_the_server_for_large_pieces_of_the_body(
+    client: FlaskClient,
+) -> None:
+    class Recording:
+        """A server's body stream (read only, as gunicorn's) that notes each read's size."""
+
+        def __init__(self, body: bytes) -> None:
+            self.body = io.BytesIO(body)
+            self.asked: list[int] = []
+
+        def read(self, size: int = -1, /) -> bytes:
+            self.asked.append(size)
+            return self.body.read(size)
+
+        def tell(self) -> int:  # the test client's environ builder asks
+            return self.body.tell()
+
+        def seek(self, offset: int, whence: int = 0, /) -> int:
+            return self.body.seek(offset, whence)
+
+    data = images.encode(images.noise(1000, 800), "PNG")
+    body, boundary = multipart_body(data, "big.png")
+    stream = Recording(body)
+    response = client.post(
+        "/api/images",
+        input_stream=stream,
+        content_length=len(body),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["bytes"] == len(data)
+    # Werkzeug's parser reads 64 KiB at a time (37 reads here); the server is asked for 1 MiB
+    # pieces (and the rest of the body, and at most one read more to find its end).
+    assert len(stream.asked) <= -(-len(body) // forms.FORM_READ_BUFFER) + 1
+
+    small = Recording(multipart_body(images.jpeg(80, 60), "small.jpg")[0])
+    response = client.post(
+        "/api/images",
+        input_stream=small,
+        content_length=len(small.body.getvalue()),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert response.status_code == 201, response.get_json()
+    assert small.asked[0] == len(small.body.getvalue())  # a small body: one read of all of it
 
 
 def test_file_parts_stay_in_memory_only_within_the_request_cap(make_app: AppFactory) -> None:

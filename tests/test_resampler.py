@@ -106,6 +106,33 @@ def test_an_upscale_stays_on_pillow() -> None:
     assert out.tobytes() == pillow(source, (120, 96)).tobytes()
 
 
+@pytest.mark.parametrize("resample", ["lanczos", "lanczos3"])
+def test_a_short_step_up_is_bicubic_and_a_longer_one_lanczos(resample: str) -> None:
+    source = images.noise(500, 375)
+    short = fit_frame(source, (512, 384), None, None, resample)  # 2.4 %: a draft's shortfall
+    assert short.tobytes() == source.resize((512, 384), Image.Resampling.BICUBIC).tobytes()
+    longer = fit_frame(source, (540, 405), None, None, resample)  # 8 %
+    assert longer.tobytes() == pillow(source, (540, 405)).tobytes()
+
+
+def test_a_draft_decode_stepped_up_stays_within_the_quality_bound_of_lanczos() -> None:
+    # 2000x1500 headed for 512 px decodes at 1/4 (500x375), then steps up 2.4 %.
+    data = images.encode(photo_pixels().resize((2000, 1500), Image.Resampling.LANCZOS), "JPEG")
+    spec = RenderSpec("webp", 512)
+    probed = processing.probe(data, processing.Limits(1 << 30, 10**8, 16383, 10))
+    decoded = processing.decode(data, probed, specs=[spec], max_side=4096)
+    assert decoded.frames[0].size == (500, 375)
+    ours = processing.render(decoded, spec, max_side=4096, background="#fff")
+    lanczos = pillow(decoded.frames[0], (512, 384))
+    buf = io.BytesIO()
+    lanczos.save(buf, "WEBP", quality=80, method=2)  # the same encode, Lanczos' pixels
+    reference = pillow(Image.open(io.BytesIO(data)).convert("RGB"), (512, 384))
+    got, theirs = Image.open(io.BytesIO(ours.data)), Image.open(buf)
+    assert got.size == (512, 384)
+    assert ssim(got, reference) >= ssim(theirs, reference) - SSIM_SLACK
+    assert len(ours.data) <= len(buf.getvalue()) * 1.05
+
+
 @pytest.mark.parametrize(("size", "crop"), [((600, 400), (300, 400)), ((451, 300), (451, 120))])
 def test_a_cover_crop_frames_the_same_as_pillows(
     size: tuple[int, int], crop: tuple[int, int]

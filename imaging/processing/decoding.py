@@ -22,7 +22,7 @@ from imaging.errors import UnsupportedFormat
 from imaging.formats import OUTPUT_FORMATS
 from imaging.processing.camera import Camera, read_camera
 from imaging.processing.colour import Colour
-from imaging.processing.geometry import fit_frame, needed_box, target_size
+from imaging.processing.geometry import SHORT_STEP_UP, fit_frame, needed_box, target_size
 from imaging.processing.header import Probe, open_image, pillow_boundary, png_bit_depth
 from imaging.processing.spec import RenderSpec
 
@@ -30,8 +30,9 @@ from imaging.processing.spec import RenderSpec
 SAFE_EXIF_TAGS = (0x013B, 0x8298)
 #: How far under an output's size a JPEG may be decoded at a DCT scale (then resampled up):
 #: 12 MP -> 1024 px decodes at 1/4 (1000x750) instead of 1/2, and a 48 MP upload capped at
-#: MAX_OUTPUT_SIDE (4096) at 1/2 (4000x3000) instead of full size (+317 MB peak).
-DRAFT_SLACK = 1.05
+#: MAX_OUTPUT_SIDE (4096) at 1/2 (4000x3000) instead of full size (+317 MB peak). The step up
+#: from there is a short one (``geometry.SHORT_STEP_UP``), which takes the cheaper bicubic.
+DRAFT_SLACK = SHORT_STEP_UP
 #: Frame delay used when a frame declares none (or 0 ms): what browsers do with such GIFs.
 DEFAULT_FRAME_MS = 100
 
@@ -94,8 +95,9 @@ def decode(
 
     When every output is smaller than the source, a JPEG is decoded in draft mode at the
     smallest DCT scale that still covers the largest output, or falls at most ``DRAFT_SLACK``
-    short of it (as libvips' shrink-on-load does), then resampled with Lanczos: a 12 MP photo
-    headed for 1024 px decodes 16x fewer pixels.
+    short of it (as libvips' shrink-on-load does), then resampled (that short step up with
+    bicubic, ``geometry.SHORT_STEP_UP``): a 12 MP photo headed for 1024 px decodes 16x fewer
+    pixels.
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
     with pillow_boundary():
@@ -121,7 +123,7 @@ def _decode(
         width, height = height, width
     box = needed_box(width, height, specs, max_side)
     if box is not None and im.format in ("JPEG", "MPO"):
-        # A DCT scale may land up to DRAFT_SLACK under the largest output: one short Lanczos
+        # A DCT scale may land up to DRAFT_SLACK under the largest output: one short bicubic
         # step up from there costs far less than decoding (and resampling) twice the pixels.
         bw, bh = (math.ceil(side / DRAFT_SLACK) for side in box)
         if orientation in _ROTATED:  # the box is oriented; the draft is in stored orientation

@@ -25,6 +25,11 @@ class UploadedFile:
 
 #: The most output formats one request may ask for.
 MAX_FORMATS = 5
+#: How much of the body the form parser's reader pulls from the server at once. Werkzeug asks
+#: for 64 KiB at a time, and gunicorn's reader, which receives up to 1 MiB per recv(), copies
+#: what it holds beyond each 64 KiB piece again on every read: 15-21 ms of CPU for a 4.4 MB
+#: body, against 5-8 ms read through this buffer (docs/benchmarks.md, "The body's reads").
+FORM_READ_BUFFER = 1024 * 1024
 
 
 class UploadRequest(Request):
@@ -36,6 +41,17 @@ class UploadRequest(Request):
     body with 413, declared or not), so the memory its files take is bounded by that cap. A
     request allowed more than that (none is today) gets Werkzeug's spooled file again.
     """
+
+    def _get_stream_for_parsing(self) -> IO[bytes]:
+        """The body as the form parser reads it: through a 1 MiB buffer (``FORM_READ_BUFFER``),
+        so the server's reader is asked for large pieces whatever size the parser reads."""
+        stream = super()._get_stream_for_parsing()
+        if isinstance(stream, io.RawIOBase):  # Werkzeug's LimitedStream: unbuffered
+            # A smaller body gets a buffer of its own size: one read, no spare megabyte.
+            declared = self.content_length or FORM_READ_BUFFER
+            size = min(FORM_READ_BUFFER, max(declared, io.DEFAULT_BUFFER_SIZE))
+            return io.BufferedReader(stream, size)
+        return stream
 
     def _get_file_stream(
         self,
@@ -72,7 +88,11 @@ def read_files(settings: Settings) -> list[UploadedFile]:
         raise MissingFile(f"No file was sent. Send the image in the form field '{FILE_FIELD}'.")
     out = []
     for storage in files:
-        data = storage.stream.read(settings.max_upload_bytes + 1)
+        stream = storage.stream
+        if isinstance(stream, io.BytesIO):  # kept in memory (UploadRequest): its bytes, uncopied
+            data = stream.getvalue()
+        else:
+            data = stream.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise TooLarge.over(settings.max_upload_bytes)
         out.append(UploadedFile(storage.filename or "", data))
