@@ -216,10 +216,10 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
 
 # malloc arenas per worker (0 keeps glibc's default, 8 per core). glibc gives threads arenas
 # of their own, and malloc_trim cannot shrink those from the top the way it shrinks the main
-# heap: after a load test a worker's request threads held 25-50 MB of freed memory there that the
+# heap: after a load test a worker's request threads held 16-50 MB of freed memory there that the
 # idle trim above never gave back. With one arena every thread allocates from the main heap,
 # which the trim returns whole; the threads contend for its lock only while they allocate
-# (docs/benchmarks.md, "Memory of the whole gunicorn server": no CPU per request measured).
+# (docs/benchmarks.md, "One malloc arena per worker": no more CPU per request, no more faults).
 malloc_arena_max = _int_env("GUNICORN_MALLOC_ARENA_MAX", 1)
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
