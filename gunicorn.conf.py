@@ -214,13 +214,28 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
         _activity.last = time.monotonic()
 
 
+# malloc arenas per worker (0 keeps glibc's default, 8 per core). glibc gives threads arenas
+# of their own, and malloc_trim cannot shrink those from the top the way it shrinks the main
+# heap: after a load test a worker's request threads held 16-50 MB of freed memory there that the
+# idle trim above never gave back. With one arena every thread allocates from the main heap,
+# which the trim returns whole; the threads contend for its lock only while they allocate
+# (docs/benchmarks.md, "One malloc arena per worker": no more CPU per request, no more faults).
+malloc_arena_max = _int_env("GUNICORN_MALLOC_ARENA_MAX", 1)
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
 def post_fork(server: Any, worker: Any) -> None:
-    """Start the worker's idle trimmer (glibc only; elsewhere there is nothing to call)."""
-    if idle_trim_seconds <= 0:
-        return
+    """Bound the worker's malloc arenas and start its idle trimmer, before the worker starts its
+    threads (glibc only; elsewhere there is nothing to call)."""
     try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        trim, mallopt = libc.malloc_trim, libc.mallopt
     except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if malloc_arena_max > 0:
+        mallopt(_M_ARENA_MAX, malloc_arena_max)
+    if idle_trim_seconds <= 0:
         return
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
 

@@ -303,15 +303,20 @@ def _resident_mb(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_memory(
-    tmp_path: Path,
-) -> None:
-    # The image converts the model at build time (Dockerfile): so does this test, beforehand.
+def _converted_model(tmp_path: Path) -> Path:
+    """The local labeler's model cache, converted beforehand as the image build does."""
     models = tmp_path / "models"
     convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
     convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
     subprocess.run([sys.executable, "-c", convert, str(models)], check=True, cwd=ROOT)
+    return models
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_memory(
+    tmp_path: Path,
+) -> None:
+    models = _converted_model(tmp_path)
     # Workers recycled every 3 requests: each replacement must label at once, with no model load.
     running = start_container(
         tmp_path,
@@ -761,5 +766,57 @@ def test_a_quiet_worker_gives_its_freed_heap_back(tmp_path: Path, trim_seconds: 
             assert quiet > busy - 5, (busy, quiet)
         else:
             assert quiet < busy - 20, (busy, quiet)
+    finally:
+        stop(running)
+
+
+def _thread_arenas_mb(pid: int) -> float:
+    """Resident memory of a process's malloc arenas other than the main heap, in MB: glibc maps
+    each of their heaps anonymously at a multiple of its 64 MiB heap size."""
+    resident, in_arena = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = re.match(r"([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(\S*)", line)
+        if head:
+            in_arena = not head[2] and int(head[1], 16) % (64 << 20) == 0
+        elif in_arena and line.startswith("Rss:"):
+            resident += int(line.split()[1])
+    return resident / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("arena_max", ["1", "0"])
+def test_a_quiet_worker_gives_back_what_its_threads_freed(tmp_path: Path, arena_max: str) -> None:
+    # gunicorn.conf.py: glibc gives threads malloc arenas of their own, whose freed tops
+    # malloc_trim cannot return; GUNICORN_MALLOC_ARENA_MAX=1 keeps every thread on the main
+    # heap, which the idle trim returns. 0 is glibc's default (the control).
+    running = start_container(
+        tmp_path,
+        WEB_CONCURRENCY="1",
+        GUNICORN_MALLOC_ARENA_MAX=arena_max,
+        LABELER="local",
+        MODEL_CACHE_DIR=str(_converted_model(tmp_path)),
+    )
+    try:
+        # make bench-peers' three inputs (2 and 12 MP photos, a 1 MP screenshot), in turn
+        sizes = ((1632, 1224), (4000, 3000))
+        pictures = [images.encode(images.noise(w, h), "JPEG", quality=90) for w, h in sizes]
+        pictures.append(images.encode(images.screenshot(), "PNG"))
+
+        def upload(i: int) -> int:
+            body = pictures[i % 3] + i.to_bytes(2, "big")
+            return post_image(running.url, body, format="webp", width="1024")[0]
+
+        # Four at once: the worker's CONVERSION_SLOTS under gunicorn.conf.py on 2 cores, so none
+        # waits long enough for a 503.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert set(pool.map(upload, range(24))) == {201}
+        time.sleep(3)
+        (worker,) = _children(running.process.pid)
+        held, rss = _thread_arenas_mb(worker), _resident_mb(worker)[0]
+        print(f"\nworker RSS quiet {rss:.0f} MB, of which {held:.1f} MB in thread arenas")
+        if arena_max == "0":
+            assert held > 5, held
+        else:
+            assert held < 1, held
     finally:
         stop(running)
