@@ -747,9 +747,14 @@ def _worker_rss_mb(pid: int) -> float:
 @pytest.mark.parametrize("trim_seconds", ["1", "0"])
 def test_a_quiet_worker_gives_its_freed_heap_back(tmp_path: Path, trim_seconds: str) -> None:
     # gunicorn.conf.py: once a worker has served nothing for GUNICORN_IDLE_TRIM_SECONDS, one
-    # malloc_trim(0) returns the heap image work freed; 0 turns it off (the control).
+    # malloc_trim(0) returns the heap image work freed; 0 turns it off (the control). glibc's
+    # default arenas here, so the trim alone is measured (one arena already keeps the busy
+    # worker smaller: the next test).
     running = start_container(
-        tmp_path, WEB_CONCURRENCY="1", GUNICORN_IDLE_TRIM_SECONDS=trim_seconds
+        tmp_path,
+        WEB_CONCURRENCY="1",
+        GUNICORN_IDLE_TRIM_SECONDS=trim_seconds,
+        GUNICORN_MALLOC_ARENA_MAX="0",
     )
     try:
         buffer = io.BytesIO()
@@ -765,7 +770,9 @@ def test_a_quiet_worker_gives_its_freed_heap_back(tmp_path: Path, trim_seconds: 
         if trim_seconds == "0":
             assert quiet > busy - 5, (busy, quiet)
         else:
-            assert quiet < busy - 20, (busy, quiet)
+            # 12-13 MB since uploads are read without the extra copies of their bodies (was
+            # 78 MB); the control moves under 5.
+            assert quiet < busy - 8, (busy, quiet)
     finally:
         stop(running)
 
