@@ -324,6 +324,42 @@ def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
     assert "text" not in [label.description for label in result.labels]
 
 
+@pytest.mark.parametrize("picture", [portrait, group], ids=["portrait", "group"])
+def test_faces_on_an_upload_sized_copy_are_where_the_full_picture_has_them(
+    labeler: LocalLabeler, detector: FaceDetector, picture: Callable[[], Image.Image]
+) -> None:
+    # The pipeline's copy of a 1024 px output: the detectors read the classifier's small copy
+    # of it (one box reduce to a 256 px shorter side), not a copy of their own.
+    full = picture()
+    copy = LabelImage(full.resize((1024, 1024), Image.Resampling.LANCZOS))
+
+    found = labeler.faces_in(copy)
+    expected = detector.detect(full)
+
+    assert copy.small(LabelImage.square_side(224)).size == (256, 256)
+    assert len(found) == len(expected)
+
+    def in_reading_order(boxes: tuple[Box, ...]) -> list[Box]:  # scores this close may swap
+        return sorted(boxes, key=lambda b: (round(b.top, 1), b.left))
+
+    for got, want in zip(in_reading_order(found), in_reading_order(expected), strict=True):
+        for side in ("left", "top", "width", "height"):
+            assert getattr(got, side) == pytest.approx(getattr(want, side), abs=0.03)
+
+
+@needs_tesseract
+def test_the_local_labeler_reads_a_screenshot_from_an_upload_sized_copy(
+    labeler: LocalLabeler,
+) -> None:
+    # A 4:3 screen's 1024x768 copy: the text check looks at its 341x256 small copy.
+    copy = LabelImage(screenshot().resize((1024, 768), Image.Resampling.LANCZOS))
+
+    result = labeler.label(copy)
+
+    assert "text" in [label.description for label in result.labels]
+    assert "Invoice number 4711" in result.text
+
+
 def test_without_detectors_the_local_labeler_finds_no_people(tmp_path: Path) -> None:
     result = LocalLabeler(cache_dir=tmp_path).label(LabelImage.from_bytes(label_copy(portrait())))
 
