@@ -244,6 +244,21 @@ def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_after_its_timeout() -> Non
         OCR_SLOTS.release()
 
 
+def test_ocr_hands_tesseract_the_pixels_uncompressed(tmp_path: Path) -> None:
+    # A PGM (binary greymap) costs nothing to write; a PNG of a 2048x1280 page cost 54 ms.
+    handed = tmp_path / "handed"
+    recorder = tmp_path / "tesseract"
+    recorder.write_text(f"#!/bin/sh\ncat > {handed}\n")
+    recorder.chmod(0o755)
+
+    TextReader(command=str(recorder)).ocr(screenshot())
+
+    data = handed.read_bytes()
+    header = b"P5\n1280 800\n255\n"  # the screenshot in grey, one byte a pixel
+    assert data.startswith(header)
+    assert len(data) == len(header) + 1280 * 800
+
+
 def test_a_failing_ocr_command_makes_the_reader_unavailable(tmp_path: Path) -> None:
     failing = tmp_path / "tesseract"
     failing.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
