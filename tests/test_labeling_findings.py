@@ -28,7 +28,14 @@ from imaging.labeling import (
 )
 from imaging.labeling.faces import FaceDetector, bundled_model
 from imaging.labeling.local import LocalLabeler
-from imaging.labeling.text import OCR_SLOTS, TextNotRead, TextReader, likely_text, text_look
+from imaging.labeling.text import (
+    OCR_SLOTS,
+    Reading,
+    TextNotRead,
+    TextReader,
+    likely_text,
+    text_look,
+)
 from imaging.processing import LabelImage
 from tests.conftest import AppFactory
 from tests.images import (
@@ -275,6 +282,19 @@ def test_one_ocr_runs_at_a_time_and_a_waiter_gives_up_as_busy() -> None:
     assert caught.value.reason == "busy"
 
 
+def test_ocr_hands_tesseract_the_pixels_uncompressed(tmp_path: Path) -> None:
+    # A PGM (binary greymap) costs nothing to write; a PNG of a 2048x1280 page cost 54 ms.
+    handed = tmp_path / "handed"
+    recorder = stand_in(tmp_path, f"cat > {handed}")
+
+    TextReader(command=recorder).ocr(screenshot())
+
+    data = handed.read_bytes()
+    header = b"P5\n1280 800\n255\n"  # the screenshot in grey, one byte a pixel
+    assert data.startswith(header)
+    assert len(data) == len(header) + 1280 * 800
+
+
 def test_a_failing_ocr_command_is_not_read_for_failed(tmp_path: Path) -> None:
     failing = stand_in(tmp_path, "echo broken >&2\nexit 1")
 
@@ -355,6 +375,71 @@ def test_the_local_labeler_reads_no_text_in_a_photo(tmp_path: Path) -> None:
 
     assert (result.text, result.text_status, reader.calls) == ("", "empty", 0)
     assert "text" not in [label.description for label in result.labels]
+
+
+@pytest.mark.parametrize("picture", [portrait, group], ids=["portrait", "group"])
+def test_faces_on_an_upload_sized_copy_are_where_the_full_picture_has_them(
+    labeler: LocalLabeler, detector: FaceDetector, picture: Callable[[], Image.Image]
+) -> None:
+    # The pipeline's copy of a 1024 px output: the detectors read the classifier's small copy
+    # of it (one box reduce to a 256 px shorter side), not a copy of their own.
+    full = picture()
+    copy = LabelImage(full.resize((1024, 1024), Image.Resampling.LANCZOS))
+
+    found = labeler.faces_in(copy)
+    expected = detector.detect(full)
+
+    assert copy.small(LabelImage.square_side(224)).size == (256, 256)
+    assert len(found) == len(expected)
+
+    def in_reading_order(boxes: tuple[Box, ...]) -> list[Box]:  # scores this close may swap
+        return sorted(boxes, key=lambda b: (round(b.top, 1), b.left))
+
+    for got, want in zip(in_reading_order(found), in_reading_order(expected), strict=True):
+        for side in ("left", "top", "width", "height"):
+            assert getattr(got, side) == pytest.approx(getattr(want, side), abs=0.03)
+
+
+@needs_tesseract
+def test_the_local_labeler_reads_a_screenshot_from_an_upload_sized_copy(
+    labeler: LocalLabeler,
+) -> None:
+    # A 4:3 screen's 1024x768 copy: the text check looks at its 341x256 small copy.
+    copy = LabelImage(screenshot().resize((1024, 768), Image.Resampling.LANCZOS))
+
+    result = labeler.label(copy)
+
+    assert "text" in [label.description for label in result.labels]
+    assert "Invoice number 4711" in result.text
+
+
+class SeenReader(TextReader):
+    """A reader that records the pictures its cheap look sent to OCR, without running it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, int]] = []
+
+    def ocr(self, picture: Image.Image, **_: Any) -> Reading:
+        self.asked.append(picture.size)
+        return Reading("read", 0.9)
+
+
+def test_the_look_for_text_passes_a_4k_screenshots_upload_sized_copy(model_cache: Path) -> None:
+    # 3840x2160 of 22 px text (the screenshot tiled), uploaded with width=1024: a 1024x576
+    # copy, whose look for text reads the detectors' 512x288 copy (letters 3 px high).
+    tiles = screenshot()
+    screen = Image.new("RGB", (3840, 2400), "white")
+    for x in range(0, 3840, 1280):
+        for y in range(0, 2400, 800):
+            screen.paste(tiles, (x, y))
+    copy = screen.crop((0, 0, 3840, 2160)).resize((1024, 576), Image.Resampling.LANCZOS)
+    reader = SeenReader()
+
+    result = LocalLabeler(cache_dir=model_cache, reader=reader).label(LabelImage(copy))
+
+    assert reader.asked == [(1024, 576)]  # OCR reads the copy itself, not the small one
+    assert (result.text, result.text_status) == ("read", "ok")
 
 
 # -- a read that did not happen says so, and is read later ----------------------------------

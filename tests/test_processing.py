@@ -1066,6 +1066,23 @@ def test_the_label_copy_is_a_whole_factor_reduce_that_still_covers_the_box() -> 
     assert len(copy.square_rgb(224)) == 224 * 224 * 3
 
 
+def test_the_square_is_cut_from_the_one_small_copy_the_detectors_read() -> None:
+    copy = processing.LabelImage(Image.new("RGB", (1024, 768), "red"))
+    small = copy.small(processing.LabelImage.square_side(224))
+
+    assert small.size == (342, 256)  # one whole-factor box reduce, no resampling filter
+    assert copy.small(256) is small  # made once
+    left = (342 - 224) // 2
+    assert copy.square_rgb(224) == small.crop((left, 16, left + 224, 240)).tobytes()
+
+
+def test_a_small_copy_of_a_small_picture_is_the_picture() -> None:
+    copy = processing.LabelImage(Image.new("RGB", (300, 200), "red"))
+
+    assert copy.small(256).size == (300, 200)
+    assert len(copy.square_rgb(224)) == 224 * 224 * 3  # enlarged to its 256 px side
+
+
 def test_the_label_copy_flattens_transparency_onto_the_background() -> None:
     source = decoded(images.rgba_png(64, 64), RenderSpec("png"))
     copy = processing.LabelImage.of(source, box=(640, 640), background="#00ff00")

@@ -221,7 +221,7 @@ class TextReader:
         budget = self.timeout
         if deadline is not None:  # the labels are collected then: leave time to hand them on
             budget = min(budget, deadline - _HAND_ON - started)
-        png = _prepared(picture, evened=evened)
+        pgm = _prepared(picture, evened=evened)
         wait = max(0.0, budget - _WALL_PER_CPU * self.cpu_seconds - (time.monotonic() - started))
         if not OCR_SLOTS.acquire(timeout=wait):
             raise TextNotRead("busy", f"OCR busy for {wait:.1f} s")
@@ -231,12 +231,12 @@ class TextReader:
             left = budget - (time.monotonic() - started)
             if left <= 0:
                 raise TextNotRead("timeout", "no time was left to read the text")
-            return _parsed(self._run(png, wall=left))
+            return _parsed(self._run(pgm, wall=left))
         finally:
             OCR_SLOTS.release()
 
-    def _run(self, png: bytes, *, wall: float) -> str:
-        """Tesseract's TSV for ``png``, the child limited to ``cpu_seconds`` of CPU (it gets
+    def _run(self, pgm: bytes, *, wall: float) -> str:
+        """Tesseract's TSV for ``pgm``, the child limited to ``cpu_seconds`` of CPU (it gets
         SIGXCPU past it, SIGKILL a second later) and to ``wall`` seconds."""
         try:
             child = subprocess.Popen(
@@ -256,14 +256,12 @@ class TextReader:
             resource.prlimit(child.pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
             resource.prlimit(child.pid, resource.RLIMIT_CORE, (0, 0))  # SIGXCPU dumps no core
         try:
-            out, err = child.communicate(png, timeout=wall)
+            out, err = child.communicate(pgm, timeout=wall)
         except subprocess.TimeoutExpired as exc:
-            child.kill()
-            child.communicate()
+            _stop(child)
             raise TextNotRead("timeout", f"OCR took longer than {wall:.1f} s") from exc
         except OSError as exc:  # a broken pipe: the child died while reading its input
-            child.kill()
-            child.communicate()
+            _stop(child)
             raise TextNotRead("failed", f"OCR failed: {exc}") from exc
         if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise TextNotRead("cpu", f"OCR needed more than {cpu} s of CPU")
@@ -273,8 +271,19 @@ class TextReader:
         return out.decode("utf-8", "replace")
 
 
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Kill a tesseract child and reap it. Its input pipe is closed here: a page bigger than
+    the pipe's buffer (a PGM of the screenshot is 1 MB) may be half written when the wall
+    clock runs out, and a second ``communicate()`` would leave that pipe open."""
+    child.kill()
+    if child.stdin is not None:
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+    child.communicate()
+
+
 def _prepared(picture: Image.Image, *, evened: bool) -> bytes:
-    """The picture as the PNG Tesseract reads: grey, evened out for a page, enlarged when
+    """The picture as the PGM Tesseract reads: grey, evened out for a page, enlarged when
     small and box-reduced when large."""
     from PIL import Image
 
@@ -286,9 +295,11 @@ def _prepared(picture: Image.Image, *, evened: bool) -> bytes:
         grey = Image.fromarray(_evened(np.asarray(grey, dtype=np.int16)))
     if max(grey.size) < _UPSCALE_BELOW:
         grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.LANCZOS)
-    png = io.BytesIO()
-    grey.save(png, "PNG", compress_level=1)
-    return png.getvalue()
+    # A PGM, not a PNG: the same pixels, the same words read back, but no compression
+    # (a 2048x1280 page: 0.4 ms to write against 54 ms at PNG level 1).
+    pgm = io.BytesIO()
+    grey.save(pgm, "PPM")
+    return pgm.getvalue()
 
 
 def _parsed(tsv: str) -> Reading:

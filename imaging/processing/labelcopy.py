@@ -4,9 +4,10 @@ A classifier wants a small square of RGB pixels, Cloud Vision a JPEG of about 64
 JPEG only to decode it again for the classifier cost more CPU than the classifier itself, so the
 pipeline hands every labeler a ``LabelImage`` made from the pixels it has already decoded (an
 integer box reduce, the cheapest resampling there is), and each labeler asks for the form it
-needs: ``square_rgb(size)`` or ``jpeg()``, each made on first ask, in the labeler's thread.
-A text reader asks for ``text_picture()``: the upload's own decoded pixels, not the small copy
-(letters a few pixels high are lost in a reduce); the copy only holds a reference to them.
+needs: ``square_rgb(size)``, ``small(short)`` or ``jpeg()``, each made on first ask, in the
+labeler's thread. A text reader asks for ``text_picture()``: the upload's own decoded pixels, not
+the small copy (letters a few pixels high are lost in a reduce); the copy only holds a reference
+to them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from imaging.processing.spec import RenderSpec
 #: The box of the JPEG form: what Cloud Vision recommends for label detection (640x480).
 JPEG_BOX = (640, 640)
 _ANY_SIDE = 1 << 16  # no output cap applies to the labelers' copy
+#: ImageNet's eval crop: the centre square is this share of the shorter side.
+_CROP_SHARE = 0.875
 T = TypeVar("T")
 
 
@@ -54,6 +57,7 @@ class LabelImage:
         self._lock = threading.Lock()
         self._jpeg: bytes | None = None
         self._squares: dict[int, bytes] = {}
+        self._small: dict[int, Image.Image] = {}
         self._found: dict[str, Any] = {}
 
     @classmethod
@@ -91,25 +95,47 @@ class LabelImage:
         pixels it was made from for a text reader, if there are any."""
         return cls(encoded=data, background=background, text_source=text_source)
 
+    def small(self, short: int) -> Image.Image:
+        """The pixels in RGB box-reduced by the largest whole factor that keeps their shorter
+        side at least ``short`` (as they are when already that small), made once per ``short``:
+        the one small copy the classifier's square, the face detector and the text check all
+        read, instead of each resampling the labelers' copy on its own."""
+        with self._lock:
+            cached = self._small.get(short)
+        if cached is not None:
+            return cached
+        with pillow_boundary():
+            im = self._rgb(short)
+            factor = min(im.size) // short
+            if factor > 1:  # a box reduce: the cheapest resampling there is
+                im = im.reduce(factor)
+        with self._lock:
+            return self._small.setdefault(short, im)
+
+    @staticmethod
+    def square_side(size: int) -> int:
+        """The shorter side ``square_rgb(size)`` cuts its square from (224 -> 256): a
+        detector reading ``small`` of it shares the classifier's copy."""
+        return round(size / _CROP_SHARE)
+
     def square_rgb(self, size: int) -> bytes:
         """Raw RGB bytes (size*size*3) for a classifier: ImageNet-style eval crop.
 
-        The shorter side is brought to ``round(size / 0.875)`` (a whole-factor box reduce, then
-        bicubic), then the centre ``size x size`` square is cut out.
+        The shorter side is brought to ``square_side(size)`` (the ``small`` copy for that
+        side, then bicubic where it is not exactly that already), then the centre
+        ``size x size`` square is cut out.
         """
         with self._lock:
             cached = self._squares.get(size)
         if cached is not None:
             return cached
-        short = round(size / 0.875)
+        short = self.square_side(size)
+        im = self.small(short)
         with pillow_boundary():
-            im = self._rgb(short)
-            factor = min(im.size) // short
-            if factor > 1:  # a box reduce first: a quarter of the bicubic's work
-                im = im.reduce(factor)
             scale = short / min(im.size)
             w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-            im = im.resize((w, h), Image.Resampling.BICUBIC)
+            if (w, h) != im.size:
+                im = im.resize((w, h), Image.Resampling.BICUBIC)
             left, top = (w - size) // 2, (h - size) // 2
             square = im.crop((left, top, left + size, top + size)).tobytes()
         with self._lock:
