@@ -12,10 +12,13 @@ stays under those 10 seconds so the workers are never killed mid-write.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -261,12 +264,28 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Flush spans still queued for export before the worker process goes away."""
+    """Flush spans still queued for export and the logs, then end the worker process here.
+
+    gunicorn calls this as the worker leaves (``sys.exit``, its exit code in flight). The rest
+    of a normal exit would run the C++ exit handlers of onnxruntime and LiteRT, which the master
+    loaded before forking: in a worker they wait on threads that only the master has, and the
+    worker aborted with SIGABRT ("terminate called after throwing an instance of
+    'std::system_error'") or hung until killed. ``os._exit`` ends the process with the same
+    code once everything this process owns is flushed; files, sockets and locks are the
+    kernel's to release.
+    """
     from opentelemetry import trace
 
     shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
     if callable(shutdown):
         shutdown()
+    leaving = sys.exc_info()[1]
+    code = leaving.code if isinstance(leaving, SystemExit) else 0 if leaving is None else 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 1 if code else 0)
 
 
 def on_exit(server: Any) -> None:

@@ -277,14 +277,45 @@ def test_sigterm_lets_an_in_flight_upload_finish_and_gunicorn_exits_cleanly(
         stop(running)
 
 
+def test_workers_that_labelled_exit_cleanly_on_sigterm(tmp_path: Path) -> None:
+    # onnxruntime and LiteRT are loaded in the master, before the fork; their C++ exit
+    # handlers, run again in a worker, aborted it ("terminate called after throwing an instance
+    # of 'std::system_error'", SIGABRT) or left it hanging until killed.
+    running = start_container(
+        tmp_path, LABELER="local", MODEL_CACHE_DIR=str(_converted_model(tmp_path))
+    )
+    try:
+        screens = [images.encode(images.screenshot(dark=dark), "PNG") for dark in (False, True)]
+        uploads = [*screens, *(images.photo(name) for name in ("chelsea", "astronaut", "coffee"))]
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda data: post_image(running.url, data), uploads))
+        assert [status for status, _, _ in answers] == [201] * len(uploads), answers
+        assert {body["label_status"] for _, _, body in answers} == {"ok"}
+
+        running.process.send_signal(signal.SIGTERM)
+
+        assert running.process.wait(timeout=REQUEST_WAIT) == 0, running.logs()
+        logs = running.logs()
+        assert "terminate called" not in logs
+        assert "SIGABRT" not in logs
+        assert "SIGKILL" not in logs
+        assert logs.count("Worker exiting") == 2
+    finally:
+        stop(running)
+
+
 def _server_memory_mb(pid: int) -> tuple[float, float, int]:
     """(RSS, PSS) of the gunicorn master and all its workers together, in MB, and the workers.
 
     PSS counts a page shared by n processes as 1/n in each: the memory the server really takes.
     """
-    pids = [pid, *_children(pid)]
-    each = [_resident_mb(p) for p in pids]
-    return sum(rss for rss, _ in each), sum(pss for _, pss in each), len(pids) - 1
+    each = [_resident_mb(pid)]
+    for child in _children(pid):
+        try:
+            each.append(_resident_mb(child))
+        except (FileNotFoundError, ProcessLookupError):  # a recycled worker that just left
+            continue
+    return sum(rss for rss, _ in each), sum(pss for _, pss in each), len(each) - 1
 
 
 def _children(pid: int) -> list[int]:
