@@ -280,6 +280,20 @@ def test_probe_and_metrics_requests_are_not_logged_while_they_succeed(
     assert request_lines(logs) == []
 
 
+def test_libvips_chatter_is_not_logged_unless_debug_is_asked_for(
+    make_app: AppFactory, settings: Settings, capture_logs: LogCapture
+) -> None:
+    photo = images.jpeg(1600, 1200)
+    client = make_app(resampler="vips").test_client()
+    quiet = capture_logs(settings.replace(log_format="json"))
+    assert upload(client, photo, format="webp", width="640").status_code == 201
+    debug = capture_logs(settings.replace(log_format="json", log_level="DEBUG"))
+    assert upload(client, photo + b"again", format="webp", width="640").status_code == 201
+
+    assert [e for e in json_lines(quiet) if e["logger"] == "pyvips"] == []
+    assert any("VIPS:" in e["message"] for e in json_lines(debug) if e["logger"] == "pyvips")
+
+
 def test_a_clients_request_id_is_kept_and_a_bad_one_replaced(local_client: FlaskClient) -> None:
     kept = local_client.get("/api/images", headers={"X-Request-Id": "job-42.7"})
     assert kept.headers["X-Request-Id"] == "job-42.7"

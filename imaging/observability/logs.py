@@ -183,6 +183,11 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
     )
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # pyvips hands every libvips message to logging, and libvips says at INFO what each
+    # operation chose ("reducev: using vector path"): 7 lines a resize, on every upload. They
+    # are shown at DEBUG; warnings and errors always.
+    debug = logging.getLevelName(settings.log_level) == logging.DEBUG
+    logging.getLogger("pyvips").setLevel(logging.DEBUG if debug else logging.WARNING)
     return handler
 
 
