@@ -73,6 +73,8 @@ CLEANUP_SECONDS = 2.0
 #: How often an upload looks whether the upload holding its content key has committed: the
 #: first look soon (most conversions take well under a second), then less and less often.
 CLAIM_POLL = (0.05, 0.5)  # first wait, longest wait (seconds)
+#: How many near copies an upload's warnings name at most (the look stops once it has found them).
+NEAR_COPIES_NAMED = 3
 NOTHING_SAVED = "Storage is unavailable; nothing was saved. Please retry shortly."
 
 
@@ -345,8 +347,10 @@ class Pipeline:
         distance = self.settings.near_copy_distance
         if not distance:
             return []
-        near = self.search.near_copies(appearance.phash, appearance.colours, distance=distance)
-        return [f"This image looks like a near copy of image {r.id}." for r in near[:3]]
+        near = self.search.near_copies(
+            appearance.phash, appearance.colours, distance=distance, limit=NEAR_COPIES_NAMED
+        )
+        return [f"This image looks like a near copy of image {r.id}." for r in near]
 
     def _store(
         self,

@@ -72,6 +72,10 @@ NEAR_COPY_COLOUR = 25.0
 #: (the catalog's one wave of parallel reads).
 BAND_CANDIDATES = 50
 RECORDS_READ = 24
+#: An upload's near-copy check reads its candidates in waves this size, most bands shared
+#: first, and stops at the wave that finds as many near copies as the warning names: a burst of
+#: look-alike uploads then costs each one a wave of reads, not RECORDS_READ (docs/benchmarks.md).
+NEAR_COPY_WAVE = 6
 
 #: Words that find nothing useful (in names and in queries alike).
 FILLER = frozenset({"a", "an", "and", "the", "of", "in", "on", "with", "img", "image", "photo"})
@@ -282,12 +286,20 @@ class Search:
         return Results(records, next_cursor)
 
     def near_copies(
-        self, value: str, colours: tuple[palette.Swatch, ...], *, distance: int
+        self, value: str, colours: tuple[palette.Swatch, ...], *, distance: int, limit: int
     ) -> list[ImageRecord]:
-        """Public images whose hash is within ``distance`` bits of ``value`` and whose dominant
-        colour matches: what an upload warns about. Closest first."""
-        found = self._by_hash(value, distance, exclude="")
-        return [r for r in found if _same_main_colour(r.colours, colours)]
+        """Up to ``limit`` public images whose hash is within ``distance`` bits of ``value`` and
+        whose dominant colour matches: what an upload warns about. Closest first among the
+        candidates read, which come in waves of NEAR_COPY_WAVE (the most bands shared first)
+        until ``limit`` are found or RECORDS_READ were read."""
+        found: list[ImageRecord] = []
+        ids = self._candidates(value, exclude="")
+        for start in range(0, len(ids), NEAR_COPY_WAVE):
+            wave = self._closest(value, ids[start : start + NEAR_COPY_WAVE], distance)
+            found += [r for r in wave if _same_main_colour(r.colours, colours)]
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
     def similar(self, record: ImageRecord, limit: int = 8) -> list[ImageRecord]:
         """Public images that look like ``record``: its hash within SIMILAR_DISTANCE."""
@@ -348,13 +360,20 @@ class Search:
         ]
 
     def _by_hash(self, value: str, distance: int, *, exclude: str) -> list[ImageRecord]:
+        return self._closest(value, self._candidates(value, exclude=exclude), distance)
+
+    def _candidates(self, value: str, *, exclude: str) -> list[str]:
+        """The ids sharing a band with ``value``, the most bands shared first, RECORDS_READ at
+        most (a common hash, a flat image's, fills every band)."""
         prefixes = band_prefixes(value)
         listed = self.catalog.map(lambda p: self.store.list(p, limit=BAND_CANDIDATES), prefixes)
         shared = Counter(k.rsplit("/", 1)[-1] for keys in listed for k in keys)
         shared.pop(exclude, None)
-        # The more bands a candidate shares, the closer it is likely to be: read those first,
-        # and one wave of reads at most (a common hash, a flat image's, fills every band).
-        ids = sorted(shared, key=lambda i: (-shared[i], i))[:RECORDS_READ]
+        # The more bands a candidate shares, the closer it is likely to be: those are read first.
+        return sorted(shared, key=lambda i: (-shared[i], i))[:RECORDS_READ]
+
+    def _closest(self, value: str, ids: list[str], distance: int) -> list[ImageRecord]:
+        """The public records of ``ids`` (read in parallel) within ``distance``, closest first."""
         close = [
             (phash.distance(value, r.phash), r.id, r)
             for r in self.catalog.public_records(ids)

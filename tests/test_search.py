@@ -13,12 +13,24 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from imaging.catalog import Catalog
+from imaging.catalog.keys import RECORD_PREFIX
 from imaging.labeling import Label, LabelResult
+from imaging.pipeline import NEAR_COPIES_NAMED
 from imaging.processing import LabelImage, phash
-from imaging.search import INDEX_PREFIX, PHASH_PREFIX, Search, band_prefixes, parents, words
+from imaging.search import (
+    INDEX_PREFIX,
+    NEAR_COPY_WAVE,
+    PHASH_PREFIX,
+    RECORDS_READ,
+    Search,
+    band_prefixes,
+    parents,
+    words,
+)
 from imaging.storage import ObjectStore
 from tests import images
 from tests.conftest import AppFactory
+from tests.faults import CountingStore
 from tests.uploads import upload_ok
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -230,6 +242,51 @@ def test_near_copy_warnings_can_be_turned_off(make_app: AppFactory, store: Objec
     copy = upload_ok(client, images.photo("chelsea"), "cat.png", format="png")
 
     assert not any("near copy" in warning for warning in copy["warnings"])
+
+
+class RecordReads(CountingStore):
+    """Counts, besides the calls, every record read (``rec/`` keys) since the last ``reset``."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.records_read = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.records_read = 0
+
+    def get(self, key: str) -> bytes:
+        if key.startswith(RECORD_PREFIX):
+            with self._lock:
+                self.records_read += 1
+        return super().get(key)
+
+
+def test_a_burst_of_look_alikes_costs_an_upload_one_wave_of_reads(
+    make_app: AppFactory, store: ObjectStore
+) -> None:
+    reads = RecordReads(store)
+    client = make_app(storage=reads).test_client()
+    cat = images.open_image(images.photo("chelsea"))
+    for quality in range(60, 60 + RECORDS_READ):  # the same picture, a different file each
+        upload_ok(client, images.encode(cat, "JPEG", quality=quality), "cat.jpg")
+
+    reads.reset()
+    copy = upload_ok(client, images.encode(cat, "JPEG", quality=95), "cat.jpg")
+
+    assert len([w for w in copy["warnings"] if "near copy" in w]) == NEAR_COPIES_NAMED
+    assert reads.records_read <= NEAR_COPY_WAVE
+
+
+def test_the_near_copy_look_reads_on_past_a_wave_of_other_colours(client: FlaskClient) -> None:
+    red = upload_ok(client, flat((200, 20, 30)), "red.png")
+    for i in range(NEAR_COPY_WAVE + 1):  # newer, so read first: the same (flat) hash, blue
+        upload_ok(client, flat((30, 60, 200), (64 + i, 48)), "blue.png")
+
+    copy = upload_ok(client, flat((200, 20, 30), (80, 60)), "red.png")
+
+    near = [w for w in copy["warnings"] if "near copy" in w]
+    assert near == [f"This image looks like a near copy of image {red['id']}."]
 
 
 def test_hashes_up_to_three_bits_apart_always_share_a_band() -> None:
