@@ -292,14 +292,14 @@ class Search:
         whose dominant colour matches: what an upload warns about. Closest first among the
         candidates read, which come in waves of NEAR_COPY_WAVE (the most bands shared first)
         until ``limit`` are found or RECORDS_READ were read."""
-        found: list[ImageRecord] = []
+        found: list[tuple[int, str, ImageRecord]] = []
         ids = self._candidates(value, exclude="")
         for start in range(0, len(ids), NEAR_COPY_WAVE):
-            wave = self._closest(value, ids[start : start + NEAR_COPY_WAVE], distance)
-            found += [r for r in wave if _same_main_colour(r.colours, colours)]
+            wave = self._close(value, ids[start : start + NEAR_COPY_WAVE], distance)
+            found += [c for c in wave if _same_main_colour(c[2].colours, colours)]
             if len(found) >= limit:
                 break
-        return found[:limit]
+        return [r for _, _, r in sorted(found, key=lambda c: c[:2])[:limit]]
 
     def similar(self, record: ImageRecord, limit: int = 8) -> list[ImageRecord]:
         """Public images that look like ``record``: its hash within SIMILAR_DISTANCE."""
@@ -360,7 +360,8 @@ class Search:
         ]
 
     def _by_hash(self, value: str, distance: int, *, exclude: str) -> list[ImageRecord]:
-        return self._closest(value, self._candidates(value, exclude=exclude), distance)
+        close = self._close(value, self._candidates(value, exclude=exclude), distance)
+        return [r for _, _, r in close]
 
     def _candidates(self, value: str, *, exclude: str) -> list[str]:
         """The ids sharing a band with ``value``, the most bands shared first, RECORDS_READ at
@@ -372,14 +373,17 @@ class Search:
         # The more bands a candidate shares, the closer it is likely to be: those are read first.
         return sorted(shared, key=lambda i: (-shared[i], i))[:RECORDS_READ]
 
-    def _closest(self, value: str, ids: list[str], distance: int) -> list[ImageRecord]:
-        """The public records of ``ids`` (read in parallel) within ``distance``, closest first."""
+    def _close(
+        self, value: str, ids: list[str], distance: int
+    ) -> list[tuple[int, str, ImageRecord]]:
+        """(distance, id, record) of the public records of ``ids`` (read in parallel) within
+        ``distance`` of ``value``, closest first."""
         close = [
             (phash.distance(value, r.phash), r.id, r)
             for r in self.catalog.public_records(ids)
             if r is not None and phash.is_hash(r.phash)
         ]
-        return [r for d, _, r in sorted(close, key=lambda c: c[:2]) if d <= distance]
+        return [c for c in sorted(close, key=lambda c: c[:2]) if c[0] <= distance]
 
 
 def _driver(listings: list[_Listing]) -> _Listing:
