@@ -48,7 +48,9 @@ workers = _int_env("WEB_CONCURRENCY", os.cpu_count() or 1)
 os.environ.setdefault("CONVERSION_SLOTS", str(max(1, 2 * (os.cpu_count() or 1) // workers)))
 # Threads serve the I/O-bound part (uploads arriving, GCS writes, Cloud Vision calls); the
 # pipeline's conversion slots (CONVERSION_SLOTS) keep the CPU-bound part from oversubscribing.
-worker_class = "gthread"
+# gunicorn's gthread worker, answering the requests gunicorn itself refuses (a request line
+# over 4094 bytes, a malformed header) with the app's JSON or page and security headers.
+worker_class = "imaging.wire.Worker"
 threads = _int_env("GUNICORN_THREADS", 8)
 # Cloud Run enforces the request timeout (gcloud run deploy --timeout); gunicorn's worker timeout
 # would kill a worker in the middle of a long, legitimate 50-megapixel conversion.

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -171,6 +172,101 @@ def test_the_containers_default_labeler_finds_people_and_reads_text(tmp_path: Pa
     assert (people["labels"][0]["description"], people["people"]) == ("people", 4)
     assert "Invoice number 4711" in shot["text"]
     assert "text" in [label["description"] for label in shot["labels"]]
+
+
+#: Requests gunicorn refuses before the app sees them, each carrying MARK where it can be echoed.
+MARK = "<script>zq9</script>"
+REFUSED = {
+    "a request line over 4094 bytes": (f"GET /?q={'a' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "a request line that is not one": (f"{MARK}\r\n\r\n", 400),
+    "a method with a bracket": (f"G<T /{MARK} HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "an HTTP version that does not exist": ("GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    "a header name with a space": (f"GET / HTTP/1.1\r\nHost: x\r\nA {MARK}: y\r\n\r\n", 400),
+    "a NUL in the path": ("GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "200 headers": (
+        "GET / HTTP/1.1\r\nHost: x\r\n" + "".join(f"X-{i}: y\r\n" for i in range(200)) + "\r\n",
+        431,
+    ),
+    "a 9000-byte header": (f"GET / HTTP/1.1\r\nHost: x\r\nX-A: {'a' * 9000}\r\n\r\n", 431),
+    "a folded header": (f"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n {MARK}\r\n\r\n", 400),
+    "an Expect we do not do": (
+        f"POST /api/images HTTP/1.1\r\nHost: x\r\nExpect: {MARK}\r\nContent-Length: 1\r\n\r\na",
+        417,
+    ),
+    "a transfer coding we do not do": (
+        "POST /api/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        400,
+    ),
+    "chunked and a Content-Length (smuggling)": (
+        "POST /api/images HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "two Content-Lengths": (
+        "POST /api/images HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        "Content-Length: 4\r\n\r\nabcd",
+        400,
+    ),
+    "an HTTP/2 preface": ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+}
+
+
+def raw_exchange(url: str, request: str) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes no HTTP library would, read the whole answer (the server closes)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=REQUEST_WAIT) as connection:
+        connection.sendall(request.encode("latin-1"))
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (ln.partition(": ") for ln in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_requests_gunicorn_refuses_get_our_json_error_and_headers(
+    container: Container, case: str
+) -> None:
+    request, expected = REFUSED[case]
+    status, headers, body = raw_exchange(container.url, request)
+    assert status == expected
+    assert headers["content-type"] == "application/json"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)
+    assert set(error) == {"error", "message"}
+    assert error["message"]
+    assert "zq9" not in body.decode()
+    assert "zq9" not in json.dumps(headers)
+
+
+def test_a_browser_refused_after_its_headers_gets_a_page(container: Container) -> None:
+    request = (
+        "GET /gallery HTTP/1.1\r\nHost: x\r\nAccept: text/html,*/*;q=0.8\r\n"
+        "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+    )
+    status, headers, body = raw_exchange(container.url, request)
+    assert status == 400
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert b"<h1>400 Bad Request</h1>" in body
+    assert b"could not be understood" in body
+    # The same refusal at an API path stays JSON, whatever the client Accepts.
+    status, headers, _ = raw_exchange(container.url, request.replace("/gallery", "/convert"))
+    assert (status, headers["content-type"]) == (400, "application/json")
+
+
+def test_a_refused_request_is_logged_as_a_warning_without_a_traceback(
+    container: Container,
+) -> None:
+    raw_exchange(container.url, "P<Q /zq9-logged HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: "P<Q" in container.logs(), REQUEST_WAIT, "the log line")
+    refused = [line for line in container.logs().splitlines() if "P<Q" in line]
+    assert len(refused) == 1
+    assert "Refused a request" in refused[0]
+    assert "Traceback" not in container.logs()
 
 
 def test_the_container_serves_the_gallery_page_and_its_static_files(container: Container) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, current_app, render_template, request, session
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException
 
 from imaging import observability
@@ -65,6 +66,8 @@ FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
 #: The machine doors' paths: storage events and Cloud Tasks (web/deliveries.py).
 MACHINE_PATHS = ("/events/", "/tasks/")
+#: The API blueprint's paths (web/api.py): JSON whatever the client Accepts.
+API_PREFIX, CONVERT_PATH = "/api/", "/convert"
 
 
 def services() -> Services:
@@ -79,12 +82,16 @@ def machine_request() -> bool:
 
 def wants_json() -> bool:
     """API clients and machines get JSON, browsers get pages (the microblog rule)."""
-    if request.path.startswith("/api/") or request.blueprint == "api" or machine_request():
+    return request.blueprint == "api" or prefers_json(request.path, request.accept_mimetypes)
+
+
+def prefers_json(path: str, accept: MIMEAccept) -> bool:
+    """The rule itself, for a request Flask may never see (imaging/wire.py): the API's and
+    the machine doors' paths, or an Accept that ranks JSON above HTML."""
+    if path.startswith((API_PREFIX, *MACHINE_PATHS)) or path == CONVERT_PATH:
         return True
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "application/json" and (
-        request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
-    )
+    best = accept.best_match(["application/json", "text/html"])
+    return best == "application/json" and accept[best] > accept["text/html"]
 
 
 def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
