@@ -26,6 +26,11 @@ first request to after the last answer, divided by that count, has no requests i
 either end (wrk's fixed-time rounds count some half-paid ones), and the bursts are seconds apart,
 so a neighbour's load weighs on both alike. It prints each server's median and the median of
 the bursts' ratios.
+
+``--media-root DIR --paired N`` compares this checkout with itself instead: one server with its
+LocalStore under ``DIR`` (e.g. ``/dev/shm``, a tmpfs), the other under the scratch directory on
+the temporary directory's disk, as ``make bench-peers`` runs it. It shows what the filesystem
+costs an upload (a LocalStore upload creates about 16 files and fsyncs about 12 times).
 """
 
 from __future__ import annotations
@@ -191,8 +196,11 @@ def _post_all(url: str, bodies: list[bytes]) -> list[int]:
     return refused
 
 
-def paired(checkouts: dict[str, str], bursts: int) -> dict[str, dict[str, list[float]]]:
-    """``--paired``: every checkout's server up at once, CPU ms per upload for each burst."""
+def paired(
+    checkouts: dict[str, str], bursts: int, media_roots: dict[str, Path] | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """``--paired``: every checkout's server up at once, CPU ms per upload for each burst;
+    ``media_roots``: a server's MEDIA_ROOT, where not under the scratch directory."""
     from benchmarks import peers
 
     items = peers.inputs()
@@ -215,7 +223,11 @@ def paired(checkouts: dict[str, str], bursts: int) -> dict[str, dict[str, list[f
     env = {"LABELER": "none", "GUNICORN_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING"}
     cpu: dict[str, dict[str, list[float]]] = {n: {i.name: [] for i in items} for n in checkouts}
     with tempfile.TemporaryDirectory(prefix="bench-server-cpu-") as tmp:
-        running = {n: m.start_container(Path(tmp, n), **env) for n, m in modules.items()}
+        roots = {n: {"MEDIA_ROOT": str(r)} for n, r in (media_roots or {}).items()}
+        running = {
+            n: m.start_container(Path(tmp, n), **env, **roots.get(n, {}))
+            for n, m in modules.items()
+        }
         try:
             for server in running.values():  # a warm-up: every worker has converted each
                 for item in items:
@@ -239,11 +251,14 @@ def paired(checkouts: dict[str, str], bursts: int) -> dict[str, dict[str, list[f
     return cpu
 
 
-def _print_paired(cpu: dict[str, dict[str, list[float]]], bursts: int) -> None:
+def _print_paired(
+    cpu: dict[str, dict[str, list[float]]], bursts: int, names: tuple[str, str] = ("ours", "theirs")
+) -> None:
     load = os.getloadavg()
     print(f"\nlabels off, {PAIRED_CLIENTS} clients, {bursts} paired bursts of {PAIRED_COUNTS};")
     print(f"medians of the bursts; load average {load[0]:.1f} at the end\n")
-    print("| input | ours: server CPU ms/req | theirs | ours / theirs | per burst |")
+    first, second = names
+    print(f"| input | {first}: server CPU ms/req | {second} | {first} / {second} | per burst |")
     print("|---|---:|---:|---:|---|")
     for case in CASES:
         ours, theirs = cpu["ours"][case], cpu["theirs"][case]
@@ -262,8 +277,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=6, help="in-process uploads per case")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--paired", type=int, metavar="N", help="N paired bursts, servers only")
+    parser.add_argument(
+        "--media-root", type=Path, help="--paired: this checkout with its LocalStore under here"
+    )
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
+    if args.media_root:
+        if not args.paired or args.against:
+            parser.error("--media-root compares this checkout with itself: give --paired alone")
+        with tempfile.TemporaryDirectory(prefix="bench-media-", dir=args.media_root) as media:
+            cpu = paired({"ours": here, "theirs": here}, args.paired, {"ours": Path(media)})
+        _print_paired(cpu, args.paired, (f"MEDIA_ROOT in {args.media_root}", "in the scratch dir"))
+        return
     checkouts = {"ours": here, **({"theirs": args.against} if args.against else {})}
     if args.paired:
         if not args.against:
