@@ -975,11 +975,20 @@ def test_the_placeholder_of_a_large_photo_is_computed_from_a_tiny_sample() -> No
     # A smooth image: point sampling must give the placeholder a full box filter gives.
     big = images.gradient(2000, 1500).convert("RGBA")
     source = decoded(images.encode(big.convert("RGB"), "PNG"), RenderSpec("webp"))
+    box = _rgba(big.resize((32, 24), Image.Resampling.BOX))
+    sample = placeholder._small_rgba(source.frames[0])
+    assert np.abs(sample.astype(int) - box.astype(int)).max() <= 2  # the same pixels, +-1
     sampled = base64.b64decode(processing.thumbhash(source))
-    filtered = placeholder.encode(_rgba(big.resize((32, 24), Image.Resampling.BOX)))
+    assert sampled == placeholder.encode(sample)
     _, _, a = placeholder.decode(sampled)
-    _, _, b = placeholder.decode(filtered)
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 8
+    _, _, b = placeholder.decode(placeholder.encode(box))
+    # The hash quantises each cosine term to 4 bits, so a term the +-1 tips over a step moves
+    # the painted pixels by up to one step: 9 levels on an AMD EPYC, at most 8 on the Xeon
+    # before it (same code and wheels). Sampling one corner instead of the grid: max 255,
+    # mean 65.
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 16
+    assert diff.mean() <= 3
 
 
 # -- Camera facts (EXIF) --------------------------------------------------------------------
