@@ -446,6 +446,7 @@ class Pipeline:
             specs=list(specs.values()),
             max_side=self.settings.max_output_side,
             keep_copyright=self.settings.keep_copyright,
+            libvips=self._resample == "lanczos3",
         )
 
     def _shared_fit(

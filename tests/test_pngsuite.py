@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 
 from imaging import processing
 from imaging.errors import UnsupportedFormat
-from imaging.processing import Limits, RenderSpec, Rendition
+from imaging.processing import Limits, RenderSpec, Rendition, header, resampler
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pngsuite" / "png"
 LIMITS = Limits(max_bytes=20 * 1024 * 1024, max_pixels=50_000_000, max_side=16383, max_frames=100)
@@ -34,9 +35,11 @@ def _read(name: str) -> bytes:
     return (CORPUS / name).read_bytes()
 
 
-def _convert(data: bytes, *specs: RenderSpec) -> list[Rendition]:
+def _convert(data: bytes, *specs: RenderSpec, libvips: bool = False) -> list[Rendition]:
     probed = processing.probe(data, LIMITS)
-    decoded = processing.decode(data, probed, specs=specs, max_side=LIMITS.max_side)
+    decoded = processing.decode(
+        data, probed, specs=specs, max_side=LIMITS.max_side, libvips=libvips
+    )
     return [
         processing.render(decoded, spec, max_side=LIMITS.max_side, background="#ffffff")
         for spec in specs
@@ -70,10 +73,11 @@ def test_the_corpus_is_all_there() -> None:
     assert len(_files(corrupt=False)) == EXPECTED_VALID, CORPUS
 
 
+@pytest.mark.parametrize("libvips", [False, True])
 @pytest.mark.parametrize("name", _files(corrupt=True))
-def test_a_corrupted_png_is_refused(name: str) -> None:
+def test_a_corrupted_png_is_refused(name: str, libvips: bool) -> None:
     with pytest.raises(UnsupportedFormat) as caught:
-        _convert(_read(name), RenderSpec("webp"))
+        _convert(_read(name), RenderSpec("webp"), libvips=libvips)
     assert caught.value.status == 415
 
 
@@ -89,3 +93,51 @@ def test_a_valid_png_converts_to_webp_and_png_keeping_transparency(name: str) ->
         assert png_alpha is not None, "PNG output lost the alpha channel"
         assert min(png_alpha) < 255, "PNG output lost the transparent pixels"
         assert _alpha(webp) == png_alpha, "WebP output's alpha differs from the PNG's"
+
+
+def _decoded(data: bytes, *, libvips: bool) -> processing.Decoded:
+    probed = processing.probe(data, LIMITS)
+    return processing.decode(
+        data, probed, specs=[RenderSpec("webp")], max_side=LIMITS.max_side, libvips=libvips
+    )
+
+
+@pytest.mark.parametrize("name", _files(corrupt=False))
+def test_libvips_decodes_every_plain_png_as_pillow_does(name: str) -> None:
+    """RESAMPLER=vips decodes a still 8-bit PNG with libvips (``resampler.png_pixels``) where
+    it gives the bands Pillow would: the same pixels, to the byte, and the same colour step."""
+    data = _read(name)
+    by_vips, by_pillow = _decoded(data, libvips=True), _decoded(data, libvips=False)
+    assert by_vips.receipt() == by_pillow.receipt()
+    assert (by_vips.profile, by_vips.camera) == (by_pillow.profile, by_pillow.camera)
+    for ours, theirs in zip(by_vips.frames, by_pillow.frames, strict=True):
+        assert (ours.mode, ours.size) == (theirs.mode, theirs.size)
+        assert ours.tobytes() == theirs.tobytes()
+
+
+def test_a_png_with_chunks_after_its_pixels_stays_with_pillow() -> None:
+    """Pillow reads a chunk after IDAT (text, EXIF) only when it decodes the pixels: such a
+    PNG is not handed to libvips, so nothing Pillow would read is missed."""
+    plain = _read("basn2c08.png")
+    assert header.png_chunks_before_image(plain)
+    body = b"tEXtComment\x00after the pixels"
+    text = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    iend = plain.rindex(b"IEND") - 4
+    late = plain[:iend] + text + plain[iend:]
+    assert not header.png_chunks_before_image(late)
+    assert not header.png_chunks_before_image(plain[:iend])  # no IEND
+    by_vips, by_pillow = _decoded(late, libvips=True), _decoded(late, libvips=False)
+    assert by_vips.frames[0].tobytes() == by_pillow.frames[0].tobytes()
+
+
+def test_libvips_takes_the_plain_pngs_and_leaves_the_rest_to_pillow() -> None:
+    taken = {
+        name
+        for name in _files(corrupt=False)
+        if (im := Image.open(io.BytesIO(_read(name))))
+        and resampler.png_pixels(_read(name), im.mode, im.size) is not None
+    }
+    # 8-bit truecolour with and without alpha, and 8-bit grey, interlaced or not...
+    assert {"basn2c08.png", "basn6a08.png", "basn0g08.png", "basi2c08.png"} <= taken
+    # ...but not 16-bit, palette, 1-bit grey, or a tRNS colour key (libvips adds an alpha band).
+    assert not {"basn2c16.png", "basn3p08.png", "basn0g01.png", "tbrn2c08.png"} & taken

@@ -20,10 +20,17 @@ from PIL import Image
 
 from imaging.errors import UnsupportedFormat
 from imaging.formats import OUTPUT_FORMATS
+from imaging.processing import resampler
 from imaging.processing.camera import Camera, read_camera
 from imaging.processing.colour import Colour
 from imaging.processing.geometry import SHORT_STEP_UP, fit_frame, needed_box, target_size
-from imaging.processing.header import Probe, open_image, pillow_boundary, png_bit_depth
+from imaging.processing.header import (
+    Probe,
+    open_image,
+    pillow_boundary,
+    png_bit_depth,
+    png_chunks_before_image,
+)
 from imaging.processing.spec import RenderSpec
 
 #: EXIF tags kept when KEEP_COPYRIGHT=1: Artist and Copyright; nothing that locates anyone.
@@ -90,6 +97,7 @@ def decode(
     specs: Sequence[RenderSpec],
     max_side: int,
     keep_copyright: bool = False,
+    libvips: bool = False,
 ) -> Decoded:
     """Decode, orient and colour-normalise, at no more resolution than ``specs`` need.
 
@@ -97,12 +105,15 @@ def decode(
     smallest DCT scale that still covers the largest output, or falls at most ``DRAFT_SLACK``
     short of it (as libvips' shrink-on-load does), then resampled (that short step up with
     bicubic, ``geometry.SHORT_STEP_UP``): a 12 MP photo headed for 1024 px decodes 16x fewer
-    pixels.
+    pixels. With ``libvips`` (RESAMPLER=vips) a still 8-bit PNG's pixels are decoded by libvips
+    where it gives the bands Pillow would (``resampler.png_pixels``).
     """
     animate = any(OUTPUT_FORMATS[s.format].animation and s.animate for s in specs)
     with pillow_boundary():
         # _decode holds the only reference to the opened image, so it can let go of it early.
-        return _decode(open_image(data), data, probed, specs, max_side, keep_copyright, animate)
+        return _decode(
+            open_image(data), data, probed, specs, max_side, keep_copyright, animate, libvips
+        )
 
 
 def _decode(
@@ -113,16 +124,25 @@ def _decode(
     max_side: int,
     keep_copyright: bool,
     animate: bool,
+    libvips: bool = False,
 ) -> Decoded:
     if im.size != (probed.width, probed.height):
         raise UnsupportedFormat("The image changed between probe and decode.")
+    source_format = im.format
+    if libvips and _plain_png(im, data, probed):
+        pixels = resampler.png_pixels(data, im.mode, im.size)
+        if pixels is not None:
+            # Every chunk comes before the pixels, so Pillow's open() has read them all into
+            # info (ICC, EXIF, XMP): the image needs no load() of Pillow's to read them.
+            pixels.info = im.info
+            im = pixels
     warnings_out: list[str] = []
     orientation = _orientation(im)
     width, height = probed.width, probed.height
     if orientation in _ROTATED:
         width, height = height, width
     box = needed_box(width, height, specs, max_side)
-    if box is not None and im.format in ("JPEG", "MPO"):
+    if box is not None and source_format in ("JPEG", "MPO"):
         # A DCT scale may land up to DRAFT_SLACK under the largest output: one short bicubic
         # step up from there costs far less than decoding (and resampling) twice the pixels.
         bw, bh = (math.ceil(side / DRAFT_SLACK) for side in box)
@@ -133,10 +153,11 @@ def _decode(
     safe_exif = _safe_exif(im) if keep_copyright else None
     camera = read_camera(im)
     loop = im.info.get("loop")
-    if im.format == "TIFF" and getattr(im, "is_animated", False):
+    if source_format == "TIFF" and getattr(im, "is_animated", False):
         warnings_out.append("Only the first page of the multi-page TIFF was converted.")
     count = probed.frames if animate and probed.frames > 1 else 1
-    colour = Colour(icc, png_bit_depth(data) if im.format == "PNG" else 8, in_place=count == 1)
+    bit_depth = png_bit_depth(data) if source_format == "PNG" else 8
+    colour = Colour(icc, bit_depth, in_place=count == 1)
     frames: list[Image.Image] = []
     durations: list[int] = []
     for index in range(count):
@@ -171,6 +192,16 @@ def _decode(
         source_frames=probed.frames,
         warnings=warnings_out,
         camera=camera,
+    )
+
+
+def _plain_png(im: Image.Image, data: bytes, probed: Probe) -> bool:
+    """A still 8-bit PNG whose chunks all come before its pixels (libvips may decode it)."""
+    return (
+        im.format == "PNG"
+        and probed.frames == 1
+        and png_bit_depth(data) == 8
+        and png_chunks_before_image(data)
     )
 
 

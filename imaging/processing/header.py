@@ -165,6 +165,23 @@ def png_bit_depth(data: bytes) -> int:
     return data[24] if len(data) > 24 else 8
 
 
+def png_chunks_before_image(data: bytes) -> bool:
+    """Whether every chunk but IEND comes before the image data (IDAT), as in most PNGs: then
+    Pillow's ``open`` has read every one of them (text, EXIF, XMP) without decoding a pixel."""
+    pos, size, seen_image = 8, len(data), False
+    while pos + 12 <= size:
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IEND":
+            return seen_image
+        if kind == b"IDAT":
+            seen_image = True
+        elif seen_image:
+            return False
+        pos += length + 12
+    return False
+
+
 def _png_checksums_match(data: bytes) -> bool:
     """Every chunk's CRC, up to IEND: Pillow checks the header chunks but not the image data.
 
