@@ -17,7 +17,7 @@ from PIL import Image
 
 from imaging import processing
 from imaging.errors import UnsupportedFormat
-from imaging.processing import Limits, RenderSpec, Rendition, header, resampler
+from imaging.processing import Limits, RenderSpec, Rendition, decoding, header, resampler
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pngsuite" / "png"
 LIMITS = Limits(max_bytes=20 * 1024 * 1024, max_pixels=50_000_000, max_side=16383, max_frames=100)
@@ -141,3 +141,20 @@ def test_libvips_takes_the_plain_pngs_and_leaves_the_rest_to_pillow() -> None:
     assert {"basn2c08.png", "basn6a08.png", "basn0g08.png", "basi2c08.png"} <= taken
     # ...but not 16-bit, palette, 1-bit grey, or a tRNS colour key (libvips adds an alpha band).
     assert not {"basn2c16.png", "basn3p08.png", "basn0g01.png", "tbrn2c08.png"} & taken
+
+
+def test_a_png_over_libvips_bound_is_decoded_by_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past LIBVIPS_PNG_MAX_PIXELS libvips' copy beside Pillow's would raise the peak memory."""
+    handed: list[tuple[int, int]] = []
+    real = resampler.png_pixels
+
+    def spy(data: bytes, mode: str, size: tuple[int, int]) -> Image.Image | None:
+        handed.append(size)
+        return real(data, mode, size)
+
+    monkeypatch.setattr(resampler, "png_pixels", spy)
+    _decoded(_read("basn2c08.png"), libvips=True)
+    assert handed == [(32, 32)]
+    monkeypatch.setattr(decoding, "LIBVIPS_PNG_MAX_PIXELS", 32 * 32 - 1)
+    _decoded(_read("basn2c08.png"), libvips=True)
+    assert handed == [(32, 32)]  # not handed again

@@ -40,6 +40,10 @@ SAFE_EXIF_TAGS = (0x013B, 0x8298)
 #: MAX_OUTPUT_SIDE (4096) at 1/2 (4000x3000) instead of full size (+317 MB peak). The step up
 #: from there is a short one (``geometry.SHORT_STEP_UP``), which takes the cheaper bicubic.
 DRAFT_SLACK = SHORT_STEP_UP
+#: The largest PNG libvips decodes (``_plain_png``), a 4K screenshot's size: its decode holds
+#: libvips' copy of the pixels beside Pillow's (3 + 4 bytes a pixel) until the frame is made,
+#: where Pillow's alone holds 4, so a larger PNG stays with Pillow and its peak memory.
+LIBVIPS_PNG_MAX_PIXELS = 10_000_000
 #: Frame delay used when a frame declares none (or 0 ms): what browsers do with such GIFs.
 DEFAULT_FRAME_MS = 100
 
@@ -200,6 +204,7 @@ def _plain_png(im: Image.Image, data: bytes, probed: Probe) -> bool:
     return (
         im.format == "PNG"
         and probed.frames == 1
+        and probed.width * probed.height <= LIBVIPS_PNG_MAX_PIXELS
         and png_bit_depth(data) == 8
         and png_chunks_before_image(data)
     )
