@@ -18,6 +18,7 @@ from PIL import Image
 from imaging import processing
 from imaging.errors import UnsupportedFormat
 from imaging.processing import Limits, RenderSpec, Rendition, decoding, header, resampler
+from tests import images
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pngsuite" / "png"
 LIMITS = Limits(max_bytes=20 * 1024 * 1024, max_pixels=50_000_000, max_side=16383, max_frames=100)
@@ -158,3 +159,22 @@ def test_a_png_over_libvips_bound_is_decoded_by_pillow(monkeypatch: pytest.Monke
     monkeypatch.setattr(decoding, "LIBVIPS_PNG_MAX_PIXELS", 32 * 32 - 1)
     _decoded(_read("basn2c08.png"), libvips=True)
     assert handed == [(32, 32)]  # not handed again
+
+
+def test_libvips_decoded_png_keeps_its_icc_profile_for_the_colour_step() -> None:
+    """The profile comes from Pillow's open() (iCCP precedes IDAT): with the swapped-primaries
+    profile, pure red is sRGB's green whichever decoder read the pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(
+        buf, "PNG", icc_profile=images.swapped_primaries_profile()
+    )
+    data = buf.getvalue()
+    assert header.png_chunks_before_image(data)
+    assert resampler.png_pixels(data, "RGB", (40, 30)) is not None  # the libvips path
+    by_vips, by_pillow = _decoded(data, libvips=True), _decoded(data, libvips=False)
+    assert by_vips.profile == by_pillow.profile == "converted"
+    red, green, blue = by_vips.frames[0].convert("RGB").getpixel((20, 15))  # type: ignore[misc]
+    assert green > 200
+    assert red < 60
+    assert blue < 60
+    assert by_vips.frames[0].tobytes() == by_pillow.frames[0].tobytes()
