@@ -168,17 +168,14 @@ def png_bit_depth(data: bytes) -> int:
 def png_chunks_before_image(data: bytes) -> bool:
     """Whether every chunk but IEND comes before the image data (IDAT), as in most PNGs: then
     Pillow's ``open`` has read every one of them (text, EXIF, XMP) without decoding a pixel."""
-    pos, size, seen_image = 8, len(data), False
-    while pos + 12 <= size:
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind = data[pos + 4 : pos + 8]
+    seen_image = False
+    for kind, _, _ in _png_chunks(data):
         if kind == b"IEND":
             return seen_image
         if kind == b"IDAT":
             seen_image = True
         elif seen_image:
             return False
-        pos += length + 12
     return False
 
 
@@ -188,19 +185,29 @@ def _png_checksums_match(data: bytes) -> bool:
     zlib.crc32 runs at memory speed, so a whole 20 MB file costs milliseconds. Bytes after IEND
     are not looked at (they are never decoded, nor copied into any output).
     """
+    for kind, start, end in _png_chunks(data):
+        (expected,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(data[start:end]) != expected:
+            return False
+        if kind == b"IEND":
+            return True
+    return False
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each whole chunk after the signature, up to IEND: its type and where its type and data
+    start and end (its CRC follows); a chunk that runs past the end of ``data`` stops the walk."""
     pos, size = 8, len(data)
     while pos + 12 <= size:
         (length,) = struct.unpack_from(">I", data, pos)
         end = pos + 8 + length
         if end + 4 > size:
-            return False
-        (expected,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(data[pos + 4 : end]) != expected:
-            return False
-        if data[pos + 4 : pos + 8] == b"IEND":
-            return True
+            return
+        kind = data[pos + 4 : pos + 8]
+        yield kind, pos + 4, end
+        if kind == b"IEND":
+            return
         pos = end + 4
-    return False
 
 
 def _check_geometry(width: int, height: int, limits: Limits) -> None:
