@@ -142,14 +142,15 @@ class Worker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hint
         parsed = getattr(exc, "req", None)  # read up to the headers: for the log and the answer
         if req is None and isinstance(parsed, Request):
             req = parsed
+        raw = answer(status, reason, code, message, page=wants_page(req))
         if req is not None:
             environ = default_environ(req, client, self.cfg)
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
             response = Response(req, client, self.cfg)
             response.status = f"{status} {reason}"
-            response.response_length = len(message)
+            response.response_length = len(raw.partition(b"\r\n\r\n")[2])  # the body's bytes
             self.log.access(response, req, environ, datetime.now() - started)
         try:
-            util.write_nonblock(client, answer(status, reason, code, message, page=wants_page(req)))
+            util.write_nonblock(client, raw)
         except Exception:
             self.log.debug("Failed to send error message.")

@@ -128,7 +128,7 @@ def _decode(
     max_side: int,
     keep_copyright: bool,
     animate: bool,
-    libvips: bool = False,
+    libvips: bool,
 ) -> Decoded:
     if im.size != (probed.width, probed.height):
         raise UnsupportedFormat("The image changed between probe and decode.")
