@@ -146,9 +146,10 @@ class Worker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hint
         if req is not None:
             environ = default_environ(req, client, self.cfg)
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+            environ["PATH_INFO"] = req.path or ""  # what the access line names
             response = Response(req, client, self.cfg)
             response.status = f"{status} {reason}"
-            response.response_length = len(raw.partition(b"\r\n\r\n")[2])  # the body's bytes
+            response.sent = len(raw.partition(b"\r\n\r\n")[2])  # the body's bytes, as logged
             self.log.access(response, req, environ, datetime.now() - started)
         try:
             util.write_nonblock(client, raw)

@@ -253,6 +253,18 @@ def test_a_browser_refused_after_its_headers_gets_a_page(container: Container) -
     assert headers["content-type"] == "text/html; charset=utf-8"
     assert b"<h1>400 Bad Request</h1>" in body
     assert b"could not be understood" in body
+    # Its access line (GUNICORN_ACCESS_LOG=1) names the path and the body's size.
+    wanted = {"requestUrl": "/gallery", "status": 400, "responseSize": str(len(body))}
+
+    def logged() -> bool:
+        for line in container.stdout.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            access = entry.get("logger") == "gunicorn.access"
+            if access and wanted.items() <= entry["httpRequest"].items():
+                return True
+        return False
+
+    wait_until(logged, REQUEST_WAIT, "the refusal's access line")
     # The same refusal at an API path stays JSON, whatever the client Accepts.
     status, headers, _ = raw_exchange(container.url, request.replace("/gallery", "/convert"))
     assert (status, headers["content-type"]) == (400, "application/json")
