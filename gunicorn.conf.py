@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -161,6 +165,7 @@ def on_starting(server: Any) -> None:
 
         settings = Settings.from_env()
         if settings.labeler == "local":
+            mapped = _mapped_files()
             # Imported only here: onnxruntime and numpy would otherwise sit in a master (and in
             # every worker forked from it) that never labels (about 40 MB each).
             from imaging.labeling import build_labeler
@@ -174,8 +179,90 @@ def on_starting(server: Any) -> None:
                 _convert_model(settings.model_cache_dir, settings.local_precision)
             build_labeler(settings).check()
             server.log.info("local labeler: model loaded before forking the workers")
+            if release_load_memory:
+                _release_load_memory(server, mapped)
     except Exception as exc:  # settings or model trouble: the workers will say so
         server.log.warning("local labeler: not preloaded (%s: %s)", type(exc).__name__, exc)
+
+
+# After loading the model the master runs none of the code that loaded it: it only forks. It
+# then gives back what the load left behind (0 keeps it): the heap the load freed
+# (malloc_trim), and its mappings of the code the load ran (onnxruntime, LiteRT, numpy: about
+# 35 MB). The workers never inherited those pages anyway (fork copies no page tables of a clean
+# file mapping): each maps what its own labelling runs, as it did before, from the page cache
+# (docs/benchmarks.md, "The master's memory").
+release_load_memory = os.environ.get("GUNICORN_RELEASE_LOAD_MEMORY", "").strip() != "0"
+_MADV_DONTNEED = 4  # <asm-generic/mman-common.h>
+
+
+@dataclass
+class _Mapping:
+    start: int
+    end: int
+    perms: str
+    path: str
+    anonymous_kb: int = 0  # pages copied on write: this process's own, not the file's
+
+
+def _file_mappings() -> list[_Mapping]:
+    """This process's file-backed mappings (/proc/self/smaps); none where there is no /proc."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return []
+    mappings: list[_Mapping] = []
+    current: _Mapping | None = None
+    for line in lines:
+        fields = line.split(None, 5)
+        if fields and fields[0] == "Anonymous:" and current is not None:
+            current.anonymous_kb = int(fields[1])
+        elif len(fields) >= 5 and "-" in fields[0] and not fields[0].endswith(":"):
+            current = None
+            if len(fields) == 6 and fields[5].startswith("/"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = _Mapping(start, end, fields[1], fields[5])
+                mappings.append(current)
+    return mappings
+
+
+def _mapped_files() -> set[str]:
+    return {mapping.path for mapping in _file_mappings()}
+
+
+def _resident_mb() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found[1]) / 1024 if found else 0.0
+
+
+def _release_load_memory(server: Any, mapped_before: set[str]) -> None:
+    """Give back the freed heap and the code pages that loading the model left in the master.
+
+    Only read-only mappings of files the load mapped, holding no page of this process's own:
+    MADV_DONTNEED drops the master's view of them, and a page touched again is read back from
+    the file (still in the page cache, where the workers map it too). A writable mapping, or
+    one with a copied-on-write page (relocations), is left alone: its own pages would be lost.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    before = _resident_mb()
+    gc.collect()
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.malloc_trim(0)
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    for mapping in _file_mappings():
+        clean = "w" not in mapping.perms and mapping.anonymous_kb == 0
+        if clean and mapping.path not in mapped_before:
+            madvise(mapping.start, mapping.end - mapping.start, _MADV_DONTNEED)
+    released = before - _resident_mb()
+    server.log.info("local labeler: the master gave back %.0f MB after the load", released)
 
 
 def _convert_model(cache_dir: Any, precision: str) -> None:

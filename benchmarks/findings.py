@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import cpu_model, process_tree, resident_mb
+from tests.container import convert_model
 from tests.images import SCREEN_LINES, group, screenshot, skimage_photo
 
 if TYPE_CHECKING:
@@ -108,13 +108,6 @@ class Models:
     reader: TextReader
     classifier_mb: float
     detector_mb: float
-
-
-def convert_model(cache: Path) -> None:
-    """Convert the local labeler's model into ``cache`` in a child process."""
-    convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
-    convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
-    subprocess.run([sys.executable, "-c", convert, str(cache)], check=True)
 
 
 def load_models(cache: Path) -> Models:

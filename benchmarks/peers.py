@@ -388,10 +388,8 @@ def start_app(
     env = {"LABELER": labeler, "GUNICORN_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING", **extra}
     if labeler == "local":
         # The image builds the model at build time; do the same, so no request pays for it.
-        from imaging.labeling.local import LocalLabeler
-
         models = CACHE / "models"
-        LocalLabeler(cache_dir=models).check()
+        container.convert_model(models)
         env["MODEL_CACHE_DIR"] = str(models)
     running = container.start_container(scratch, **env)
     stack.callback(container.stop, running)

@@ -129,6 +129,16 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def convert_model(models: Path) -> Path:
+    """Convert the local labeler's model into ``models`` beforehand, as the image build does, in
+    a child: onnxruntime mapped in this process would share its pages with a server's master,
+    which then keeps them (gunicorn.conf.py, ``release_load_memory``)."""
+    convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
+    convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
+    subprocess.run([sys.executable, "-c", convert, str(models)], check=True, cwd=ROOT)
+    return models
+
+
 def start_container(tmp: Path, **env: str) -> Container:
     """Run the Dockerfile's CMD on the image's files, as the image's user would (no .env)."""
     app_dir = stage_image_files(tmp / "app")

@@ -39,6 +39,7 @@ from tests.conftest import AppFactory
 from tests.container import (
     REQUEST_WAIT,
     Container,
+    convert_model,
     dockerfile_env,
     final_stage,
     get,
@@ -444,11 +445,7 @@ def _resident_mb(pid: int) -> tuple[float, float]:
 
 def _converted_model(tmp_path: Path) -> Path:
     """The local labeler's model cache, converted beforehand as the image build does."""
-    models = tmp_path / "models"
-    convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
-    convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
-    subprocess.run([sys.executable, "-c", convert, str(models)], check=True, cwd=ROOT)
-    return models
+    return convert_model(tmp_path / "models")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -480,6 +477,56 @@ def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_m
         assert logs.count("model loaded before forking the workers") == 1, logs
         assert logs.count("Booting worker") > 2, logs  # workers were recycled meanwhile
         assert pss <= 350, (rss, pss)
+    finally:
+        stop(running)
+
+
+def _mapped_mb(pid: int, part_of_path: str) -> float:
+    """Resident memory of a process's mappings of files whose path contains ``part_of_path``."""
+    resident, counting = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = re.match(r"[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(\S*)", line)
+        if head:
+            counting = part_of_path in head[1]
+        elif counting and line.startswith("Rss:"):
+            resident += int(line.split()[1])
+    return resident / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("release", ["1", "0"])
+def test_the_master_gives_back_the_code_pages_and_heap_the_model_load_left(
+    tmp_path: Path, release: str
+) -> None:
+    # gunicorn.conf.py: the master loads the model, then runs none of that code again; its view
+    # of onnxruntime's and LiteRT's code and the heap the load freed go back. 0 keeps them (the
+    # control). The workers, forked after, still label.
+    running = start_container(
+        tmp_path,
+        MODEL_CACHE_DIR=str(_converted_model(tmp_path)),
+        LABELER="local",
+        WEB_CONCURRENCY="2",
+        GUNICORN_RELEASE_LOAD_MEMORY=release,
+    )
+    try:
+        for i in range(2):
+            photo = images.photo("chelsea") + i.to_bytes(2, "big")
+            status, _, body = post_image(running.url, photo, format="webp")
+            assert status == 201, body
+            assert body["label_status"] == "ok", body
+            assert any(label["description"] == "cat" for label in body["labels"]), body
+        master = running.process.pid
+        code = _mapped_mb(master, "onnxruntime") + _mapped_mb(master, "litert")
+        rss = _resident_mb(master)[0]
+        print(f"\nmaster: RSS {rss:.0f} MB, onnxruntime and LiteRT code {code:.1f} MB")
+        logs = running.logs()
+        if release == "1":
+            # 0.4-4 MB: what the master's garbage collector touches again (30 MB kept)
+            assert code < 8, code
+            assert "the master gave back" in logs, logs
+        else:
+            assert code > 15, code
+            assert "the master gave back" not in logs, logs
     finally:
         stop(running)
 
