@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
@@ -481,16 +481,22 @@ def test_recycled_workers_label_with_the_model_the_master_loaded_and_share_its_m
         stop(running)
 
 
-def _mapped_mb(pid: int, part_of_path: str) -> float:
-    """Resident memory of a process's mappings of files whose path contains ``part_of_path``."""
+def _smaps_rss_mb(pid: int, counted: Callable[[int, str], bool]) -> float:
+    """Resident memory in MB of a process's mappings for which ``counted(start, path)`` holds
+    (``path`` is empty for an anonymous mapping)."""
     resident, counting = 0, False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        head = re.match(r"[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(\S*)", line)
+        head = re.match(r"([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(\S*)", line)
         if head:
-            counting = part_of_path in head[1]
+            counting = counted(int(head[1], 16), head[2])
         elif counting and line.startswith("Rss:"):
             resident += int(line.split()[1])
     return resident / 1024
+
+
+def _mapped_mb(pid: int, part_of_path: str) -> float:
+    """Resident memory of a process's mappings of files whose path contains ``part_of_path``."""
+    return _smaps_rss_mb(pid, lambda _, path: part_of_path in path)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -966,14 +972,7 @@ def test_a_quiet_worker_gives_its_freed_heap_back(tmp_path: Path, trim_seconds: 
 def _thread_arenas_mb(pid: int) -> float:
     """Resident memory of a process's malloc arenas other than the main heap, in MB: glibc maps
     each of their heaps anonymously at a multiple of its 64 MiB heap size."""
-    resident, in_arena = 0, False
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        head = re.match(r"([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(\S*)", line)
-        if head:
-            in_arena = not head[2] and int(head[1], 16) % (64 << 20) == 0
-        elif in_arena and line.startswith("Rss:"):
-            resident += int(line.split()[1])
-    return resident / 1024
+    return _smaps_rss_mb(pid, lambda start, path: not path and start % (64 << 20) == 0)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
