@@ -54,8 +54,7 @@ COPY static ./static
 # are made once here, not on every cold start.
 # /app/instance is the only place the app writes (local media and its secret key, for docker run).
 RUN python -m compileall -q cloud_image_app.py imaging \
-    && python -c "import os, pathlib; from imaging.labeling.local import LocalLabeler; \
-LocalLabeler(cache_dir=pathlib.Path(os.environ['MODEL_CACHE_DIR'])).check()" \
+    && python -m imaging.labeling.local "$MODEL_CACHE_DIR" \
     && mkdir -p /app/instance \
     && chown 10001:10001 /app/instance
 USER 10001:10001

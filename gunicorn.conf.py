@@ -168,7 +168,7 @@ def on_starting(server: Any) -> None:
             mapped = _mapped_files()
             # Imported only here: onnxruntime and numpy would otherwise sit in a master (and in
             # every worker forked from it) that never labels (about 40 MB each).
-            from imaging.labeling import build_labeler
+            from imaging.labeling import build_labeler, convert_local_model
             from imaging.labeling.local import MODEL_FILES
 
             if not (settings.model_cache_dir / MODEL_FILES[settings.local_precision]).exists():
@@ -176,7 +176,7 @@ def on_starting(server: Any) -> None:
                 # converter's memory (onnx, the quantiser: about 100 MB) is not left in the
                 # master and in every worker forked from it. A failure here is the workers'
                 # to report, as below.
-                _convert_model(settings.model_cache_dir, settings.local_precision)
+                convert_local_model(settings.model_cache_dir, settings.local_precision, check=False)
             build_labeler(settings).check()
             server.log.info("local labeler: model loaded before forking the workers")
             if release_load_memory:
@@ -263,15 +263,6 @@ def _release_load_memory(server: Any, mapped_before: set[str]) -> None:
             madvise(mapping.start, mapping.end - mapping.start, _MADV_DONTNEED)
     released = before - _resident_mb()
     server.log.info("local labeler: the master gave back %.0f MB after the load", released)
-
-
-def _convert_model(cache_dir: Any, precision: str) -> None:
-    import subprocess
-    import sys
-
-    script = "import pathlib, sys; from imaging.labeling.local import LocalLabeler; "
-    script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1]), precision=sys.argv[2]).check()"
-    subprocess.run([sys.executable, "-c", script, str(cache_dir), precision], check=False)
 
 
 # Give freed heap back to the system once a worker has been idle for this long (seconds; 0 turns

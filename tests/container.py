@@ -129,13 +129,30 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def model_build_step() -> str:
+    """The shell command of the final stage's RUN that converts the local labeler's model."""
+    steps = [
+        part.strip()
+        for word, args in final_stage()
+        if word == "RUN"
+        for part in args.split("&&")
+        if "imaging.labeling.local" in part
+    ]
+    assert len(steps) == 1, f"one model build step in the Dockerfile, not {steps}"
+    return steps[0]
+
+
 def convert_model(models: Path) -> Path:
-    """Convert the local labeler's model into ``models`` beforehand, as the image build does, in
-    a child: onnxruntime mapped in this process would share its pages with a server's master,
-    which then keeps them (gunicorn.conf.py, ``release_load_memory``)."""
-    convert = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
-    convert += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
-    subprocess.run([sys.executable, "-c", convert, str(models)], check=True, cwd=ROOT)
+    """Convert the local labeler's model into ``models`` beforehand by the image build's own
+    step (``model_build_step``), in a child as that is: onnxruntime mapped in this process would
+    share its pages with a server's master, which then keeps them (gunicorn.conf.py,
+    ``release_load_memory``)."""
+    environment = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # python: this environment's
+        "MODEL_CACHE_DIR": str(models),
+    }
+    subprocess.run(["sh", "-c", model_build_step()], check=True, cwd=ROOT, env=environment)
     return models
 
 

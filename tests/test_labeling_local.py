@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from imaging.errors import LabelerUnavailable
-from imaging.labeling import Label
+from imaging.labeling import Label, convert_local_model
 from imaging.labeling.effnet import (
     CheckpointError,
     activations,
@@ -210,15 +210,7 @@ def test_labels_with_the_network_off(
 def test_another_process_reuses_the_cached_model(model_dir: Path, labeler: LocalLabeler) -> None:
     labeler.check()
     before = (model_dir / MODEL_FILE).stat()
-    script = "import sys, pathlib; from imaging.labeling.local import LocalLabeler; "
-    script += "LocalLabeler(cache_dir=pathlib.Path(sys.argv[1])).check()"
-
-    subprocess.run(
-        [sys.executable, "-c", script, str(model_dir)],
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
-    )
+    convert_local_model(model_dir)  # python -m imaging.labeling.local, the image build's step
 
     after = (model_dir / MODEL_FILE).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -10,7 +10,11 @@ are the same simple path.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from imaging.errors import LabelerUnavailable
@@ -36,6 +40,7 @@ __all__ = [
     "NullLabeler",
     "ReadsText",
     "build_labeler",
+    "convert_local_model",
     "people_labels",
     "text_note",
     "with_findings",
@@ -217,3 +222,19 @@ def build_labeler(settings: Settings, **kwargs: Any) -> Labeler:
             **{**stand_in_credentials(settings.vision_api_endpoint), **kwargs},
         )
     return NullLabeler()
+
+
+def convert_local_model(cache_dir: Path, precision: str = "int8", *, check: bool = True) -> bool:
+    """Convert the local labeler's model into ``cache_dir`` (or find it there), as the image
+    build does, in a child process (``python -m imaging.labeling.local``), and say whether the
+    child succeeded (``check``: raise ``CalledProcessError`` if it did not). A child, so neither
+    the converter (onnx, the quantiser: about 100 MB) nor onnxruntime's pages are left in this
+    process: a server's master forks its workers from itself, and gives back the pages its own
+    load mapped only where no other process maps them (gunicorn.conf.py)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    argv = [sys.executable, "-m", "imaging.labeling.local", str(cache_dir)]
+    done = subprocess.run(
+        [*argv, "--precision", precision], check=check, env={**os.environ, "PYTHONPATH": path}
+    )
+    return done.returncode == 0

@@ -16,6 +16,7 @@ face boxes and the text read (LOCAL_FEATURES chooses which).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -284,3 +285,21 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m imaging.labeling.local CACHE_DIR [--precision P]``: convert the model into
+    CACHE_DIR, or find it there already (``imaging.labeling.convert_local_model`` runs this)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m imaging.labeling.local",
+        description="Convert the bundled classifier to ONNX in CACHE_DIR, once.",
+    )
+    parser.add_argument("cache_dir", type=Path)
+    parser.add_argument("--precision", choices=PRECISIONS, default="int8")
+    args = parser.parse_args(argv)
+    LocalLabeler(cache_dir=args.cache_dir, precision=args.precision).check()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
