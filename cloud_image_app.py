@@ -39,6 +39,7 @@ from imaging.web import (
     requestlog,
     uploads,
 )
+from imaging.web.body import guard_input
 from imaging.web.forms import UploadRequest
 from imaging.web.security import HttpsSessionInterface, init_rate_limits
 
@@ -99,6 +100,8 @@ def create_app(
         TESTING=settings.testing,
     )
     app.session_interface = HttpsSessionInterface()
+    # Innermost: a body the server cannot read (a broken chunk) is the client's 400, not a 500.
+    app.wsgi_app = guard_input(app.wsgi_app)  # type: ignore[method-assign,assignment]
     if settings.public_origin:
         app.wsgi_app = PublicOrigin(app.wsgi_app, settings.public_origin)  # type: ignore[method-assign]
     if settings.on_cloud_run or settings.trusted_proxy_hops:

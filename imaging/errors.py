@@ -30,6 +30,12 @@ class BadRequest(ImagingError):
     status, code = 400, "bad_request"
 
 
+class BadBody(BadRequest):
+    """The request's body could not be read as sent: a broken chunk, a body that ends early."""
+
+    code = "bad_body"
+
+
 class MissingFile(ImagingError):
     status, code = 400, "missing_file"
 

@@ -6,7 +6,8 @@ gunicorn wrote its own HTML page, with no ``nosniff`` and no CSP, echoing the of
 This worker answers those the way the app answers every error (``imaging.web.error_response``):
 ``{"error": code, "message": message}`` for API clients and a short page for browsers, with
 the app's security headers, a fixed message that repeats nothing the client sent, and never a
-5xx for a client's mistake.
+5xx for a client's mistake. A request the app has answered is never answered twice: if
+gunicorn then fails to discard the rest of its body, the connection is closed in silence.
 
 Only the master imports this module at start-up (``worker_class`` in gunicorn.conf.py), so it
 imports nothing heavy at the top: the negotiation rule comes from the web layer on first use,
@@ -127,12 +128,34 @@ def answer(status: int, reason: str, code: str, message: str, *, page: bool) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+#: Set on a request once the app's answer to it has been written.
+_ANSWERED = "_cloud_image_app_answered"
+
+
 class Worker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
-    """gunicorn's gthread worker with our own answer to the requests it refuses."""
+    """gunicorn's gthread worker with our own answer to the requests it refuses, and never a
+    second answer to one request."""
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        keepalive: bool = super().handle_request(req, conn)
+        setattr(req, _ANSWERED, True)
+        return keepalive
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         started = datetime.now()
         addr = addr or ("", -1)  # a unix socket
+        if getattr(req, _ANSWERED, False):
+            # The app has answered this request without reading all of its body, and gunicorn,
+            # discarding the rest before the next request, found it malformed (a bad chunk).
+            # A second answer would be read as the answer to the client's next request (a
+            # proxy reusing the connection would hand it to someone else's): close instead.
+            self.log.info(
+                "Closed a connection from ip=%s: the answered request's unread body was "
+                "malformed (%s)",
+                addr[0],
+                type(exc).__name__,
+            )
+            return
         status, reason, code, message = refusal(exc)
         if status >= 500:
             self.log.exception("Error handling request %s", getattr(req, "uri", "(no URI read)"))

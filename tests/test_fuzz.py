@@ -25,6 +25,7 @@ import io
 import json
 import random
 import re
+import socket
 import struct
 import zlib
 from collections.abc import Iterable
@@ -659,3 +660,63 @@ def test_gunicorn_answers_hostile_requests_to_every_route_without_a_500(
     finally:
         stop(running)
     assert "Traceback" not in running.logs()
+
+
+#: Chunked bodies whose framing breaks part-way, each after a first chunk that parses. (A huge
+#: chunk size is not broken framing but a body still to come: the server's timeouts end it.)
+BROKEN_CHUNKS = {
+    "a chunk size that is not hex": b"ZZZ\r\nhello\r\n0\r\n\r\n",
+    "a negative chunk size": b"-5\r\nhello\r\n0\r\n\r\n",
+    "a chunk without its line end": b"5\r\nhelloXX0\r\n\r\n",
+    "a trailer that is not a header": b"0\r\nX Y: z\r\n\r\n",
+}
+
+
+def raw_answers(url: str, request: bytes) -> bytes:
+    """Everything the server writes back to ``request`` until it closes the connection."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_gunicorn_answers_a_broken_chunked_body_to_every_route_once_and_never_500(
+    tmp_path: Path, route_apps: dict[str, FlaskClient]
+) -> None:
+    """A route that reads the body says 400 ``bad_body``; one that answers without reading it
+    gets its answer, and the connection then closes: never a second, unasked-for answer, which
+    a client (or a proxy reusing the connection) would take for the next request's."""
+    from tests.container import start_container, stop
+
+    running = start_container(tmp_path, ADMIN_TOKEN="admin", METRICS_TOKEN="m")
+    bad_bodies = 0
+    try:
+        for method, template in route_calls(route_apps["open"].application):
+            if method in ("GET", "HEAD", "OPTIONS"):
+                continue
+            path = fill(template, "0000000000000-abcdef")
+            for case, broken in BROKEN_CHUNKS.items():
+                for kind, first in (
+                    ("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: "),
+                    ("application/json", b'{"a": '),
+                ):
+                    head = (
+                        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n"
+                    ).encode()
+                    chunk = f"{len(first):x}\r\n".encode() + first + b"\r\n"
+                    answer = raw_answers(running.url, head + chunk + broken)
+                    what = f"{method} {path}, {kind}, {case}: {answer[:400]!r}"
+                    statuses = re.findall(rb"^HTTP/1\.1 (\d{3}) ", answer, re.MULTILINE)
+                    assert len(statuses) == 1, what
+                    assert int(statuses[0]) in ROUTE_STATUSES, what
+                    assert b"Traceback" not in answer, what
+                    bad_bodies += b'"bad_body"' in answer
+    finally:
+        stop(running)
+    assert "Traceback" not in running.logs()
+    assert "Error handling request" not in running.logs()
+    assert bad_bodies > 0  # some routes did read the broken body, and said so

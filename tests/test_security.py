@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import re
 
 import pytest
@@ -357,3 +358,60 @@ def test_the_docs_state_the_form_limits_the_code_enforces(
     config = local_client.application.config
     assert f"at most {config['MAX_FORM_PARTS']} parts" in text
     assert f"at most {config['MAX_FORM_MEMORY_SIZE'] // 1024} KiB" in text
+
+
+class BreaksMidway(io.RawIOBase):
+    """A server's input stream that fails part-way, as a chunked body with a bad chunk makes
+    gunicorn's (its own exception) or Werkzeug's dev server's (OSError)."""
+
+    def __init__(self, first: bytes, error: Exception) -> None:
+        self.first, self.error = first, error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self.first:
+            raise self.error
+        size = min(len(buffer), len(self.first))
+        buffer[:size], self.first = self.first[:size], self.first[size:]
+        return size
+
+
+class ServerParseError(Exception):
+    """Stands for an exception type of the server's own (gunicorn's InvalidChunkSize)."""
+
+
+@pytest.mark.parametrize("error", [OSError("Invalid chunk header"), ServerParseError("ZZZ")])
+@pytest.mark.parametrize(
+    ("path", "content_type", "first", "accept"),
+    [
+        ("/api/images", "multipart/form-data; boundary=XX", b"--XX\r\nContent-Disp", "*/*"),
+        ("/upload", "multipart/form-data; boundary=XX", b"--XX\r\nContent-Disp", "text/html"),
+        ("/api/images/delete", "application/json", b'{"ids": ["', "*/*"),
+    ],
+)
+def test_a_body_the_server_cannot_read_is_a_400_not_a_500(
+    local_client: FlaskClient,
+    path: str,
+    content_type: str,
+    first: bytes,
+    accept: str,
+    error: Exception,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="imaging")
+    response = local_client.post(
+        path,
+        headers={"Content-Type": content_type, "Accept": accept, "X-CSRF-Token": "x"},
+        environ_overrides={"wsgi.input": BreaksMidway(first, error), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    if accept == "text/html":
+        assert response.mimetype == "text/html"
+        assert "could not be read" in response.get_data(as_text=True)
+    else:
+        assert response.get_json()["error"] == "bad_body"
+    assert str(error) not in response.get_data(as_text=True)
+    assert "Traceback" not in caplog.text
+    assert f"{type(error).__name__} reading the body" in caplog.text
