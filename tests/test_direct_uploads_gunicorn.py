@@ -4,7 +4,8 @@ gthread), one worker, on 127.0.0.1 (tests/container.py).
 What only a real server shows: the worker's memory while a 150 MiB body arrives (it goes to disk
 in chunks, so the worker's peak barely moves), the per-process cap on PUTs in flight (slow
 clients hold their threads; one more is told to come back later), and clients that go away
-half way (gunicorn just ends a body shorter than its Content-Length; nothing may be kept).
+half way (gunicorn just ends a body shorter than its Content-Length; nothing may be kept), and
+bodies whose chunked framing breaks half way (gunicorn's reader raises its own error).
 """
 
 from __future__ import annotations
@@ -195,4 +196,34 @@ def test_a_client_that_goes_away_half_way_leaves_nothing(
     assert status == 201, body
     assert body["bytes"] == size
     # A refusal, not a crash.
+    assert "Traceback" not in server.logs()
+
+
+def test_a_put_whose_chunked_framing_breaks_half_way_is_400_and_leaves_nothing(
+    server: Container, tmp_folder: Path
+) -> None:
+    """A bad chunk size after 2 MiB: gunicorn's reader raises its own error mid-stream, which
+    the app answers as the client's 400 (``bad_body``), keeping nothing and giving the URL back."""
+    size = 4 * MiB
+    broken = ticket(server, size)
+    host, port = address(server)
+    head = (
+        f"PUT {target(server, broken)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: {broken['headers']['Content-Type']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    half = b"\x89" * (2 * MiB)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(head.encode() + f"{len(half):x}\r\n".encode() + half + b"\r\nZZZ\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400", answer[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"] == "bad_body"
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+    wait_until(lambda: not writes_in_progress(tmp_folder), 60, "the broken PUT to clean up")
+    assert not tmp_folder.is_dir() or list(tmp_folder.iterdir()) == []
+    status, body = put_streamed(server, broken, size)
+    assert status == 201, body
     assert "Traceback" not in server.logs()
