@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from imaging.errors import BadBody
+from werkzeug.exceptions import HTTPException
+
+from imaging.errors import BadBody, ImagingError
 
 __all__ = ["GuardedInput", "guard_input"]
 
@@ -32,8 +34,8 @@ class GuardedInput:
     def _guarded(self, read: Callable[..., Any], *args: Any) -> Any:
         try:
             return read(*args)
-        except BadBody:
-            raise
+        except (ImagingError, HTTPException):
+            raise  # already a client's answer (a stream of ours, or Werkzeug's limit)
         except Exception as exc:  # the server's own error for the client's body
             raise BadBody(_MESSAGE, detail=f"{type(exc).__name__} reading the body") from exc
 
