@@ -23,6 +23,7 @@ from imaging.config import Settings, SettingsError
 from imaging.doors.backfill import convert_batch_command
 from imaging.doors.relabel import relabel_command
 from imaging.labeling import Labeler
+from imaging.observability import plain_dev_server_lines
 from imaging.services import build_services, install, services_of
 from imaging.storage import ObjectStore
 from imaging.untrusted import read_json
@@ -181,6 +182,7 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     app = create_app(settings)
     port = int(os.environ.get("PORT", settings.port))
+    plain_dev_server_lines()
     app.run(host=settings.host, port=port, threaded=True)
 
 

@@ -20,6 +20,7 @@ from imaging.observability.logs import (
     TextFormatter,
     configure_logging,
     escape_controls,
+    plain_dev_server_lines,
     redact_query,
     uses_json_logs,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "escape_controls",
     "exposition",
     "parse_trace_headers",
+    "plain_dev_server_lines",
     "record_upload",
     "redact_query",
     "timed_caption",

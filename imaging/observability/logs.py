@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Generator, Iterable
@@ -35,6 +36,7 @@ __all__ = [
     "configure_logging",
     "escape_controls",
     "format_exception",
+    "plain_dev_server_lines",
     "redact_query",
     "uses_json_logs",
 ]
@@ -159,6 +161,48 @@ class TextFormatter(logging.Formatter):
 
     def formatException(self, ei: Any) -> str:
         return format_exception(ei[1], ei[2])
+
+
+#: An ANSI "select graphic rendition" sequence: the colour and weight codes Werkzeug's development
+#: server puts around its lines.
+_ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainDevServerLines(logging.Filter):
+    """Werkzeug's own lines as plain text: its colour codes dropped, its banner one line a record.
+
+    The development server styles its start-up banner and its request lines with ANSI codes, and
+    logs the banner as one record of several lines; the text formatter escapes both (a record is
+    one line), which printed ``\\x1b[31m\\x1b[1mWARNING: ...\\x1b[0m\\n * Running on ...``. Only
+    the styling goes: Werkzeug escapes control characters in the request line itself, and a
+    value still holding a line break stays escaped. The banner, a record with no arguments, is
+    Werkzeug's own text, so its lines are logged one by one.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                _ANSI_STYLE.sub("", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _ANSI_STYLE.sub("", record.msg)
+            if not record.args and "\n" in record.msg:
+                *earlier, last = (line.strip() for line in record.msg.split("\n"))
+                for line in earlier:
+                    self.logger.handle(logging.makeLogRecord({**vars(record), "msg": line}))
+                record.msg = last
+        return True
+
+
+def plain_dev_server_lines() -> None:
+    """Log the development server's (Werkzeug's) lines without their terminal styling."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _PlainDevServerLines) for f in logger.filters):
+        logger.addFilter(_PlainDevServerLines(logger))
 
 
 class _OwnHandler(logging.StreamHandler[IO[str]]):
