@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
-from werkzeug.wsgi import FileWrapper
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cloud_image_app import create_app
 from imaging.config import Settings
@@ -120,24 +119,38 @@ class LiveServer:
     app: Flask
 
 
-def whole_files(app: WSGIApplication) -> WSGIApplication:
-    """Send each static file as bytes read whole, its file closed before the first byte goes.
+#: Where ``closing_dropped_responses`` keeps the app's response, for ``ClosingHandler``.
+_RESPONSE = "tests.conftest.response"
 
-    werkzeug's dev server drops a response it could not finish (a browser that navigated away
-    mid-send) without closing it; a file left open that way is a ResourceWarning, which
-    ``filterwarnings = error`` turns into a failed test that has nothing to do with the app.
-    """
+
+def closing_dropped_responses(app: WSGIApplication) -> WSGIApplication:
+    """``app``, its response kept in the request's environ for ``ClosingHandler``."""
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        body = app(environ, start_response)
-        if not isinstance(body, FileWrapper):
-            return body
-        try:
-            return [b"".join(body)]
-        finally:
-            body.close()
+        environ[_RESPONSE] = body = app(environ, start_response)
+        return body
 
     return wsgi
+
+
+class ClosingHandler(WSGIRequestHandler):
+    """werkzeug's dev-server handler, closing a response the client dropped.
+
+    When a browser drops a connection mid-response (it navigated away, or cancelled a
+    revalidation), werkzeug's handler ends the request without calling the response's
+    ``close``: a static file's handle (a 200's FileWrapper, a 304's closing iterator) is left
+    for the garbage collector, whose ResourceWarning ``filterwarnings = error`` turns into a
+    failed test that has nothing to do with the app. ``connection_dropped`` is werkzeug's hook
+    for that moment, and gets the request's environ.
+    """
+
+    def connection_dropped(
+        self, error: BaseException, environ: WSGIEnvironment | None = None
+    ) -> None:
+        body = environ.pop(_RESPONSE, None) if environ is not None else None
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 @pytest.fixture
@@ -146,7 +159,13 @@ def serve() -> Iterator[Callable[[Flask], LiveServer]]:
     servers: list[Any] = []
 
     def start(app: Flask) -> LiveServer:
-        server = make_server("127.0.0.1", 0, whole_files(app), threaded=True)
+        server = make_server(
+            "127.0.0.1",
+            0,
+            closing_dropped_responses(app),
+            threaded=True,
+            request_handler=ClosingHandler,
+        )
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append(server)

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from flask import Flask, Response
 
 from tests import images
+from tests.conftest import LiveServer
 from tests.container import REQUEST_WAIT, ROOT, STARTUP_WAIT, free_port, get, post_image, wait_until
 
 
@@ -132,3 +136,30 @@ def test_a_bad_setting_stops_make_run_with_its_message(tmp_path: Path) -> None:
     err = done.stderr.decode()
     assert "STORAGE_BACKEND" in err, err
     assert "Traceback" not in err + done.stdout.decode(), err
+
+
+def test_the_live_test_server_closes_a_response_the_client_dropped(
+    serve: Callable[[Flask], LiveServer],
+) -> None:
+    """The browser tests' server (conftest's ``serve``, Werkzeug's as well) closes a response
+    whose client went away: Werkzeug's own handler leaves it unclosed when the connection
+    resets while it discards an unread body after the answer, and a static file left open that
+    way failed a browser test at random (a ResourceWarning)."""
+    closed = threading.Event()
+    app = Flask(__name__)
+
+    @app.get("/small")
+    def small() -> Response:
+        response = Response(b"ok", mimetype="text/plain")
+        response.call_on_close(closed.set)
+        return response
+
+    port = int(serve(app).url.rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_WAIT) as s:
+        # a body the app never reads, cut short: Werkzeug waits for the rest of it
+        s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"y" * 10)
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += s.recv(1024)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    assert closed.wait(timeout=10), "the dropped response was never closed"
