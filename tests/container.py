@@ -184,17 +184,24 @@ def start_container(tmp: Path, **env: str) -> Container:
             [str(executable), *argv[1:]], cwd=app_dir, env=environment, stdout=out, stderr=err
         )
     container = Container(process, f"http://127.0.0.1:{port}", media_root, stdout, stderr)
+    wait_healthy(process, container.url, container.logs, "gunicorn")
+    return container
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], url: str, logs: Callable[[], str], name: str
+) -> None:
+    """Wait until ``url``'s /healthz answers 200; fail with ``logs()`` if ``process`` exits."""
 
     def healthy() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{container.logs()}")
+            raise AssertionError(f"{name} exited with {process.returncode}:\n{logs()}")
         try:
-            return get(f"{container.url}/healthz")[0] == 200
+            return get(f"{url}/healthz")[0] == 200
         except OSError:
             return False
 
-    wait_until(healthy, STARTUP_WAIT, "/healthz")
-    return container
+    wait_until(healthy, STARTUP_WAIT, f"{name} to answer /healthz")
 
 
 def stop(container: Container) -> int:

@@ -24,7 +24,16 @@ from flask import Flask, Response
 
 from tests import images
 from tests.conftest import LiveServer
-from tests.container import REQUEST_WAIT, ROOT, STARTUP_WAIT, free_port, get, post_image, wait_until
+from tests.container import (
+    REQUEST_WAIT,
+    ROOT,
+    STARTUP_WAIT,
+    free_port,
+    get,
+    post_image,
+    wait_healthy,
+    wait_until,
+)
 
 
 @dataclass
@@ -41,7 +50,7 @@ class DevServer:
 def environment(tmp: Path, **env: str) -> dict[str, str]:
     """The caller's environment without the app's settings (a developer's shell may hold some),
     on local storage with the labels off."""
-    outer = {k: v for k, v in os.environ.items() if k.isupper() and not k.startswith("K_")}
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("K_")}  # K_: Cloud Run
     for name in ("STORAGE_BACKEND", "GCS_BUCKET", "LABELER", "LOG_FORMAT", "HOST", "PORT"):
         outer.pop(name, None)
     return {
@@ -67,17 +76,8 @@ def dev_server(tmp_path: Path) -> Iterator[DevServer]:
             stderr=subprocess.STDOUT,
         )
     server = DevServer(process, f"http://127.0.0.1:{port}", port, log)
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            return get(f"{server.url}/healthz")[0] == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(up, STARTUP_WAIT, "the development server")
+        wait_healthy(process, server.url, log.read_text, "the development server")
         yield server
     finally:
         process.terminate()

@@ -34,14 +34,13 @@ import yaml
 from tests import images
 from tests.container import (
     ROOT,
-    STARTUP_WAIT,
     Container,
     dockerfile_env,
     free_port,
-    get,
     post_image,
     start_container,
     stop,
+    wait_healthy,
     wait_until,
 )
 
@@ -149,17 +148,8 @@ def proxy(app: Container, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             stderr=subprocess.STDOUT,
         )
     running = Proxy(process, port, f"http://127.0.0.1:{port}", log)
-
-    def answering() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"nginx exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            return get(f"{running.url}/healthz")[0] == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(answering, STARTUP_WAIT, "nginx to answer /healthz")
+        wait_healthy(process, running.url, log.read_text, "nginx")
         yield running
     finally:
         process.send_signal(signal.SIGTERM)  # fast shutdown: drop connections, exit
