@@ -152,6 +152,18 @@ def test_the_container_converts_an_upload_over_http(container: Container) -> Non
     assert stored_completely(container.media_root, body)
 
 
+def test_the_container_serves_a_byte_range_of_a_variant(container: Container) -> None:
+    status, _, body = post_image(container.url, images.jpeg(120, 80))
+    assert status == 201, body
+    url = body["variants"][0]["url"]
+    whole = get(url)[1]
+    request = urllib.request.Request(url, headers={"Range": "bytes=10-"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 206
+        assert response.headers["Content-Range"] == f"bytes 10-{len(whole) - 1}/{len(whole)}"
+        assert response.read() == whole[10:]
+
+
 def test_the_image_installs_tesseract_for_the_local_labelers_text() -> None:
     runs = [args for word, args in final_stage() if word == "RUN"]
     assert any("apt-get install" in run and "tesseract-ocr" in run for run in runs)

@@ -10,9 +10,10 @@ sizes, unknown fit modes, names full of control characters and markup). Whatever
 
 Then every route of the app's url_map, with every method it allows, gets hostile headers
 (non-ASCII, huge, control characters in Authorization, X-CSRF-Token, Content-Type, Cookie and
-X-Forwarded-*) and hostile JSON (deep nesting, huge numbers, wrong types): only documented
+X-Forwarded-*, Range) and hostile JSON (deep nesting, huge numbers, wrong types): only documented
 statuses, never a 500, never a traceback, in process and (a bounded set) against gunicorn run as
-the Dockerfile runs it.
+the Dockerfile runs it. A stored file gets any Range: the bytes it names, the whole file, or a
+416 that says the file's length.
 
 Runs are derandomized (same examples every run, no example database), so CI cannot flake on a
 rare draw; a failure prints the smallest input that reproduces it.
@@ -429,8 +430,8 @@ def test_the_seeds_themselves_are_accepted(fuzz_client: FlaskClient) -> None:
 # -- every route, hostile headers and JSON (issue 14, item 7) -------------------------------------
 
 #: What any route may answer; 500 is never one of them.
-ROUTE_STATUSES = {200, 201, 204, 302, 303, 304, 400, 401, 403, 404, 405, 409, 410, 413, 415}
-ROUTE_STATUSES |= {422, 429, 503}
+ROUTE_STATUSES = {200, 201, 204, 206, 302, 303, 304, 400, 401, 403, 404, 405, 409, 410, 413}
+ROUTE_STATUSES |= {415, 416, 422, 429, 503}
 HEADER_NAMES = (
     "Authorization",
     "X-CSRF-Token",
@@ -441,6 +442,8 @@ HEADER_NAMES = (
     "X-Forwarded-Host",
     "X-Delete-Key",
     "Accept",
+    "Range",
+    "If-Range",
 )
 #: Header values an attacker can put on the wire: any byte but CR, LF and NUL (which no server
 #: passes on), read as Latin-1 the way WSGI servers hand them over.
@@ -495,6 +498,52 @@ json_bodies = st.one_of(
 )
 #: A value for every kind of URL variable: ids, keys, upload ids.
 PATH_VALUES = ("x", "0000000000000-abcdef", "..%2f..%2fetc", "img/x/a.webp", "%00", "é")
+
+
+range_number = st.one_of(
+    st.just(""), st.integers(0, 4000).map(str), st.sampled_from(["9" * 40, "-1", "1e3", " 5"])
+)
+range_headers = st.one_of(
+    header_text.map(lambda v: v[:100]),
+    st.tuples(range_number, range_number).map(lambda spec: f"bytes={spec[0]}-{spec[1]}"),
+    st.lists(st.tuples(range_number, range_number), min_size=1, max_size=3).map(
+        lambda specs: "bytes=" + ",".join(f"{a}-{b}" for a, b in specs)
+    ),
+    st.sampled_from(["items=0-1", "bytes 0-1", "bytes=0-0", "BYTES=0-1", "bytes=-0"]),
+)
+
+
+@FUZZ
+@given(
+    header=range_headers,
+    if_range=st.one_of(st.none(), st.none(), st.none(), header_text.map(lambda v: v[:60])),
+)
+def test_any_range_on_a_media_file_gets_the_bytes_it_names_the_whole_file_or_a_416(
+    cropped_image: tuple[FlaskClient, dict[str, Any]], header: str, if_range: str | None
+) -> None:
+    client, image = cropped_image
+    # The focus fuzzer may have re-rendered it: the record says which file is current.
+    url = client.get(f"/api/images/{image['id']}").get_json()["variants"][0]["url"]
+    whole = client.get(url).data
+    headers = {"Range": header, "Accept": "application/json"}
+    if if_range is not None:
+        headers["If-Range"] = if_range
+    response = client.get(url, headers=headers)
+    what = f"{headers!r}: {response.status_code} {response.headers.get('Content-Range')}"
+    event(str(response.status_code))
+    assert response.status_code in (200, 206, 416), what
+    if response.status_code == 200:
+        assert response.data == whole, what
+    elif response.status_code == 206:
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", response.headers["Content-Range"])
+        assert match, what
+        start, end, total = map(int, match.groups())
+        assert total == len(whole), what
+        assert 0 <= start <= end < total, what
+        assert response.data == whole[start : end + 1], what
+    else:
+        assert response.headers["Content-Range"] == f"bytes */{len(whole)}", what
+        assert response.get_json()["error"] == "requested_range_not_satisfiable", what
 
 
 def route_calls(app: Any) -> list[tuple[str, str]]:

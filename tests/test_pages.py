@@ -150,6 +150,51 @@ def test_media_answers_304_to_a_matching_etag(local_client: FlaskClient) -> None
     assert again.data == b""
 
 
+def test_media_answers_one_byte_range_with_a_206_as_gcs_does(local_client: FlaskClient) -> None:
+    created = upload_via_api(local_client, images.jpeg(), "a.jpg")
+    url = created["variants"][0]["url"]  # type: ignore[index]
+    whole = local_client.get(url)
+    data, etag, n = whole.data, whole.headers["ETag"], len(whole.data)
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    cases = {
+        "bytes=0-9": (0, 10),
+        "bytes=10-": (10, n),
+        "bytes=-7": (n - 7, n),
+        f"bytes=5-{n + 100}": (5, n),  # an end past the file stops at it
+    }
+    for header, (start, stop) in cases.items():
+        part = local_client.get(url, headers={"Range": header})
+        assert part.status_code == 206, header
+        assert part.data == data[start:stop], header
+        assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{n}", header
+        assert part.mimetype == "image/webp"
+        assert part.headers["X-Content-Type-Options"] == "nosniff"
+    # If-Range: the range only while the file is the one the client had.
+    assert local_client.get(url, headers={"Range": "bytes=0-9", "If-Range": etag}).data == data[:10]
+    stale = local_client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert (stale.status_code, stale.data) == (200, data)
+
+
+def test_media_answers_a_range_past_the_end_with_416_and_ignores_one_it_cannot_serve(
+    local_client: FlaskClient,
+) -> None:
+    created = upload_via_api(local_client, images.jpeg(), "a.jpg")
+    url = created["variants"][0]["url"]  # type: ignore[index]
+    data = local_client.get(url).data
+    api = {"Accept": "application/json"}
+    past = local_client.get(url, headers={"Range": f"bytes={len(data)}-", **api})
+    assert past.status_code == 416
+    assert past.headers["Content-Range"] == f"bytes */{len(data)}"
+    assert past.get_json()["error"] == "requested_range_not_satisfiable"
+    page = local_client.get(url, headers={"Range": "bytes=99999999-", "Accept": "text/html"})
+    assert page.status_code == 416
+    assert "Range not satisfiable" in page.get_data(as_text=True)
+    # Garbage, several ranges or another unit: the whole file, as RFC 9110 allows.
+    for header in ("bytes=9-1", "bytes=0-1,4-5", "items=0-1", "bytes=", "bytes=a-b", "\xff"):
+        response = local_client.get(url, headers={"Range": header})
+        assert (response.status_code, response.data) == (200, data), header
+
+
 def test_media_never_serves_records(local_client: FlaskClient) -> None:
     created = upload_via_api(local_client, images.jpeg(), "a.jpg")
     assert local_client.get(f"/media/rec/{created['id']}.json").status_code == 404

@@ -108,6 +108,7 @@ def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
         410: "Gone",
         413: "File too large",
         415: "Unsupported file",
+        416: "Range not satisfiable",
         422: "Image too large",
         429: "Slow down",
         503: "Busy right now",
@@ -150,12 +151,14 @@ def register_error_handlers(app: Flask) -> None:
             404: "Nothing here.",
             405: "That method is not allowed here.",
             400: "The request could not be understood.",
+            416: "That byte range is past the end of the file.",
         }
         response = app.make_response(
             error_response(status, code, messages.get(status, exc.description or code))
         )
-        if status == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        kept = {405: "Allow", 416: "Content-Range"}.get(status)  # the header the status needs
+        if kept and exc.get_response().headers.get(kept):
+            response.headers[kept] = exc.get_response().headers[kept]
         return response
 
     @app.errorhandler(Exception)

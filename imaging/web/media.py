@@ -4,6 +4,7 @@ default); GCS serves its own in production, so its ``read_for_serving`` answers 
 Only ``img/`` keys are public: records and index markers are never served. Files go out with
 our own Content-Type (they are our re-encoded output), nosniff, a year-long immutable cache and
 ``FILE_POLICY``: an SVG opened on its own (not through ``<img>``) may run nothing and load nothing.
+A single byte range is answered with a 206, as GCS does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
+from werkzeug.http import parse_range_header
 
 from imaging.catalog import IMAGE_PREFIX
 from imaging.errors import NotFound
@@ -36,4 +38,12 @@ def serve(key: str) -> ResponseReturnValue:
     response.headers["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = FILE_POLICY
-    return response.make_conditional(request)
+    response.headers["Accept-Ranges"] = "bytes"
+    # One byte range, as GCS answers it (a resumed download, a reader seeking): a 206, or a 416
+    # beyond the end. A Range that does not parse, asks for several ranges or in other units is
+    # ignored and the whole file goes out, as RFC 9110 lets a server do.
+    wanted = parse_range_header(request.headers.get("Range"))
+    one_range = wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1
+    return response.make_conditional(
+        request, accept_ranges=one_range, complete_length=len(data) if one_range else None
+    )
