@@ -168,6 +168,10 @@ class TextFormatter(logging.Formatter):
 _ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 
+#: How the format of Werkzeug's ``log_request`` line ends (request line, status and size follow).
+_WERKZEUG_REQUEST_LINE = '] "%s" %s %s'
+
+
 class _PlainDevServerLines(logging.Filter):
     """Werkzeug's own lines as plain text: its colour codes dropped, its banner one line a record.
 
@@ -176,7 +180,9 @@ class _PlainDevServerLines(logging.Filter):
     one line), which printed ``\\x1b[31m\\x1b[1mWARNING: ...\\x1b[0m\\n * Running on ...``. Only
     the styling goes: Werkzeug escapes control characters in the request line itself, and a
     value still holding a line break stays escaped. The banner, a record with no arguments, is
-    Werkzeug's own text, so its lines are logged one by one.
+    Werkzeug's own text, so its lines are logged one by one. Its line for each request goes: the
+    app's ``imaging.request`` line says the same with the trace id and the time taken, and a
+    request Werkzeug refuses before the app sees it still gets Werkzeug's error line.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -184,6 +190,8 @@ class _PlainDevServerLines(logging.Filter):
         self.logger = logger
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.endswith(_WERKZEUG_REQUEST_LINE):
+            return False
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
                 _ANSI_STYLE.sub("", arg) if isinstance(arg, str) else arg for arg in record.args
