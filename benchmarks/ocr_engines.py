@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import subprocess
-import sys
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -32,7 +31,7 @@ from PIL import Image
 from benchmarks.engine import screenshot as peers_screenshot
 from benchmarks.findings import ROUNDS, SCREENS, cpu_ms, peers_words, words
 from benchmarks.machine import cpu_model
-from benchmarks.peers import CACHE, run_quietly, say
+from benchmarks.peers import CACHE, install_into_venv, say, venv_version
 from tests.images import screenshot
 
 RAPIDOCR_REQUIREMENT = "rapidocr-onnxruntime>=1.4,<2"
@@ -66,23 +65,10 @@ def install_rapidocr() -> tuple[Path | None, str]:
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import rapidocr_onnxruntime"]
     if not python.exists() or subprocess.run(probe, capture_output=True).returncode:
-        say(f"installing {RAPIDOCR_REQUIREMENT} into {venv}...")
         log = CACHE / "rapidocr-install.log"
-        base = getattr(sys, "_base_executable", sys.executable)
-        ok = run_quietly([base, "-m", "venv", str(venv)], log) and run_quietly(
-            [str(venv / "bin" / "pip"), "install", "--quiet", RAPIDOCR_REQUIREMENT], log
-        )
-        if not ok:
+        if not install_into_venv(venv, RAPIDOCR_REQUIREMENT, log):
             return None, f"pip install {RAPIDOCR_REQUIREMENT} failed (see {log})"
-    version = subprocess.run(
-        [str(python), "-m", "pip", "show", "rapidocr-onnxruntime"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return python, next(
-        (line.split()[-1] for line in version.splitlines() if line.startswith("Version")), "?"
-    )
+    return python, venv_version(venv, "rapidocr-onnxruntime")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         cases[f"screenshot {index + 1}"] = (screenshot(lines), words(" ".join(lines)))
 
     python, version = install_rapidocr()
-    rapid: dict[str, dict[str, object]] = {}
+    rapid: dict[str, tuple[float, str]] = {}  # picture: (CPU ms, text read)
     with tempfile.TemporaryDirectory() as scratch:
         paths: dict[str, str] = {}
         for name, (picture, _) in cases.items():
@@ -116,7 +102,10 @@ def main(argv: list[str] | None = None) -> None:
                 version = f"failed: {done.stderr.strip().splitlines()[-1:]}"
             else:
                 by_path = json.loads(done.stdout)
-                rapid = {name: by_path[path] for name, path in paths.items()}
+                rapid = {
+                    name: (float(by_path[path]["ms"]), str(by_path[path]["text"]))
+                    for name, path in paths.items()
+                }
 
     say("the baseline: the bench-peers screenshot's upload, labels off...")
     upload = "1 MP PNG -> 1024 px WebP"
@@ -135,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         ours = f"{len(expected & words(reading.text))}/{len(expected)}"
         theirs, their_ms, their_ratio = "-", "-", "-"
         if name in rapid:
-            ms = float(str(rapid[name]["ms"]))
+            ms, text = rapid[name]
             their_ms, their_ratio = f"{ms:.0f}", f"{ms / upload_ms:.1f}x"
-            theirs = f"{len(expected & words(str(rapid[name]['text'])))}/{len(expected)}"
+            theirs = f"{len(expected & words(text))}/{len(expected)}"
         size = f"{picture.width}x{picture.height}"
         print(
             f"{name:<24} {size:>9} | {tesseract_ms:12.0f} {tesseract_ms / upload_ms:7.1f}x "

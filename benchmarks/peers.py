@@ -98,26 +98,40 @@ def debian_tool(name: str, package: str) -> str | None:
     return shutil.which(name)
 
 
+def install_into_venv(venv: Path, requirement: str, log: Path) -> bool:
+    """Create ``venv`` (a benchmark's own, under the cache) and pip-install ``requirement``
+    into it, their output into ``log``; True when both succeeded."""
+    say(f"installing {requirement} into {venv}...")
+    base = getattr(sys, "_base_executable", sys.executable)
+    return run_quietly([base, "-m", "venv", str(venv)], log) and run_quietly(
+        [str(venv / "bin" / "pip"), "install", "--quiet", requirement], log
+    )
+
+
+def venv_version(venv: Path, distribution: str) -> str:
+    """The version of ``distribution`` installed in ``venv``, or "?"."""
+    version = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({distribution!r}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return version or "?"
+
+
 def install_thumbor() -> tuple[Path | None, str]:
     """thumbor's executable in its own venv under the cache, or None and why not."""
     venv = CACHE / "thumbor-venv"
     executable = venv / "bin" / "thumbor"
     if not executable.exists():
-        say(f"installing {THUMBOR_REQUIREMENT} into {venv}...")
         log = CACHE / "thumbor-install.log"
-        base = getattr(sys, "_base_executable", sys.executable)
-        ok = run_quietly([base, "-m", "venv", str(venv)], log) and run_quietly(
-            [str(venv / "bin" / "pip"), "install", "--quiet", THUMBOR_REQUIREMENT], log
-        )
-        if not ok or not executable.exists():
+        if not install_into_venv(venv, THUMBOR_REQUIREMENT, log) or not executable.exists():
             return None, f"pip install {THUMBOR_REQUIREMENT} failed (see {log})"
-    version = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import thumbor; print(thumbor.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return executable, version or "?"
+    return executable, venv_version(venv, "thumbor")
 
 
 def install_sharp() -> tuple[Path | None, str]:
