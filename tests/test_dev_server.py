@@ -95,20 +95,24 @@ def test_make_runs_server_takes_an_upload_and_shows_it(dev_server: DevServer) ->
     assert webp[8:12] == b"WEBP"
 
 
+def send_raw(port: int, request: bytes) -> None:
+    """Send ``request`` as it is and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_WAIT) as s:
+        s.sendall(request)
+        while s.recv(65536):
+            pass
+
+
 def test_make_runs_log_is_plain_lines_that_escape_what_a_client_sends(
     dev_server: DevServer,
 ) -> None:
     assert get(f"{dev_server.url}/missing")[0] == 404
     # A raw ESC and line break in the request target: no client library sends those, a client
     # on a socket can.
-    with socket.create_connection(("127.0.0.1", dev_server.port), timeout=REQUEST_WAIT) as s:
-        s.sendall(b"GET /a\x1b[31mb%0aFAKE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        while s.recv(65536):
-            pass
-    with socket.create_connection(("127.0.0.1", dev_server.port), timeout=REQUEST_WAIT) as s:
-        s.sendall(b"GARBAGE\r\n\r\n")
-        while s.recv(65536):
-            pass
+    send_raw(
+        dev_server.port, b"GET /a\x1b[31mb%0aFAKE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    send_raw(dev_server.port, b"GARBAGE\r\n\r\n")
     wait_until(lambda: any("FAKE" in line for line in dev_server.lines()), 10, "the log line")
     wait_until(lambda: any("GARBAGE" in line for line in dev_server.lines()), 10, "the error")
 
